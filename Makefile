@@ -1,0 +1,36 @@
+# nanoscope-daq: `make demo` and `make test` work from a fresh clone with only python3.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast bench docs clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/nanoscope demo
+
+# pytest exits 5 when it collects no test: say so rather than fail obscurely.
+test: $(STAMP)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_sim_ioc.py
+
+docs: $(STAMP)
+	$(PY) -m nanoscope_daq.sim.pv_reference > docs/pv-reference.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""nanoscope-daq."""

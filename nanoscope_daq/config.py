@@ -1,0 +1,264 @@
+"""One TOML-backed configuration for the whole instrument.
+
+Defaults live only in ``default_config.toml`` (shipped with the package, every key
+documented there). A user file overrides any subset. Unknown keys and bad values
+raise :class:`ConfigError` naming the dotted key and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+CONFIG_ENV_VAR = "NANOSCOPE_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, missing or out of range."""
+
+
+def _check(predicate: Callable[[Any], bool], requirement: str) -> dict:
+    """Field metadata: ``predicate(value)`` must hold, else the key 'must be <requirement>'."""
+    return {"check": (predicate, requirement)}
+
+
+def positive() -> dict:
+    return _check(lambda v: v > 0, "> 0")
+
+
+def non_negative() -> dict:
+    return _check(lambda v: v >= 0, ">= 0")
+
+
+def fraction() -> dict:
+    return _check(lambda v: 0 <= v <= 1, "between 0 and 1")
+
+
+def one_of(*choices: str) -> dict:
+    return _check(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+@dataclass(frozen=True)
+class EpicsConfig:
+    prefix: str = field(metadata=_check(lambda v: v != "" and " " not in v, "a non-empty PV prefix without spaces"))
+    port: int = field(metadata=_check(lambda v: 1024 <= v <= 65535, "a port between 1024 and 65535"))
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data_dir: str
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    time_scale: float = field(metadata=positive())
+    seed: int = field(metadata=non_negative())
+    geometry: str = field(metadata=one_of("cone", "parallel"))
+    contrast: str = field(metadata=one_of("absorption", "zernike"))
+
+
+@dataclass(frozen=True)
+class AxisConfig:
+    description: str
+    egu: str
+    low_limit: float
+    high_limit: float
+    velocity: float = field(metadata=positive())
+    max_velocity: float = field(metadata=positive())
+    acceleration: float = field(metadata=positive())
+    precision: int = field(metadata=non_negative())
+    resolution: float = field(metadata=positive())
+
+    def validate(self, key: str) -> None:
+        if self.low_limit >= self.high_limit:
+            raise ConfigError(f"{key}.low_limit ({self.low_limit}) must be below {key}.high_limit ({self.high_limit})")
+        if self.velocity > self.max_velocity:
+            raise ConfigError(f"{key}.velocity ({self.velocity}) exceeds {key}.max_velocity ({self.max_velocity})")
+
+
+@dataclass(frozen=True)
+class StagesConfig:
+    rot: AxisConfig
+    sx: AxisConfig
+    sy: AxisConfig
+    sz: AxisConfig
+
+    def axes(self) -> dict[str, AxisConfig]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    anode: str
+    kv_min: float = field(metadata=positive())
+    kv_max: float = field(metadata=positive())
+    power_max_w: float = field(metadata=positive())
+    power_per_um_spot_w: float = field(metadata=positive())
+    spot_min_um: float = field(metadata=positive())
+    spot_max_um: float = field(metadata=positive())
+    spot_default_um: float = field(metadata=positive())
+    kv_ramp_per_s: float = field(metadata=positive())
+    power_ramp_w_per_s: float = field(metadata=positive())
+    warmup_s: float = field(metadata=non_negative())
+
+    def validate(self, key: str) -> None:
+        if self.kv_min >= self.kv_max:
+            raise ConfigError(f"{key}.kv_min must be below {key}.kv_max")
+        if not self.spot_min_um <= self.spot_default_um <= self.spot_max_um:
+            raise ConfigError(f"{key}.spot_default_um must lie between spot_min_um and spot_max_um")
+
+
+@dataclass(frozen=True)
+class LoadCellConfig:
+    force_capacity_n: float = field(metadata=positive())
+    force_limit_default_n: float = field(metadata=positive())
+    speed_default_mm_per_min: float = field(metadata=positive())
+    speed_max_mm_per_min: float = field(metadata=positive())
+    extension_min_mm: float
+    extension_max_mm: float
+    stable_band_n: float = field(metadata=positive())
+    stable_time_s: float = field(metadata=non_negative())
+    stiffness_n_per_mm: float = field(metadata=positive())
+    yield_force_n: float = field(metadata=positive())
+    post_yield_stiffness_fraction: float = field(metadata=fraction())
+    failure_force_n: float = field(metadata=positive())
+    relaxation_fraction: float = field(metadata=fraction())
+    relaxation_time_s: float = field(metadata=positive())
+    force_noise_n: float = field(metadata=non_negative())
+
+    def validate(self, key: str) -> None:
+        if self.force_limit_default_n > self.force_capacity_n:
+            raise ConfigError(f"{key}.force_limit_default_n exceeds the cell's force_capacity_n")
+        if self.yield_force_n >= self.failure_force_n:
+            raise ConfigError(f"{key}.yield_force_n must be below {key}.failure_force_n")
+        if self.extension_min_mm >= self.extension_max_mm:
+            raise ConfigError(f"{key}.extension_min_mm must be below {key}.extension_max_mm")
+        if self.speed_default_mm_per_min > self.speed_max_mm_per_min:
+            raise ConfigError(f"{key}.speed_default_mm_per_min exceeds {key}.speed_max_mm_per_min")
+
+
+@dataclass(frozen=True)
+class PhysiologyConfig:
+    respiration_rate_bpm: float = field(metadata=positive())
+    respiration_drift_bpm: float = field(metadata=non_negative())
+    respiration_drift_time_s: float = field(metadata=positive())
+    respiration_variability: float = field(metadata=fraction())
+    gate_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
+    respiration_amplitude_mm: float = field(metadata=non_negative())
+    heart_rate_bpm: float = field(metadata=positive())
+    body_temperature_c: float
+    respiration_alarm_low_bpm: float
+    respiration_alarm_high_bpm: float
+    heart_rate_alarm_low_bpm: float
+    heart_rate_alarm_high_bpm: float
+    temperature_alarm_low_c: float
+    temperature_alarm_high_c: float
+
+    def validate(self, key: str) -> None:
+        for vital in ("respiration", "heart_rate", "temperature"):
+            unit = "c" if vital == "temperature" else "bpm"
+            low = getattr(self, f"{vital}_alarm_low_{unit}")
+            high = getattr(self, f"{vital}_alarm_high_{unit}")
+            if low >= high:
+                raise ConfigError(f"{key}.{vital}_alarm_low_{unit} must be below {key}.{vital}_alarm_high_{unit}")
+
+
+@dataclass(frozen=True)
+class Config:
+    epics: EpicsConfig
+    paths: PathsConfig
+    sim: SimConfig
+    stages: StagesConfig
+    source: SourceConfig
+    loadcell: LoadCellConfig
+    physiology: PhysiologyConfig
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """A copy with keys of the named sections replaced, validated like a file."""
+        merged = _merge(dataclasses.asdict(self), dict(sections))
+        return _build(Config, merged, "")
+
+
+def _merge(base: dict, override: Mapping) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            out[key] = _merge(base[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Check ``value`` against a field's type; ints are accepted where floats are."""
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a table ([{key}]), not {value!r}")
+        return _build(kind, value, key)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{key} must be of type {kind.__name__}, not {type(value).__name__} ({value!r})")
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    dotted = (prefix + ".") if prefix else ""
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown configuration key {dotted}{unknown[0]}; valid keys here are: {', '.join(sorted(fields))}"
+        )
+    values = {}
+    for name, f in fields.items():
+        key = dotted + name
+        if name not in data:
+            raise ConfigError(f"missing configuration key {key}")
+        kind = hints[name]
+        if isinstance(kind, types.UnionType):
+            raise TypeError(f"{cls.__name__}.{name}: union types are not supported")
+        value = _coerce(data[name], kind, key)
+        check = f.metadata.get("check")
+        if check and not check[0](value):
+            raise ConfigError(f"{key} = {value!r} is invalid: it must be {check[1]}")
+        values[name] = value
+    obj = cls(**values)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def default_config_text() -> str:
+    """The shipped default TOML, comments included."""
+    return resources.files("nanoscope_daq").joinpath("default_config.toml").read_text()
+
+
+def load_config(path: str | os.PathLike | None = None, **sections: Mapping[str, Any]) -> Config:
+    """Defaults, then the user file (``path`` or $NANOSCOPE_CONFIG), then ``sections`` overrides."""
+    data = tomllib.loads(default_config_text())
+    path = path or os.environ.get(CONFIG_ENV_VAR)
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                user = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist; pass an existing TOML file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+        data = _merge(data, user)
+    data = _merge(data, sections)
+    return _build(Config, data, "")

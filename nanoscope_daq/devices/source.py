@@ -1,0 +1,7 @@
+"""PLACEHOLDER: replaced by the real device."""
+
+from ophyd import Device
+
+
+class XraySource(Device):
+    pass

@@ -1,0 +1,7 @@
+"""PLACEHOLDER: replaced by the real device."""
+
+from ophyd import EpicsMotor
+
+
+class RotationStage(EpicsMotor):
+    pass

@@ -1,0 +1,1 @@
+"""Physical models of the simulated instrument; pure Python, no Channel Access."""

@@ -1,0 +1,93 @@
+"""Serve every simulated IOC from one process on 127.0.0.1 and one CA port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+from caproto.server import PVGroup
+
+from ..config import Config
+from ..epics_env import ca_server_env
+from .ioc.loadcell import LoadCellIOC
+from .ioc.motor import MotorRecordIOC
+from .ioc.physiology import PhysiologyIOC
+from .ioc.source import SourceIOC
+from .world import World
+
+READY_MARKER = "ready"
+
+
+def build_iocs(world: World) -> list[PVGroup]:
+    """One PV group per device, each under the instrument prefix (DESIGN.md names)."""
+    prefix = world.config.epics.prefix
+    groups: list[PVGroup] = [
+        MotorRecordIOC(prefix + name.upper(), axis) for name, axis in world.axes.items()
+    ]
+    groups.append(SourceIOC(prefix + "SRC:", world.source))
+    groups.append(LoadCellIOC(prefix + "LOAD:", world.loadframe))
+    groups.append(PhysiologyIOC(prefix + "PHYS:", world.physiology))
+    return groups
+
+
+def merged_pvdb(groups: list[PVGroup]) -> dict:
+    """All groups' PVs in one database; a name served twice is a configuration bug."""
+    pvdb: dict = {}
+    for group in groups:
+        clash = pvdb.keys() & group.pvdb.keys()
+        if clash:
+            raise ValueError(f"PV names served twice: {sorted(clash)[:5]}")
+        pvdb.update(group.pvdb)
+    return pvdb
+
+
+async def _initialize(groups: list[PVGroup]) -> None:
+    """Write config-derived initial values before any client can connect."""
+    for group in groups:
+        init = getattr(group, "initialize", None)
+        if init is not None:
+            await init()
+
+
+async def serve(config: Config, announce: Callable[[str], None]) -> None:
+    """Run the IOCs until cancelled; ``announce`` receives the ready line."""
+    from caproto.asyncio.server import Context
+
+    world = World.from_config(config)
+    groups = build_iocs(world)
+    pvdb = merged_pvdb(groups)
+    await _initialize(groups)
+
+    async def on_started(async_lib) -> None:
+        announce(
+            f"nanoscope sim {READY_MARKER}: prefix={config.epics.prefix} "
+            f"port={config.epics.port} pvs={len(pvdb)} pid={os.getpid()}"
+        )
+
+    ctx = Context(pvdb, interfaces=["127.0.0.1"])
+    await ctx.run(startup_hook=on_started)
+
+
+def run(config: Config) -> int:
+    """Blocking entry point of ``nanoscope sim``; exits 0 on SIGINT or SIGTERM."""
+    os.environ.update(ca_server_env(config.epics.port))
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await serve(config, announce)
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(main())
+    print("nanoscope sim stopped", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,36 @@
+"""The one world every simulated IOC shares: clock, stages, source, load, mouse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Config
+from .clock import SimClock
+from .models.loadcell import LoadFrameModel
+from .models.motion import Axis
+from .models.physiology import PhysiologyModel
+from .models.source import SourceModel
+
+
+@dataclass
+class World:
+    """State shared by the IOCs, so the camera images what stages, load and breath do."""
+
+    config: Config
+    clock: SimClock
+    axes: dict[str, Axis]
+    source: SourceModel
+    loadframe: LoadFrameModel
+    physiology: PhysiologyModel
+
+    @classmethod
+    def from_config(cls, config: Config) -> World:
+        clock = SimClock(config.sim.time_scale)
+        return cls(
+            config=config,
+            clock=clock,
+            axes={name: Axis(axis_cfg, clock) for name, axis_cfg in config.stages.axes().items()},
+            source=SourceModel(config.source, clock),
+            loadframe=LoadFrameModel(config.loadcell, clock, seed=config.sim.seed),
+            physiology=PhysiologyModel(config.physiology, clock, seed=config.sim.seed),
+        )

@@ -1,0 +1,115 @@
+"""Fixtures: simulated IOCs on loopback ports of this test session alone.
+
+The Channel Access environment is set here, at import, before any test module
+imports ophyd or epics: libca reads it once. A pool of free ports is chosen up front
+and listed in EPICS_CA_ADDR_LIST; each simulator takes one port of the pool and a
+unique prefix, and is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+
+from nanoscope_daq.epics_env import configure_client, free_port
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+PORT_POOL = _distinct_free_ports(8)
+configure_client(PORT_POOL)
+os.environ["EPICS_CA_REPEATER_PORT"] = str(_distinct_free_ports(1)[0])
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+from nanoscope_daq.sim.process import SimProcess  # noqa: E402
+
+# Fast enough for tests, slow enough that ramps and holds are still observable.
+TEST_TIME_SCALE = 50.0
+
+_session_tag = uuid.uuid4().hex[:6].upper()
+_counter = itertools.count()
+
+
+class SimFactory:
+    """Starts simulators on free ports of the pool; stops every one at teardown."""
+
+    def __init__(self, data_root) -> None:
+        self.free = list(PORT_POOL)
+        self.running: list[SimProcess] = []
+        self.data_root = data_root
+
+    def start(self, *, time_scale: float = TEST_TIME_SCALE, **kwargs) -> SimProcess:
+        if not self.free:
+            raise RuntimeError("all ports of the test pool are in use; stop a simulator first")
+        prefix = f"T{_session_tag}{next(_counter)}:"
+        data_dir = self.data_root / prefix.rstrip(":")
+        sim = SimProcess(prefix, self.free.pop(0), data_dir=data_dir, time_scale=time_scale, **kwargs)
+        try:
+            sim.start()
+        except Exception:
+            self.free.append(sim.port)
+            raise
+        self.running.append(sim)
+        return sim
+
+    def stop(self, sim: SimProcess) -> None:
+        sim.stop()
+        self.running.remove(sim)
+        self.free.append(sim.port)
+
+    def stop_all(self) -> None:
+        for sim in list(self.running):
+            self.stop(sim)
+
+
+@pytest.fixture(scope="session")
+def sim_factory(tmp_path_factory):
+    factory = SimFactory(tmp_path_factory.mktemp("sim-data"))
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def sim(sim_factory):
+    """One simulator shared by the tests of a module (non-destructive tests)."""
+    process = sim_factory.start()
+    yield process
+    sim_factory.stop(process)
+
+
+@pytest.fixture
+def fresh_sim(sim_factory):
+    """A simulator of the test's own, for tests that trip, break or fail something."""
+    process = sim_factory.start()
+    yield process
+    sim_factory.stop(process)
+
+
+def connected_instrument(prefix: str):
+    from nanoscope_daq.devices import Instrument
+
+    xrm = Instrument(prefix, name="xrm")
+    xrm.wait_for_connection(timeout=20)
+    return xrm
+
+
+@pytest.fixture(scope="module")
+def xrm(sim):
+    """The Instrument connected to the module's simulator."""
+    return connected_instrument(sim.prefix)
+
+
+@pytest.fixture
+def fresh_xrm(fresh_sim):
+    """The Instrument connected to a simulator of the test's own."""
+    return connected_instrument(fresh_sim.prefix)
