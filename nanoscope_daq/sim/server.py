@@ -19,6 +19,7 @@ from .ioc.source import SourceIOC
 from .world import World
 
 READY_MARKER = "ready"
+MAX_MONITOR_LATENCY_S = 0.02
 
 
 def build_iocs(world: World) -> list[PVGroup]:
@@ -55,6 +56,11 @@ async def _initialize(groups: list[PVGroup]) -> None:
 async def serve(config: Config, announce: Callable[[str], None]) -> None:
     """Run the IOCs until cancelled; ``announce`` receives the ready line."""
     from caproto.asyncio.server import Context
+    from caproto.server import common as caproto_server
+
+    # caproto batches monitor updates closer than 10 ms apart and lets the batch latency grow
+    # to 1 s; motor readbacks are published at 200 Hz, so cap it to keep monitors live.
+    caproto_server.MAX_LATENCY = min(caproto_server.MAX_LATENCY, MAX_MONITOR_LATENCY_S)
 
     world = World.from_config(config)
     groups = build_iocs(world)
