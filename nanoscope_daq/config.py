@@ -112,6 +112,7 @@ class SourceConfig:
     kv_ramp_per_s: float = field(metadata=positive())
     power_ramp_w_per_s: float = field(metadata=positive())
     warmup_s: float = field(metadata=non_negative())
+    shutter_move_s: float = field(metadata=non_negative())
 
     def validate(self, key: str) -> None:
         if self.kv_min >= self.kv_max:
@@ -125,11 +126,13 @@ class LoadCellConfig:
     force_capacity_n: float = field(metadata=positive())
     force_limit_default_n: float = field(metadata=positive())
     speed_default_mm_per_min: float = field(metadata=positive())
+    speed_min_mm_per_min: float = field(metadata=positive())
     speed_max_mm_per_min: float = field(metadata=positive())
     extension_min_mm: float
     extension_max_mm: float
     stable_band_n: float = field(metadata=positive())
     stable_time_s: float = field(metadata=non_negative())
+    load_control_band_n: float = field(metadata=positive())
     stiffness_n_per_mm: float = field(metadata=positive())
     yield_force_n: float = field(metadata=positive())
     post_yield_stiffness_fraction: float = field(metadata=fraction())
@@ -145,8 +148,13 @@ class LoadCellConfig:
             raise ConfigError(f"{key}.yield_force_n must be below {key}.failure_force_n")
         if self.extension_min_mm >= self.extension_max_mm:
             raise ConfigError(f"{key}.extension_min_mm must be below {key}.extension_max_mm")
-        if self.speed_default_mm_per_min > self.speed_max_mm_per_min:
-            raise ConfigError(f"{key}.speed_default_mm_per_min exceeds {key}.speed_max_mm_per_min")
+        if not self.speed_min_mm_per_min <= self.speed_default_mm_per_min <= self.speed_max_mm_per_min:
+            raise ConfigError(
+                f"{key}.speed_default_mm_per_min must lie between {key}.speed_min_mm_per_min "
+                f"and {key}.speed_max_mm_per_min"
+            )
+        if not self.extension_min_mm <= 0.0 <= self.extension_max_mm:
+            raise ConfigError(f"{key}.extension_min_mm .. extension_max_mm must include the zero position 0")
 
 
 @dataclass(frozen=True)
@@ -157,8 +165,15 @@ class PhysiologyConfig:
     respiration_variability: float = field(metadata=fraction())
     gate_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
     respiration_amplitude_mm: float = field(metadata=non_negative())
+    breath_active_s: float = field(metadata=positive())
+    inspiration_share: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
     heart_rate_bpm: float = field(metadata=positive())
+    heart_rate_drift_bpm: float = field(metadata=non_negative())
     body_temperature_c: float
+    temperature_drift_c: float = field(metadata=non_negative())
+    vitals_drift_time_s: float = field(metadata=positive())
+    waveform_rate_hz: float = field(metadata=_check(lambda v: 1 <= v <= 200, "between 1 and 200"))
+    history_s: float = field(metadata=positive())
     respiration_alarm_low_bpm: float
     respiration_alarm_high_bpm: float
     heart_rate_alarm_low_bpm: float
