@@ -38,7 +38,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(_config_from_args(args), out=args.out)
+    return run_demo(_config_from_args(args), port=args.port, out=args.out, time_scale=args.time_scale)
 
 
 def build_parser() -> argparse.ArgumentParser:

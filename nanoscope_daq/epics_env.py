@@ -27,6 +27,8 @@ def ca_server_env(port: int, host: str = "127.0.0.1") -> dict[str, str]:
         "EPICS_CAS_INTF_ADDR_LIST": host,
         "EPICS_CAS_BEACON_ADDR_LIST": host,
         "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        # Beacons go to this host's repeater port, the one the clients of this session use.
+        "EPICS_CAS_BEACON_PORT": os.environ.get("EPICS_CA_REPEATER_PORT", "5065"),
         "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 1024 * 1024),
     }
 
