@@ -26,7 +26,7 @@ from ..models.loadcell import (
     LoadingMode,
     SpecimenState,
 )
-from .pvs import enum_pv, fixed_length, message_pv, readback, setpoint
+from .pvs import enum_pv, fixed_length, message_pv, readback, setpoint, wait_for_wake
 
 #: Readback period while the crosshead moves or the force still changes (real s).
 ACTIVE_PERIOD_S = 0.05
@@ -251,11 +251,7 @@ class LoadCellIOC(PVGroup):
             async with self._turn:
                 await self._publish(self.model.update())
             period = IDLE_PERIOD_S if self.model.is_quiet(IDLE_PERIOD_S) else ACTIVE_PERIOD_S
-            try:
-                await asyncio.wait_for(self._wake.wait(), period)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await wait_for_wake(self._wake, period)
 
     async def _publish_settings(self) -> None:
         """Readbacks of the settings and the mode-dependent extension range."""

@@ -1,4 +1,4 @@
-"""pvproperty builders shared by this project's own PV groups (source, physiology).
+"""pvproperty builders shared by this project's own PV groups (source, load cell, physiology).
 
 Every PV they make carries its doc, units and precision, so docs/pv-reference.md,
 generated from the groups, describes it completely. Each PV gets an alarm of its own
@@ -7,6 +7,8 @@ refused put, would show on every PV), as each EPICS record has its own.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from caproto import ChannelType
 from caproto.server import pvproperty
@@ -71,3 +73,12 @@ def message_pv(name: str, doc: str) -> pvproperty:
         doc=doc,
         alarm_group=name,
     )
+
+
+async def wait_for_wake(wake: asyncio.Event, timeout: float) -> None:
+    """Sleep until ``wake`` is set or ``timeout`` s pass, then re-arm it: a publish loop's pause."""
+    try:
+        await asyncio.wait_for(wake.wait(), timeout)
+    except TimeoutError:
+        pass
+    wake.clear()

@@ -14,7 +14,7 @@ from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from ..models.source import ShutterPosition, SourceModel, SourceRefused, SourceState
-from .pvs import PutterChecksLimits, enum_pv, fixed_length, message_pv, readback, setpoint
+from .pvs import PutterChecksLimits, enum_pv, fixed_length, message_pv, readback, setpoint, wait_for_wake
 
 OFF_ON = ("Off", "On")
 
@@ -213,11 +213,7 @@ class SourceIOC(PVGroup):
         while True:
             await self._publish()
             timeout = min(self.PUBLISH_PERIOD_S, self.model.next_event_in() + 1e-3)
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await wait_for_wake(self._wake, timeout)
 
     async def _publish(self) -> None:
         model = self.model
