@@ -191,6 +191,142 @@ class PhysiologyConfig:
 
 
 @dataclass(frozen=True)
+class GeometryConfig:
+    source_sample_mm: float = field(metadata=positive())
+    source_detector_mm: float = field(metadata=positive())
+    objective_magnification: float = field(metadata=positive())
+    zone_plate_outermost_zone_nm: float = field(metadata=positive())
+    condenser_solid_angle_msr: float = field(metadata=positive())
+    txm_optics_efficiency: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    txm_air_path_mm: float = field(metadata=non_negative())
+    phase_ring_radius_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
+    phase_ring_width_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
+    phase_ring_material: str = field(metadata=_check(lambda v: v != "", "a chemical formula such as 'Au'"))
+    phase_ring_density_g_cm3: float = field(metadata=positive())
+    phase_ring_shift_deg: float = field(metadata=_check(lambda v: 0 < v < 360, "between 0 and 360 (exclusive)"))
+    condenser_illumination_points: int = field(metadata=_check(lambda v: 1 <= v <= 64, "between 1 and 64"))
+    source_window_be_um: float = field(metadata=non_negative())
+    filter_al_um: float = field(metadata=non_negative())
+    kalpha_photons_per_s_sr_w: float = field(metadata=positive())
+    kalpha_reference_kv: float = field(metadata=positive())
+
+    def validate(self, key: str) -> None:
+        if self.source_detector_mm <= self.source_sample_mm:
+            raise ConfigError(
+                f"{key}.source_detector_mm ({self.source_detector_mm}) must exceed {key}.source_sample_mm "
+                f"({self.source_sample_mm}): the detector sits behind the sample"
+            )
+        if self.phase_ring_radius_fraction + self.phase_ring_width_fraction / 2 >= 1:
+            raise ConfigError(f"{key}.phase_ring_radius_fraction + width/2 must stay inside the pupil (< 1)")
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    periosteal_semi_axis_x_mm: float = field(metadata=positive())
+    periosteal_semi_axis_y_mm: float = field(metadata=positive())
+    endosteal_semi_axis_x_mm: float = field(metadata=positive())
+    endosteal_semi_axis_y_mm: float = field(metadata=positive())
+    bone_centre_x_mm: float
+    bone_centre_y_mm: float
+    bone_length_mm: float = field(metadata=positive())
+    soft_tissue_semi_axis_x_mm: float = field(metadata=positive())
+    soft_tissue_semi_axis_y_mm: float = field(metadata=positive())
+    soft_tissue_centre_x_mm: float
+    soft_tissue_centre_y_mm: float
+    soft_tissue_length_mm: float = field(metadata=positive())
+    trabecula_count: int = field(metadata=non_negative())
+    trabecula_radius_min_um: float = field(metadata=positive())
+    trabecula_radius_max_um: float = field(metadata=positive())
+    trabecula_length_min_um: float = field(metadata=positive())
+    trabecula_length_max_um: float = field(metadata=positive())
+    trabecular_zone_start_mm: float
+    trabecular_zone_end_mm: float
+    lacuna_density_per_mm3: float = field(metadata=positive())
+    lacuna_long_semi_axis_min_um: float = field(metadata=positive())
+    lacuna_long_semi_axis_max_um: float = field(metadata=positive())
+    lacuna_mid_semi_axis_min_um: float = field(metadata=positive())
+    lacuna_mid_semi_axis_max_um: float = field(metadata=positive())
+    lacuna_short_semi_axis_min_um: float = field(metadata=positive())
+    lacuna_short_semi_axis_max_um: float = field(metadata=positive())
+    lacuna_tilt_max_deg: float = field(metadata=_check(lambda v: 0 <= v <= 90, "between 0 and 90"))
+    canaliculi_per_lacuna: int = field(metadata=_check(lambda v: 0 <= v <= 32, "between 0 and 32"))
+    canaliculus_diameter_um: float = field(metadata=positive())
+    canaliculus_length_um: float = field(metadata=positive())
+    haversian_canal_count: int = field(metadata=non_negative())
+    haversian_diameter_min_um: float = field(metadata=positive())
+    haversian_diameter_max_um: float = field(metadata=positive())
+    haversian_length_min_mm: float = field(metadata=positive())
+    haversian_length_max_mm: float = field(metadata=positive())
+    transcortical_canal_count: int = field(metadata=non_negative())
+    transcortical_diameter_min_um: float = field(metadata=positive())
+    transcortical_diameter_max_um: float = field(metadata=positive())
+    periosteal_mar_um_per_day: float = field(metadata=non_negative())
+    endosteal_mar_um_per_day: float = field(metadata=non_negative())
+    pits_per_day: float = field(metadata=non_negative())
+    endosteal_pit_fraction: float = field(metadata=fraction())
+    pit_depth_min_um: float = field(metadata=positive())
+    pit_depth_max_um: float = field(metadata=positive())
+    pit_width_min_um: float = field(metadata=positive())
+    pit_width_max_um: float = field(metadata=positive())
+    max_study_day: float = field(metadata=positive())
+    bone_modulus_gpa: float = field(metadata=positive())
+    poisson_ratio: float = field(metadata=_check(lambda v: 0 <= v < 0.5, "between 0 and 0.5 (exclusive)"))
+    respiration_direction_x: float
+    respiration_direction_y: float
+    respiration_direction_z: float
+    ground_truth_supersampling: int = field(metadata=_check(lambda v: 1 <= v <= 4, "between 1 and 4"))
+
+    def validate(self, key: str) -> None:
+        ranges = [
+            ("trabecula_radius", "um"), ("trabecula_length", "um"), ("lacuna_long_semi_axis", "um"),
+            ("lacuna_mid_semi_axis", "um"), ("lacuna_short_semi_axis", "um"), ("haversian_diameter", "um"),
+            ("haversian_length", "mm"), ("transcortical_diameter", "um"), ("pit_depth", "um"), ("pit_width", "um"),
+        ]
+        for name, unit in ranges:
+            if getattr(self, f"{name}_min_{unit}") > getattr(self, f"{name}_max_{unit}"):
+                raise ConfigError(f"{key}.{name}_min_{unit} must not exceed {key}.{name}_max_{unit}")
+        if not (self.lacuna_short_semi_axis_max_um <= self.lacuna_mid_semi_axis_min_um
+                and self.lacuna_mid_semi_axis_max_um <= self.lacuna_long_semi_axis_min_um):
+            raise ConfigError(f"{key}: lacuna semi-axis ranges must be ordered short <= mid <= long")
+        if (self.endosteal_semi_axis_x_mm >= self.periosteal_semi_axis_x_mm
+                or self.endosteal_semi_axis_y_mm >= self.periosteal_semi_axis_y_mm):
+            raise ConfigError(f"{key}: the endosteal (marrow) ellipse must lie inside the periosteal ellipse")
+        if self.trabecular_zone_start_mm >= self.trabecular_zone_end_mm:
+            raise ConfigError(f"{key}.trabecular_zone_start_mm must be below {key}.trabecular_zone_end_mm")
+        if self.bone_length_mm >= self.soft_tissue_length_mm:
+            raise ConfigError(f"{key}.bone_length_mm must be shorter than {key}.soft_tissue_length_mm")
+        if (self.respiration_direction_x, self.respiration_direction_y, self.respiration_direction_z) == (0, 0, 0):
+            raise ConfigError(f"{key}.respiration_direction_x/y/z must not all be 0")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    pixels_x: int = field(metadata=_check(lambda v: 8 <= v <= 16384, "between 8 and 16384"))
+    pixels_y: int = field(metadata=_check(lambda v: 8 <= v <= 16384, "between 8 and 16384"))
+    pixel_um: float = field(metadata=positive())
+    bit_depth: int = field(metadata=_check(lambda v: v in (12, 16), "12 or 16"))
+    electrons_per_count: float = field(metadata=positive())
+    full_well_e: float = field(metadata=positive())
+    read_noise_e: float = field(metadata=non_negative())
+    dark_current_e_per_s: float = field(metadata=non_negative())
+    offset_counts: float = field(metadata=non_negative())
+    offset_fixed_pattern_counts: float = field(metadata=non_negative())
+    flat_nonuniformity: float = field(metadata=_check(lambda v: 0 <= v < 0.5, "between 0 and 0.5"))
+    pixel_response_nonuniformity: float = field(metadata=_check(lambda v: 0 <= v < 0.5, "between 0 and 0.5"))
+    binning_mode: str = field(metadata=one_of("sum", "average"))
+    scintillator_formula: str = field(metadata=_check(lambda v: v != "", "a chemical formula such as 'Lu3Al5O12'"))
+    scintillator_density_g_cm3: float = field(metadata=positive())
+    scintillator_um: float = field(metadata=positive())
+    scintillator_photons_per_kev: float = field(metadata=positive())
+    optics_collection_efficiency: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    sensor_qe: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    psf_fwhm_um: float = field(metadata=non_negative())
+    render_tolerance_px: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    render_cache_mb: float = field(metadata=positive())
+    projection_supersampling: int = field(metadata=_check(lambda v: 1 <= v <= 4, "between 1 and 4"))
+
+
+@dataclass(frozen=True)
 class Config:
     epics: EpicsConfig
     paths: PathsConfig
@@ -199,6 +335,9 @@ class Config:
     source: SourceConfig
     loadcell: LoadCellConfig
     physiology: PhysiologyConfig
+    geometry: GeometryConfig
+    phantom: PhantomConfig
+    detector: DetectorConfig
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with keys of the named sections replaced, validated like a file."""
