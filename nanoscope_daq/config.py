@@ -191,6 +191,39 @@ class PhysiologyConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    manufacturer: str
+    model: str
+    serial_number: str
+    firmware_version: str
+    port_name: str = field(metadata=_check(lambda v: v != "" and " " not in v, "a non-empty asyn port name without spaces"))
+    row_time_mono12_us: float = field(metadata=positive())
+    row_time_mono16_us: float = field(metadata=positive())
+    global_shutter_readout_factor: float = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    exposure_min_s: float = field(metadata=positive())
+    exposure_max_s: float = field(metadata=positive())
+    acquire_time_s: float = field(metadata=positive())
+    acquire_period_s: float = field(metadata=non_negative())
+    start_latency_s: float = field(metadata=non_negative())
+    buffer_mb: float = field(metadata=positive())
+    writer_queue_frames: int = field(metadata=positive())
+    render_workers: int = field(metadata=_check(lambda v: 1 <= v <= 64, "between 1 and 64"))
+    capture_memory_mb: float = field(metadata=positive())
+    preview_max_size: int = field(metadata=_check(lambda v: 16 <= v <= 2048, "between 16 and 2048"))
+    preview_rate_hz: float = field(metadata=_check(lambda v: 0 < v <= 30, "above 0 and at most 30"))
+    temperature_setpoint_c: float
+    ambient_temperature_c: float
+    cooling_time_constant_s: float = field(metadata=positive())
+    ground_truth_max_voxels: int = field(metadata=positive())
+
+    def validate(self, key: str) -> None:
+        if self.exposure_min_s >= self.exposure_max_s:
+            raise ConfigError(f"{key}.exposure_min_s must be below {key}.exposure_max_s")
+        if not self.exposure_min_s <= self.acquire_time_s <= self.exposure_max_s:
+            raise ConfigError(f"{key}.acquire_time_s must lie between exposure_min_s and exposure_max_s")
+
+
+@dataclass(frozen=True)
 class GeometryConfig:
     source_sample_mm: float = field(metadata=positive())
     source_detector_mm: float = field(metadata=positive())
@@ -335,6 +368,7 @@ class Config:
     source: SourceConfig
     loadcell: LoadCellConfig
     physiology: PhysiologyConfig
+    camera: CameraConfig
     geometry: GeometryConfig
     phantom: PhantomConfig
     detector: DetectorConfig

@@ -20,6 +20,7 @@ DEMO_TIME_SCALE = 20.0
 
 DEMO_KV, DEMO_WATTS = 60.0, 10.0
 DEMO_LOADS_N = (2.0, 5.0, 10.0)
+DEMO_EXPOSURE_S = 0.05
 
 
 def watch_while(status, readables: Iterable, period: float, md: dict) -> Generator:
@@ -38,6 +39,11 @@ def watch_while(status, readables: Iterable, period: float, md: dict) -> Generat
             raise status.exception()
 
     return (yield from inner())
+
+
+def _print_files_written(name: str, resource: dict) -> None:
+    """Every file the IOC writes for a run is announced by a Resource document."""
+    print(f"  data file: {Path(resource['root']) / resource['resource_path']}", flush=True)
 
 
 def _demo_plan(xrm) -> Generator:
@@ -59,10 +65,14 @@ def _demo_plan(xrm) -> Generator:
     print(f"\n== 4. In-situ loading: {', '.join(f'{f:g}' for f in DEMO_LOADS_N)} N, each held until stable", flush=True)
     yield from bp.list_scan([xrm.physio], xrm.load, list(DEMO_LOADS_N), md={"plan_name": "demo_loading"})
 
-    print("\n== 5. Specimen unloaded (crosshead back to zero extension)", flush=True)
+    print("\n== 5. Camera: 3 projections at 10 N (4x4 binning, 50 ms), written to HDF5 by the IOC", flush=True)
+    yield from bps.mv(xrm.det.cam.a3_binning, "4x4", xrm.det.cam.acquire_time, DEMO_EXPOSURE_S, xrm.det.cam.num_images, 1)
+    yield from bp.count([xrm.det, xrm.rot, xrm.load], num=3, md={"plan_name": "demo_frames"})
+
+    print("\n== 6. Specimen unloaded (crosshead back to zero extension)", flush=True)
     yield from watch_while(xrm.load.set_extension(0.0), [xrm.load], 0.25, {"plan_name": "demo_unload"})
 
-    print("\n== 6. Shutter closed, high voltage off, stage home", flush=True)
+    print("\n== 7. Shutter closed, high voltage off, stage home", flush=True)
     yield from bps.mv(xrm.source.shutter, "close")
     yield from bps.mv(xrm.source.hv, "Off")
     yield from bps.mv(xrm.rot, 0.0)
@@ -78,6 +88,7 @@ def run_demo(
     from bluesky.callbacks import LiveTable
 
     from .devices import Instrument
+    from .devices.detector import path_template
     from .sim.process import SimProcess
 
     data_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="nanoscope-demo-"))
@@ -88,7 +99,9 @@ def run_demo(
         print(sim.output[-1], flush=True)
         xrm = Instrument(config.epics.prefix, name="xrm")
         xrm.wait_for_connection(timeout=30)
+        xrm.det.hdf1.write_path_template = path_template(data_dir)
         engine = RunEngine({"operator": "demo"})
+        engine.subscribe(_print_files_written, "resource")
         engine.subscribe(
             LiveTable(
                 [

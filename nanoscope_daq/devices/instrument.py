@@ -5,6 +5,7 @@ from __future__ import annotations
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor
 
+from .detector import XrmDetector
 from .loadcell import LoadCell
 from .physiology import PhysiologyMonitor
 from .source import XraySource
@@ -12,13 +13,14 @@ from .stages import RotationStage
 
 
 class Instrument(Device):
-    """Stages, source, loading cell and physiology monitor under one PV prefix."""
+    """Stages, source, camera, loading cell and physiology monitor under one PV prefix."""
 
     rot = Cpt(RotationStage, "ROT")
     sx = Cpt(EpicsMotor, "SX")
     sy = Cpt(EpicsMotor, "SY")
     sz = Cpt(EpicsMotor, "SZ")
     source = Cpt(XraySource, "SRC:")
+    det = Cpt(XrmDetector, "CAM:")
     load = Cpt(LoadCell, "LOAD:")
     physio = Cpt(PhysiologyMonitor, "PHYS:")
 

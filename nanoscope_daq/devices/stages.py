@@ -13,6 +13,8 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO
 from ophyd.status import DeviceStatus, StatusBase, SubscriptionStatus
 
+from .pso import PositionSyncOutput
+
 # Margin added to the longest ramp (2 x ACCL, a reversal) before a spin status times out.
 SPIN_TIMEOUT_MARGIN_S = 10.0
 # A measured speed within this fraction of the request (plus encoder quantisation) is "at speed".
@@ -105,6 +107,8 @@ class RotationStage(EpicsMotor):
     motor_status = Cpt(EpicsSignalRO, ".MSTA", kind="omitted")
     stop_pause_move_go = Cpt(EpicsSignal, ".SPMG", kind="omitted", string=True)
     spin = Cpt(ContinuousRotation, "", kind="config")
+    pso = Cpt(PositionSyncOutput, ":PSO:", kind="config")
+    """Position-synchronized output: one camera trigger per angle step during a fly scan."""
 
     def __init__(self, prefix: str = "", *, name: str, **kwargs) -> None:
         super().__init__(prefix, name=name, **kwargs)

@@ -12,9 +12,12 @@ from caproto.server import PVGroup
 
 from ..config import Config
 from ..epics_env import ca_server_env
+from .ioc.camera import camera_iocs
 from .ioc.loadcell import LoadCellIOC
 from .ioc.motor import MotorRecordIOC
 from .ioc.physiology import PhysiologyIOC
+from .ioc.pso import PsoIOC
+from .ioc.simcontrol import SimControlIOC
 from .ioc.source import SourceIOC
 from .world import World
 
@@ -31,6 +34,10 @@ def build_iocs(world: World) -> list[PVGroup]:
     groups.append(SourceIOC(prefix + "SRC:", world.source))
     groups.append(LoadCellIOC(prefix + "LOAD:", world.loadframe))
     groups.append(PhysiologyIOC(prefix + "PHYS:", world.physiology))
+    pso = PsoIOC(prefix + "ROT:PSO:", world.axes["rot"])
+    groups.append(pso)
+    groups += camera_iocs(prefix + "CAM:", world, trigger_input=pso.output)
+    groups.append(SimControlIOC(prefix + "SIM:", world))
     return groups
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from .clock import SimClock
+from .imaging.imager import Imager
 from .models.loadcell import LoadFrameModel
 from .models.motion import Axis
 from .models.physiology import PhysiologyModel
@@ -22,6 +23,9 @@ class World:
     source: SourceModel
     loadframe: LoadFrameModel
     physiology: PhysiologyModel
+    imager: Imager
+    study_day: float = 0.0
+    """Study day of the simulated mouse the camera images (set through ``<P>SIM:DAY``)."""
 
     @classmethod
     def from_config(cls, config: Config) -> World:
@@ -33,4 +37,5 @@ class World:
             source=SourceModel(config.source, clock),
             loadframe=LoadFrameModel(config.loadcell, clock, seed=config.sim.seed),
             physiology=PhysiologyModel(config.physiology, clock, seed=config.sim.seed),
+            imager=Imager(config),
         )

@@ -1,0 +1,128 @@
+"""Frames rendered in worker processes, handed back through shared memory.
+
+The imaging physics holds Python's GIL for much of a frame (random bytes, table
+look-ups, the projector's loops), so threads of one process render barely faster
+than one; processes render in parallel on every core. Each worker builds its own
+:class:`Imager` from the configuration (same seed: the same phantom and detector)
+and writes the frame into a shared-memory slot; the IOC copies it out (a memcpy)
+and frees the slot. Only the Exposure, the frame's random generator and the readout
+window travel to the worker: the frame is fully determined by them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from ....config import Config
+from ...imaging.exposure import Exposure
+from .frames import FrameWindow, render
+
+MAX_SLOTS = 256
+"""Most frames rendering at once (small binned frames), whatever fits the block."""
+
+_worker: dict = {}
+"""Per worker process: its imager and the shared-memory block (set by _start_worker)."""
+
+
+def _start_worker(config: Config, block_name: str) -> None:
+    from ...imaging.imager import Imager
+
+    _worker["imager"] = Imager(config)
+    _worker["block"] = shared_memory.SharedMemory(name=block_name)
+
+
+def _render_into(slot: int, slot_bytes: int, exposure: Exposure, rng: np.random.Generator,
+                 window: FrameWindow) -> tuple[tuple[int, ...], str]:
+    """Render one frame into ``slot`` of the shared block; returns its shape and dtype."""
+    frame = render(_worker["imager"], exposure, rng, window)
+    if frame.nbytes > slot_bytes:
+        raise ValueError(f"a frame of {frame.nbytes} B does not fit a {slot_bytes} B render slot")
+    target = np.ndarray(frame.shape, frame.dtype, buffer=_worker["block"].buf, offset=slot * slot_bytes)
+    target[...] = frame
+    return frame.shape, frame.dtype.str
+
+
+class RenderWorkers:
+    """A pool of render processes and the shared-memory slots their frames come back in.
+
+    The block of ``block_bytes`` is cut into as many slots as frames of the present size
+    fit (at most MAX_SLOTS): few for full frames, many for binned ones, so small frames
+    keep every worker busy. It is cut anew when the frame size changes, once no render
+    of the old size is under way.
+    """
+
+    def __init__(self, config: Config, *, workers: int, block_bytes: int) -> None:
+        self.config = config
+        self.workers = workers
+        self.block_bytes = block_bytes
+        self._slot_bytes = 0
+        self._free: asyncio.Queue[int] = asyncio.Queue()
+        self._users = 0
+        self._unused = asyncio.Event()
+        self._unused.set()
+        self._block: shared_memory.SharedMemory | None = None
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _start(self) -> None:
+        """Allocate the block and start the processes: at the first frame, so that a simulator
+        whose camera is not used never starts them."""
+        self._block = shared_memory.SharedMemory(create=True, size=self.block_bytes)
+        atexit.register(self.close)
+        self._pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self.config, self._block.name),
+        )
+
+    def _cut(self, nbytes: int) -> None:
+        if nbytes > self.block_bytes:
+            raise ValueError(f"a frame of {nbytes} B exceeds the {self.block_bytes} B render block")
+        self._slot_bytes = nbytes
+        self._free = asyncio.Queue()
+        for slot in range(min(MAX_SLOTS, self.block_bytes // nbytes)):
+            self._free.put_nowait(slot)
+
+    async def render(self, exposure: Exposure, rng: np.random.Generator, window: FrameWindow,
+                     nbytes: int) -> np.ndarray:
+        """One frame of ``nbytes``, rendered by a free worker (waits for a free slot first)."""
+        if self._pool is None:
+            self._start()
+        while nbytes != self._slot_bytes:
+            if self._users == 0:
+                self._cut(nbytes)
+            else:
+                await self._unused.wait()
+        self._users += 1
+        self._unused.clear()
+        try:
+            slot = await self._free.get()
+            try:
+                loop = asyncio.get_running_loop()
+                shape, dtype = await loop.run_in_executor(
+                    self._pool, _render_into, slot, self._slot_bytes, exposure, rng, window
+                )
+                view = np.ndarray(shape, np.dtype(dtype), buffer=self._block.buf, offset=slot * self._slot_bytes)
+                return await loop.run_in_executor(None, view.copy)
+            finally:
+                self._free.put_nowait(slot)
+        finally:
+            self._users -= 1
+            if self._users == 0:
+                self._unused.set()
+
+    def close(self) -> None:
+        """Stop the workers (an unfinished render is abandoned) and free the shared memory."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._block is not None:
+            self._block.close()
+            self._block.unlink()
+            self._block = None
