@@ -21,6 +21,7 @@ from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from ..models.motion import Axis
+from .pvs import cancel_and_wait
 
 LOOKAHEAD_S = 0.5
 """How far ahead the trajectory is searched for the next crossing."""
@@ -157,12 +158,7 @@ class PsoIOC(PVGroup):
 
     async def _stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
     def _encoder(self, t: float) -> float:
         resolution = self.axis.resolution

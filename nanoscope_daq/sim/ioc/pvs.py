@@ -82,3 +82,13 @@ async def wait_for_wake(wake: asyncio.Event, timeout: float) -> None:
     except TimeoutError:
         pass
     wake.clear()
+
+
+async def cancel_and_wait(task: asyncio.Task | None) -> None:
+    """Cancel ``task`` (if still running) and wait until it has finished unwinding."""
+    if task is not None and not task.done():
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass

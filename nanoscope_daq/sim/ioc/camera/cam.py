@@ -24,6 +24,7 @@ import numpy as np
 
 from ...world import World
 from ..pso import TriggerLine, TriggerPulse
+from ..pvs import cancel_and_wait
 from .frames import FrameTiming, FrameWindow, observe
 from .ground_truth import GroundTruthRecorder
 from .params import DISABLE_ENABLE, NO_YES, OFF_ON, Param, on_put, param_group_class, plain, rbv, ro
@@ -437,12 +438,7 @@ class Andor3CamIOC(_Andor3CamParams):
     async def _stop(self) -> None:
         """Abort: the frame being exposed is discarded; frames already exposed are still delivered."""
         task, self._sequence = self._sequence, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
     async def _run(self, settings: SequenceSettings) -> None:
         """One acquisition: expose the frames, then wait until the plugins have the last one."""
