@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
 
 from nanoscope_daq.epics_env import configure_client, free_port
@@ -95,12 +96,25 @@ def fresh_sim(sim_factory):
     sim_factory.stop(process)
 
 
+def connected(device, timeout: float = 20.0):
+    """``device`` once every signal it has is connected over Channel Access."""
+    device.wait_for_connection(timeout=timeout)
+    return device
+
+
+def wait_until(condition, timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll ``condition`` until true; fail the test naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
 def connected_instrument(prefix: str):
     from nanoscope_daq.devices import Instrument
 
-    xrm = Instrument(prefix, name="xrm")
-    xrm.wait_for_connection(timeout=20)
-    return xrm
+    return connected(Instrument(prefix, name="xrm"))
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from ophyd.areadetector.paths import EpicsPathSignal
 from ophyd.areadetector.plugins import HDF5Plugin_V34, ImagePlugin
 from ophyd.signal import EpicsSignalBase
 
+from conftest import wait_until
+
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.detector import XrmDetector, path_template
 
@@ -58,14 +60,6 @@ def signal_pvs(cls: type, pvname: str, kwargs: dict) -> set[str]:
 
 def put(signal, value) -> None:
     signal.put(value, wait=True, timeout=10)
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def stream(det: XrmDetector, frames: int, directory: Path, *, name: str, binning: str = "8x8",

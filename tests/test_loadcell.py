@@ -13,6 +13,8 @@ from caproto.sync.client import read as ca_read
 from caproto.sync.client import write as ca_write
 from ophyd.utils import LimitError
 
+from conftest import connected
+
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.loadcell import LoadCell, LoadCellAlarm, LoadCellStopped, SpecimenFailed
 from nanoscope_daq.devices.signals import CommandRefused
@@ -24,9 +26,7 @@ MOVE_TIMEOUT_S = 30.0
 
 
 def connect(sim) -> LoadCell:
-    load = LoadCell(sim.prefix + "LOAD:", name="load")
-    load.wait_for_connection(timeout=20)
-    return load
+    return connected(LoadCell(sim.prefix + "LOAD:", name="load"))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from caproto.sync import client as caproto_client
 from ophyd import EpicsMotor
 from ophyd.utils import LimitError
 
+from conftest import connected, wait_until
+
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.stages import RotationStage
 from nanoscope_daq.sim.clock import SimClock
@@ -23,14 +25,6 @@ from nanoscope_daq.sim.models.motion import Axis
 # Default config (default_config.toml): SX 2 mm/s, ACCL 0.2 s, limits +-25 mm;
 # SY 1 mm/s, ACCL 0.2 s; ROT 30 deg/s, ACCL 0.5 s, VMAX 720 deg/s.
 MAJOR = 2
-
-
-def wait_until(predicate, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 class Recorder:
@@ -63,11 +57,6 @@ def let_ophyd_settle() -> None:
     puts STOP from a callback thread, which stops a move issued right after.
     """
     time.sleep(0.1)
-
-
-def connected(device):
-    device.wait_for_connection(timeout=20)
-    return device
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import epics
 import numpy as np
 import pytest
 from caproto.sync.client import write as ca_write
-from conftest import TEST_TIME_SCALE
+from conftest import TEST_TIME_SCALE, connected
 
 from nanoscope_daq.config import ConfigError, load_config
 from nanoscope_daq.devices.physiology import PhysiologyMonitor
@@ -23,9 +23,7 @@ RECORD_S = 8.0
 
 
 def connected_monitor(sim) -> PhysiologyMonitor:
-    monitor = PhysiologyMonitor(sim.prefix + "PHYS:", name="physio")
-    monitor.wait_for_connection(timeout=20)
-    return monitor
+    return connected(PhysiologyMonitor(sim.prefix + "PHYS:", name="physio"))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ from pathlib import Path
 import epics
 import numpy as np
 import pytest
-from test_camera import attributes, put, wait_until
+from conftest import connected, wait_until
+from test_camera import attributes, put
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.detector import path_template
@@ -43,9 +44,7 @@ def test_only_a_real_crossing_in_the_direction_of_the_step_counts(rot):
 
 @pytest.fixture(scope="module")
 def pso(xrm) -> PositionSyncOutput:
-    device = PositionSyncOutput(xrm.rot.prefix + ":PSO:", name="pso")
-    device.wait_for_connection(timeout=20)
-    return device
+    return connected(PositionSyncOutput(xrm.rot.prefix + ":PSO:", name="pso"))
 
 
 def test_arm_refuses_a_zero_step_and_says_why(pso):

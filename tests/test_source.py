@@ -15,15 +15,13 @@ from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.signals import CommandRefused
 from nanoscope_daq.devices.source import SourceNotReady, XraySource
 
-from conftest import TEST_TIME_SCALE
+from conftest import TEST_TIME_SCALE, connected, wait_until
 
 CONFIG = load_config().source
 
 
 def connected_source(sim) -> XraySource:
-    source = XraySource(sim.prefix + "SRC:", name="source")
-    source.wait_for_connection(timeout=20)
-    return source
+    return connected(XraySource(sim.prefix + "SRC:", name="source"))
 
 
 def ioc_put(pvname: str, value) -> None:
@@ -36,15 +34,6 @@ def ioc_refusal(pvname: str, value) -> str:
     with pytest.raises(Exception, match="ECA_PUTFAIL") as info:
         ioc_put(pvname, value)
     return bytes(info.value.args[0].error_message).rstrip(b"\0").decode()
-
-
-def wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def ioc_get(pvname: str):
@@ -162,7 +151,7 @@ def test_interlock_trip_mid_ramp_drops_hv_closes_shutter_and_resets_to_ready(fre
     source.trip.put("Trip")
     with pytest.raises(CommandRefused, match="interlock tripped.*TRIP"):
         ramp.wait(5)
-    assert wait_until(lambda: source.shutter.status.get() == "Closed")
+    wait_until(lambda: source.shutter.status.get() == "Closed")
     assert source.state.get(use_monitor=False) == "Fault"
     assert source.interlock.get(use_monitor=False) == "Tripped"
     assert source.hv.get(use_monitor=False) == "Off"
