@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -60,6 +61,39 @@ async def _initialize(groups: list[PVGroup]) -> None:
             await init()
 
 
+class _ConciseCaprotoLog(logging.Filter):
+    """One line, no traceback, for what caproto logs as exceptions but is normal here.
+
+    A refused put (the IOC's putter raised with its reason) is the IOC working as
+    designed, and beacons that reach no CA repeater do not stop any client connecting;
+    caproto logs both with a full traceback, which reads to an operator as a crash.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._beacon_warned = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("Invalid write request") and record.exc_info:
+            record.msg, record.args = "put refused: %s", (record.exc_info[1],)
+            record.exc_info = None
+        elif message.startswith("Failed to send beacon"):
+            if self._beacon_warned:
+                return False
+            self._beacon_warned = True
+            record.msg, record.args, record.exc_info = (
+                "no CA repeater listens for beacons on this host; clients connect all the same", (), None,
+            )
+        return True
+
+
+def _quiet_caproto_logging() -> None:
+    concise = _ConciseCaprotoLog()
+    for name in ("caproto.circ", "caproto.ctx"):
+        logging.getLogger(name).addFilter(concise)
+
+
 async def serve(config: Config, announce: Callable[[str], None]) -> None:
     """Run the IOCs until cancelled; ``announce`` receives the ready line."""
     from caproto.asyncio.server import Context
@@ -69,6 +103,7 @@ async def serve(config: Config, announce: Callable[[str], None]) -> None:
     # to 1 s; motor readbacks are published at 200 Hz, so cap it to keep monitors live.
     caproto_server.MAX_LATENCY = min(caproto_server.MAX_LATENCY, MAX_MONITOR_LATENCY_S)
 
+    _quiet_caproto_logging()
     world = World.from_config(config)
     groups = build_iocs(world)
     pvdb = merged_pvdb(groups)
