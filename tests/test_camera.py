@@ -225,6 +225,10 @@ def test_frames_record_study_day_and_its_ground_truth_is_written_once(sim_factor
         wait_until(truth.exists, 120, f"{truth} to be written")
         with h5py.File(truth, "r") as h5:
             assert h5["labels"].shape == (32, 32, 32)
+        index = path.parent / "ground_truth.h5"  # DESIGN.md's name, linking every day imaged here
+        wait_until(index.exists, 10, f"{index} to be written")
+        with h5py.File(index, "r") as h5:
+            assert list(h5) == ["day3_bin8"] and h5["day3_bin8/labels"].shape == (32, 32, 32)
         written = truth.stat().st_mtime_ns
         stream(det, 2, data_dir / "days", name="day3-again")
         assert truth.stat().st_mtime_ns == written

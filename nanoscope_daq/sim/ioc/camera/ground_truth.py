@@ -1,5 +1,9 @@
 """The imager's ground truth, written next to the data once per (directory, day, binning).
 
+Each (study day, binning) goes to its own ``ground_truth_day<D>_bin<B>.h5`` (several
+study days are imaged into one directory in simulation), and ``ground_truth.h5``
+(DESIGN.md's name) indexes them with one external link each: ``h5["day3_bin8/labels"]``.
+
 Writing it rasterises the whole reconstruction volume (minutes; hours at binning 1),
 so it runs in a separate process at the lowest CPU priority, one file at a time, and
 never delays a frame: while the camera acquires, the writer is suspended (SIGSTOP) and
@@ -29,6 +33,27 @@ PARTIAL_SUFFIX = ".partial"
 def ground_truth_name(day: float, binning: int) -> str:
     """File name of the ground truth of one study day at one binning (several can share a directory)."""
     return f"ground_truth_day{day:g}_bin{binning}.h5"
+
+
+INDEX_NAME = "ground_truth.h5"
+"""DESIGN.md's name: the index of every ground truth in a directory."""
+
+
+def write_index(directory: Path) -> Path:
+    """``ground_truth.h5``: one external link per (study day, binning) written in ``directory``.
+
+    Links are relative, so the directory can be moved whole; the index is rewritten
+    under a temporary name and renamed, so readers never see it half written.
+    """
+    import h5py
+
+    index, partial = directory / INDEX_NAME, directory / (INDEX_NAME + PARTIAL_SUFFIX)
+    with h5py.File(partial, "w") as h5:
+        h5.attrs["description"] = "ground truth of each study day and binning imaged here; each group links to its file"
+        for part in sorted(directory.glob("ground_truth_day*_bin*.h5")):
+            h5[part.stem.removeprefix("ground_truth_")] = h5py.ExternalLink(part.name, "/")
+    os.replace(partial, index)
+    return index
 
 
 def _write_in_child(config: Config, path: str, day: float, binning: int, kv: float) -> None:
@@ -130,6 +155,8 @@ class GroundTruthRecorder:
             if process.exitcode != 0:
                 log.error("ground truth %s not written (worker exit code %s)", path, process.exitcode)
                 self._requested.discard((path.parent, day, binning))
+            else:
+                write_index(path.parent)
 
     def stop(self) -> None:
         """End an unfinished write and remove its temporary file."""
