@@ -24,5 +24,5 @@ class Instrument(Device):
     load = Cpt(LoadCell, "LOAD:")
     physio = Cpt(PhysiologyMonitor, "PHYS:")
 
-    def __init__(self, prefix: str = "NS:", *, name: str = "xrm", **kwargs) -> None:
+    def __init__(self, prefix: str, *, name: str = "xrm", **kwargs) -> None:
         super().__init__(prefix, name=name, **kwargs)

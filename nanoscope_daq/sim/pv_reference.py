@@ -10,14 +10,17 @@ Run: ``python -m nanoscope_daq.sim.pv_reference > docs/pv-reference.md``.
 
 from __future__ import annotations
 
+import tomllib
+
 from caproto import ChannelType
 from caproto.server import PVGroup
 
-from ..config import load_config
+from ..config import default_config_text, load_config
 from .server import build_iocs
 from .world import World
 
-REFERENCE_PREFIX = "NS:"
+REFERENCE_PREFIX = tomllib.loads(default_config_text())["epics"]["prefix"]
+"""The shipped default prefix (DESIGN.md: NS:), whatever a user configuration says."""
 
 _TYPE_NAMES = {
     ChannelType.DOUBLE: "float64",
