@@ -90,14 +90,18 @@ class XraySource(Device):
             return f"the interlock tripped: {self.message.get()}"
         return None
 
-    def warm_up(self, timeout: float | None = None) -> DeviceStatus:
-        """Start the jet if needed; the Status finishes at state Ready (fails on an interlock trip)."""
+    def _state_unless_tripped(self, refused: str) -> str:
+        """The present state; raises ``SourceNotReady`` ("<refused>: the interlock is tripped ...") on Fault."""
         state = self.state.get(use_monitor=False)
         if state == "Fault":
             raise SourceNotReady(
-                f"{self.name}: cannot warm up: the interlock is tripped ({self.message.get()}); "
-                "call reset_interlock() first"
+                f"{self.name}: {refused}: the interlock is tripped ({self.message.get()}); call reset_interlock() first"
             )
+        return state
+
+    def warm_up(self, timeout: float | None = None) -> DeviceStatus:
+        """Start the jet if needed; the Status finishes at state Ready (fails on an interlock trip)."""
+        state = self._state_unless_tripped("cannot warm up")
         if state not in READY_STATES:
             put_confirmed(self.jet, "On", self.message)
         return condition_status(
@@ -119,12 +123,7 @@ class XraySource(Device):
         for what, value in (("high voltage", kv), ("power", watts)):
             if not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"{self.name}: {what} must be a finite number, not {value!r}")
-        state = self.state.get(use_monitor=False)
-        if state == "Fault":
-            raise SourceNotReady(
-                f"{self.name}: X-ray output refused: the interlock is tripped ({self.message.get()}); "
-                "call reset_interlock() first"
-            )
+        state = self._state_unless_tripped("X-ray output refused")
         if state not in READY_STATES:
             progress = self.warmup_progress.get(use_monitor=False)
             raise SourceNotReady(
