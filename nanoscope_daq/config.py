@@ -435,10 +435,13 @@ def default_config_text() -> str:
     return resources.files("nanoscope_daq").joinpath("default_config.toml").read_text()
 
 
-def load_config(path: str | os.PathLike | None = None, **sections: Mapping[str, Any]) -> Config:
-    """Defaults, then the user file (``path`` or $NANOSCOPE_CONFIG), then ``sections`` overrides."""
+def load_config(
+    path: str | os.PathLike | None = None, *, environment: bool = True, **sections: Mapping[str, Any]
+) -> Config:
+    """Defaults, then the user file (``path``, or $NANOSCOPE_CONFIG if ``environment``), then ``sections``."""
     data = tomllib.loads(default_config_text())
-    path = path or os.environ.get(CONFIG_ENV_VAR)
+    if path is None and environment:
+        path = os.environ.get(CONFIG_ENV_VAR)
     if path:
         try:
             with open(path, "rb") as fh:

@@ -41,6 +41,8 @@ def test_environment_variable_names_the_user_file(tmp_path, monkeypatch):
     user.write_text("[sim]\nseed = 7\n")
     monkeypatch.setenv(CONFIG_ENV_VAR, str(user))
     assert load_config().sim.seed == 7
+    # The generated PV reference must not depend on whoever runs it: environment=False ignores the file.
+    assert load_config(environment=False).sim.seed == tomllib.loads(default_config_text())["sim"]["seed"] != 7
 
 
 @pytest.mark.parametrize(

@@ -10,16 +10,14 @@ Run: ``python -m nanoscope_daq.sim.pv_reference > docs/pv-reference.md``.
 
 from __future__ import annotations
 
-import tomllib
-
 from caproto import ChannelType
 from caproto.server import PVGroup
 
-from ..config import default_config_text, load_config
+from ..config import load_config
 from .server import build_iocs
 from .world import World
 
-REFERENCE_PREFIX = tomllib.loads(default_config_text())["epics"]["prefix"]
+REFERENCE_PREFIX = load_config(environment=False).epics.prefix
 """The shipped default prefix (DESIGN.md: NS:), whatever a user configuration says."""
 
 _TYPE_NAMES = {
@@ -75,7 +73,7 @@ def _group_title(group: PVGroup) -> str:
 
 def render_reference() -> str:
     """The whole reference, as markdown, for the default configuration."""
-    config = load_config(epics={"prefix": REFERENCE_PREFIX})
+    config = load_config(environment=False, epics={"prefix": REFERENCE_PREFIX})
     groups = build_iocs(World.from_config(config))
     out = [
         "# PV reference",
