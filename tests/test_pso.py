@@ -8,7 +8,7 @@ import epics
 import numpy as np
 import pytest
 from conftest import connected, wait_until
-from test_camera import attributes, put
+from test_camera import attributes, put, read_text
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.detector import path_template
@@ -93,7 +93,7 @@ def test_pso_triggered_frames_carry_angles_within_0_01_deg_of_the_grid(xrm, pso)
     put(cam.trigger_mode, "Internal")
     assert pso.fired.get(use_monitor=False) == count
     assert epics.caget(cam.prefix + "MissedTriggers_RBV") == 0
-    attrs = attributes(Path(hdf.full_file_name.get(use_monitor=False)))
+    attrs = attributes(Path(read_text(hdf.full_file_name.pvname)))
     grid = start + step * np.arange(count)
     assert len(attrs["EncoderAngle"]) == count
     assert np.abs(attrs["EncoderAngle"] - grid).max() < 0.01
@@ -119,5 +119,5 @@ def test_external_exposure_mode_exposes_for_the_pulse_width(xrm, pso):
     wait_until(lambda: hdf.capture.get(use_monitor=False) == 0, 30, "the three frames")
     put(cam.trigger_mode, "Internal")
     put(pso.width, 1e-4)
-    attrs = attributes(Path(hdf.full_file_name.get(use_monitor=False)))
+    attrs = attributes(Path(read_text(hdf.full_file_name.pvname)))
     assert list(attrs["ExposureTime"]) == pytest.approx([0.0125] * 3)
