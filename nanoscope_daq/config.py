@@ -360,6 +360,34 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
+class ScanConfig:
+    darks: int = field(metadata=non_negative())
+    flats: int = field(metadata=non_negative())
+    flats_axis: str = field(metadata=one_of("sx", "sy", "sz"))
+    flats_offset_mm: float
+    announce_period_s: float = field(metadata=positive())
+    fly_rate_fraction: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    taxi_margin_deg: float = field(metadata=non_negative())
+    flush_frames: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    gate_timeout_s: float = field(metadata=positive())
+    frame_delivery_timeout_s: float = field(metadata=positive())
+
+
+@dataclass(frozen=True)
+class DoseConfig:
+    calibration_gy_per_ws: float = field(metadata=non_negative())
+    reference_distance_mm: float = field(metadata=positive())
+    reference_kv: float = field(metadata=positive())
+    kv_exponent: float
+    budget_gy: float = field(metadata=positive())
+    ledger_path: str
+
+    @property
+    def ledger(self) -> Path:
+        return Path(self.ledger_path).expanduser()
+
+
+@dataclass(frozen=True)
 class Config:
     epics: EpicsConfig
     paths: PathsConfig
@@ -372,6 +400,8 @@ class Config:
     geometry: GeometryConfig
     phantom: PhantomConfig
     detector: DetectorConfig
+    scan: ScanConfig
+    dose: DoseConfig
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with keys of the named sections replaced, validated like a file."""
@@ -453,3 +483,32 @@ def load_config(
         data = _merge(data, user)
     data = _merge(data, sections)
     return _build(Config, data, "")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def overrides_toml(sections: Mapping[str, Mapping[str, Any]]) -> str:
+    """TOML text of override tables (``{"phantom": {...}, "stages": {"rot": {...}}}``), for a --config file."""
+    lines: list[str] = []
+
+    def table(name: str, values: Mapping[str, Any]) -> None:
+        scalars = {k: v for k, v in values.items() if not isinstance(v, Mapping)}
+        if scalars:
+            lines.append(f"[{name}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in scalars.items())
+            lines.append("")
+        for key, value in values.items():
+            if isinstance(value, Mapping):
+                table(f"{name}.{key}", value)
+
+    for name, values in sections.items():
+        table(name, values)
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ import os
 import time
 
 from ophyd import Component as Cpt
+from ophyd import EpicsSignalRO
 from ophyd.device import Staged
 from ophyd.areadetector import DetectorBase, SingleTrigger
 from ophyd.areadetector.cam import Andor3DetectorCam
@@ -57,6 +58,14 @@ class XrmHDF5Plugin(HDF5Plugin_V34, FileStoreHDF5IterativeWrite):
         return filename, read_path, write_path
 
 
+class XrmCam(Andor3DetectorCam):
+    """ADAndor3 driver plus the instrument's frame-accounting counters (docs/pv-reference.md)."""
+
+    missed_triggers = Cpt(EpicsSignalRO, "MissedTriggers_RBV", kind="omitted")
+    buffer_stalls = Cpt(EpicsSignalRO, "BufferStalls_RBV", kind="omitted")
+    frames_lost = Cpt(EpicsSignalRO, "FramesLost_RBV", kind="omitted")
+
+
 class XrmDetector(SingleTrigger, DetectorBase):
     """The instrument's sCMOS camera: one frame per trigger, written to HDF5 by the IOC.
 
@@ -64,7 +73,7 @@ class XrmDetector(SingleTrigger, DetectorBase):
     ``--data-dir``), e.g. ``XrmDetector("NS:CAM:", name="det", data_dir="/data")``.
     """
 
-    cam = Cpt(Andor3DetectorCam, "cam1:")
+    cam = Cpt(XrmCam, "cam1:")
     hdf1 = Cpt(XrmHDF5Plugin, "HDF1:")
     image1 = Cpt(ImagePlugin, "image1:")
 

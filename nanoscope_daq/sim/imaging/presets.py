@@ -29,6 +29,11 @@ TINY_DETECTOR: dict[str, Any] = {"pixels_x": 144, "pixels_y": 96, "render_cache_
 """144 x 96 pixels: with the default cone beam (M = 5) 2.2 um voxels over a 0.32 mm field."""
 
 
+def tiny_leg_overrides() -> dict[str, dict[str, Any]]:
+    """The tiny leg and detector as configuration overrides (e.g. for ``nanoscope sim --config``)."""
+    return {"phantom": dict(TINY_LEG_PHANTOM), "detector": dict(TINY_DETECTOR)}
+
+
 def tiny_leg_config(**sections: dict[str, Any]) -> Config:
     """The default configuration with the tiny leg and detector, then ``sections`` overrides."""
     config = load_config().replace(phantom=TINY_LEG_PHANTOM, detector=TINY_DETECTOR)

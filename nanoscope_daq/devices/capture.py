@@ -1,0 +1,210 @@
+"""The camera file of a run, announced as bluesky stream assets while the IOC writes it.
+
+:class:`FrameCapture` drives the HDF5 plugin in Stream mode (one file per run, SWMR,
+flushed every frame) and is a bluesky *collectable*: ``describe_collect`` names the
+datasets of the file (frames and per-frame NDAttributes, docs/documents.md) and
+``collect_asset_docs`` yields ``stream_resource`` / ``stream_datum`` documents for the
+frames written since the last collect. Which stream (darks, flats, projections) the
+frames belong to is set with :meth:`FrameCapture.select` before they are acquired.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from event_model import ComposeStreamResource, StreamRange
+
+from .detector import CREATE_DIRECTORY_DEPTH, XrmDetector, path_template
+
+ATTRIBUTE_KEYS: dict[str, tuple[str, str]] = {
+    "rotation_angle": ("RotationAngle", "deg"),
+    "encoder_angle": ("EncoderAngle", "deg"),
+    "frame_time": ("NDArrayTimeStamp", "s"),
+    "source_current": ("SourceCurrent", "mA"),
+    "force": ("Force", "N"),
+    "respiratory_phase": ("RespiratoryPhase", ""),
+    "gate": ("Gate", ""),
+    "frame_type": ("FrameType", ""),
+}
+"""Per-frame data keys: the NDAttribute dataset each is read from, and its units."""
+IMAGE_DATASET = "/entry/data/data"
+ATTRIBUTE_GROUP = "/entry/instrument/NDAttributes/"
+FILE_TEMPLATE = "%s%s.h5"
+
+
+class CaptureError(RuntimeError):
+    """The camera file could not be opened, or frames did not reach it."""
+
+
+@dataclass
+class Segment:
+    """Frames ``start`` .. ``stop`` of the camera file belong to ``stream``."""
+
+    stream: str
+    start: int
+    stop: int | None = None
+    announced: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.announced = self.start
+
+
+class FrameCapture:
+    """One HDF5 camera file per run, its frames announced per stream in chunks."""
+
+    def __init__(self, det: XrmDetector, data_dir: str | os.PathLike, *, flush_frames: int = 1) -> None:
+        self.det = det
+        self.name = f"{det.name}_capture"
+        self.parent = None
+        self.data_dir = Path(data_dir).expanduser()
+        self.flush_frames = flush_frames
+        self.path: Path | None = None
+        self.segments: list[Segment] = []
+        self._resources: dict[tuple[str, str], object] = {}
+        self.expected = 0
+        """Frames the camera was made to take since the file was opened (acquisitions ended)."""
+
+    # -- the file ---------------------------------------------------------------------
+
+    def open(self, file_stem: str, timeout: float = 10.0) -> Path:
+        """Open ``<data_dir>/YYYY/MM/DD/<file_stem>.h5`` for streaming; raises CaptureError if the IOC cannot."""
+        hdf = self.det.hdf1
+        if hdf.capture.get(as_string=True) == "Capture":
+            raise CaptureError(f"{hdf.name} is already capturing to {hdf.full_file_name.get()}; stop it first")
+        directory = time.strftime(path_template(self.data_dir))
+        for signal, value in (
+            (hdf.enable, "Enable"), (hdf.create_directory, CREATE_DIRECTORY_DEPTH),
+            (hdf.file_path, directory), (hdf.file_name, file_stem), (hdf.file_template, FILE_TEMPLATE),
+            (hdf.file_write_mode, "Stream"), (hdf.num_capture, 0), (hdf.auto_increment, "No"),
+            (hdf.swmr_mode, "On"), (hdf.num_frames_flush, self.flush_frames), (hdf.lazy_open, "No"),
+            (hdf.store_attr, "Yes"), (hdf.nd_array_port, self.det.cam.port_name.get()),
+        ):
+            signal.put(value, wait=True, timeout=timeout)  # completes once the IOC took (and normalised) it
+        hdf.write_status.put(0, wait=True)
+        self.expected = 0
+        hdf.capture.put(1, wait=False)
+        deadline = time.monotonic() + timeout
+        while hdf.capture.get(as_string=True) != "Capture" or hdf.write_status.get(as_string=True) != "Ok":
+            if hdf.write_status.get(as_string=True) != "Ok":
+                raise CaptureError(f"the camera IOC cannot write in {directory}: {hdf.write_message.get()}")
+            if time.monotonic() > deadline:
+                raise CaptureError(f"{hdf.name} did not start capturing within {timeout} s")
+            time.sleep(0.01)
+        self.path = Path(hdf.full_file_name.get())
+        self.segments = []
+        self._resources = {}
+        return self.path
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop capturing; returns once the IOC has closed the file (every frame in it)."""
+        hdf = self.det.hdf1
+        if hdf.capture.get(as_string=True) == "Capture":
+            hdf.capture.put(0, wait=True, timeout=timeout)
+        if self.segments and self.segments[-1].stop is None:
+            self.segments[-1].stop = self.expected
+
+    def acquired(self, frames: int) -> None:
+        """An acquisition ended having exposed ``frames`` frames (all on their way to the file)."""
+        self.expected += frames
+
+    def written(self) -> int:
+        """Frames in the camera file (written and flushed: readable with SWMR)."""
+        return int(self.det.hdf1.num_captured.get())
+
+    def check_delivery(self) -> None:
+        """Raise if a frame the camera produced is missing from the file (dropped or failed write)."""
+        hdf = self.det.hdf1
+        if hdf.write_status.get(as_string=True) != "Ok":
+            raise CaptureError(f"the camera file failed: {hdf.write_message.get()}")
+        dropped = int(hdf.dropped_arrays.get())
+        if dropped:
+            raise CaptureError(f"{dropped} frames did not reach {self.path}; see {hdf.name}.DroppedArrays")
+
+    def wait_for_written(self, frames: int, timeout: float) -> None:
+        """Block until the file holds ``frames`` frames (the simulator's render may lag the sensor)."""
+        deadline = time.monotonic() + timeout
+        while self.written() < frames:
+            self.check_delivery()
+            if time.monotonic() > deadline:
+                raise CaptureError(
+                    f"the camera file holds {self.written()} of {frames} frames after {timeout} s "
+                    "(scan.frame_delivery_timeout_s)"
+                )
+            time.sleep(0.02)
+
+    # -- streams ----------------------------------------------------------------------
+
+    def select(self, stream: str) -> None:
+        """Frames produced from now on belong to ``stream`` (call between acquisitions)."""
+        boundary = self.expected
+        if self.segments and self.segments[-1].stop is None:
+            self.segments[-1].stop = boundary
+        self.segments.append(Segment(stream, boundary))
+
+    @property
+    def stream(self) -> str | None:
+        return self.segments[-1].stream if self.segments else None
+
+    def frame_range(self, stream: str) -> tuple[int, int]:
+        """File index range of the last segment of ``stream`` (its stop: frames produced so far)."""
+        for segment in reversed(self.segments):
+            if segment.stream == stream:
+                return segment.start, segment.stop if segment.stop is not None else self.expected
+        raise KeyError(f"no frames of stream {stream!r} in this run")
+
+    # -- bluesky collectable ------------------------------------------------------------
+
+    def describe_collect(self) -> dict[str, dict]:
+        cam = self.det.cam
+        rows, cols = int(cam.array_size.array_size_y.get()), int(cam.array_size.array_size_x.get())
+        source = f"{self.det.hdf1.prefix}FullFileName_RBV"
+        keys = {
+            "image": {"source": source, "shape": [rows, cols], "dtype": "array", "dtype_numpy": "<u2",
+                      "external": "STREAM:", "units": "counts"},
+        }
+        for key, (_, units) in ATTRIBUTE_KEYS.items():
+            keys[key] = {"source": source, "shape": [], "dtype": "number", "dtype_numpy": "<f8",
+                         "external": "STREAM:", "units": units}
+        return keys
+
+    def collect_asset_docs(self, index: int | None = None) -> Iterator[tuple[str, dict]]:
+        """Stream assets for the selected stream's frames that reached the file since the last call."""
+        if self.path is None or not self.segments:
+            return
+        written = self.written() if index is None else min(index, self.written())
+        stream = self.segments[-1].stream
+        for segment in self.segments:
+            if segment.stream != stream:
+                continue
+            stop = written if segment.stop is None else min(segment.stop, written)
+            if stop <= segment.announced:
+                continue
+            indices = StreamRange(start=segment.announced, stop=stop)
+            for key, dataset in self._datasets():
+                bundle = self._resources.get((stream, key))
+                if bundle is None:
+                    bundle = ComposeStreamResource()(
+                        mimetype="application/x-hdf5", uri=f"file://localhost{self.path}", data_key=key,
+                        parameters={"dataset": dataset, "swmr": True}, validate=False,
+                    )
+                    self._resources[(stream, key)] = bundle
+                    yield "stream_resource", bundle.stream_resource_doc
+                yield "stream_datum", bundle.compose_stream_datum(indices, validate=False)
+            segment.announced = stop
+
+    def unannounced(self, stream: str) -> int:
+        """Frames of ``stream`` acquired but not yet announced."""
+        return sum(
+            (segment.stop if segment.stop is not None else self.expected) - segment.announced
+            for segment in self.segments if segment.stream == stream
+        )
+
+    def _datasets(self) -> Iterator[tuple[str, str]]:
+        yield "image", IMAGE_DATASET
+        for key, (attribute, _) in ATTRIBUTE_KEYS.items():
+            yield key, ATTRIBUTE_GROUP + attribute
+

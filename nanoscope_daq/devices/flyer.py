@@ -1,0 +1,259 @@
+"""Fly tomography: continuous rotation, one PSO-triggered frame per grid angle, resumable.
+
+:class:`TomoFlyer` fires the camera at ``start + i * step`` (``i < count``) while the
+stage turns at constant speed. It runs the grid in *segments*: ``kickoff`` moves the
+stage back by the run-up (taxi) distance, arms the camera (External trigger) and the
+PSO with the angles not fired yet, and spins up; the segment ends when every angle has
+fired, or early when :meth:`TomoFlyer.interrupt` is called (pause, suspension). The next
+``kickoff`` resumes at the first angle not imaged, so a paused scan loses no angle and
+images none twice. If the beam goes off while the PSO is armed (interlock trip, shutter
+closing), the resume starts one angle before the last pulse fired with beam, re-taking
+the frame the beam loss may have spoiled; the files mark the spoiled one invalid.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from ophyd.status import Status
+
+from .capture import FrameCapture
+from .instrument import Instrument
+
+ARM_TIMEOUT_S = 10.0
+EXPOSURE_END_MARGIN_S = 0.05
+"""Wait after the last pulse beyond the exposure before the camera is stopped (start latency)."""
+
+
+@dataclass(frozen=True)
+class AngleGrid:
+    """The angles a fly scan images: ``start_deg + i * step_deg`` for ``i < count``."""
+
+    start_deg: float
+    step_deg: float
+    count: int
+
+    def angle(self, index: int) -> float:
+        return self.start_deg + index * self.step_deg
+
+    @property
+    def direction(self) -> int:
+        return 1 if self.step_deg > 0 else -1
+
+    @property
+    def end_deg(self) -> float:
+        return self.angle(self.count - 1)
+
+
+def taxi_distance_deg(velocity: float, acceleration_s: float, margin_deg: float) -> float:
+    """Run-up before the first angle: the distance covered while accelerating (v * ACCL / 2), plus a margin."""
+    return abs(velocity) * acceleration_s / 2.0 + margin_deg
+
+
+class TomoFlyer:
+    """Fly-scan controller over the instrument's rotation stage, PSO and camera.
+
+    ``prepare(grid, velocity, exposure_s)`` before a tomogram; then the bluesky flyer
+    verbs: ``kickoff()`` (Status: the stage turns at speed with the PSO armed),
+    ``complete()`` (Status: every grid angle fired and its frame delivered).
+    Frames are announced by the run's :class:`FrameCapture`, not by this object.
+    """
+
+    def __init__(self, xrm: Instrument, capture: FrameCapture, *, taxi_margin_deg: float = 1.0) -> None:
+        self.xrm = xrm
+        self.capture = capture
+        self.name = f"{xrm.name}_flyer"
+        self.parent = None
+        self.taxi_margin_deg = taxi_margin_deg
+        self.grid: AngleGrid | None = None
+        self.velocity = 0.0
+        self.exposure_s = 0.0
+        self.next_index = 0
+        """First grid angle not yet imaged."""
+        self._lock = threading.RLock()
+        self._segment: _Segment | None = None
+        self._complete: Status | None = None
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def prepare(self, grid: AngleGrid, velocity: float, exposure_s: float) -> None:
+        """Set the grid of the next tomogram; nothing moves until ``kickoff``."""
+        with self._lock:
+            if self._segment is not None:
+                raise RuntimeError(f"{self.name}: a fly segment is running; interrupt it first")
+            self.grid = grid
+            self.velocity = abs(velocity)
+            self.exposure_s = exposure_s
+            self.next_index = 0
+            self._complete = Status(obj=self)
+
+    @property
+    def finished(self) -> bool:
+        return self.grid is not None and self.next_index >= self.grid.count
+
+    def taxi_start_deg(self, index: int) -> float:
+        """Where the stage waits before imaging grid angle ``index``."""
+        assert self.grid is not None
+        taxi = taxi_distance_deg(self.velocity, self.xrm.rot.acceleration.get(), self.taxi_margin_deg)
+        return self.grid.angle(index) - self.grid.direction * taxi
+
+    # -- bluesky flyer verbs --------------------------------------------------------------
+
+    def kickoff(self) -> Status:
+        """Start (or resume) imaging the grid; done once the stage turns at speed, armed."""
+        with self._lock:
+            if self.grid is None or self._complete is None:
+                raise RuntimeError(f"{self.name}: kickoff before prepare(grid, velocity, exposure_s)")
+            status = Status(obj=self)
+            if self.finished or self._segment is not None:
+                status.set_finished()
+                return status
+            segment = self._segment = _Segment(self, self.next_index)
+        threading.Thread(target=segment.run, args=(status,), name=f"{self.name}-segment", daemon=True).start()
+        return status
+
+    def complete(self) -> Status:
+        """Done once every grid angle has fired and its frame reached the camera file's queue."""
+        if self._complete is None:
+            raise RuntimeError(f"{self.name}: complete before prepare(grid, velocity, exposure_s)")
+        return self._complete
+
+    def interrupt(self) -> None:
+        """End the running segment now: disarm, let the last exposure finish, stop the stage.
+
+        Blocks until the camera has delivered every frame it was triggered for, so the
+        next kickoff knows exactly which angles are imaged.
+        """
+        with self._lock:
+            segment = self._segment
+        if segment is not None:
+            segment.interrupt()
+
+    # -- segment bookkeeping (called by _Segment) -------------------------------------------
+
+    def _segment_ended(self, segment: _Segment, imaged: int, fired: int, error: Exception | None) -> None:
+        """Account a segment: ``fired`` frames went to the camera file, ``imaged`` angles are done."""
+        self.capture.acquired(fired)
+        with self._lock:
+            if self._segment is segment:
+                self._segment = None
+            self.next_index = segment.first_index + imaged
+            complete = self._complete
+            if complete is None or complete.done:
+                return
+            if error is not None:
+                complete.set_exception(error)
+            elif self.finished:
+                complete.set_finished()
+
+
+class _Segment:
+    """One uninterrupted pass over the grid angles from ``first_index`` on."""
+
+    def __init__(self, flyer: TomoFlyer, first_index: int) -> None:
+        self.flyer = flyer
+        self.first_index = first_index
+        assert flyer.grid is not None
+        self.count = flyer.grid.count - first_index
+        self._stop_requested = threading.Event()
+        self._end_lock = threading.Lock()
+        self._ended = threading.Event()
+        self._watches: list = []
+        self._missed_before = 0
+        self._beam_lost_after: int | None = None
+        """Pulses fired when the beam was seen lost while armed (None: never lost)."""
+
+    def _beam_on(self) -> bool:
+        """X-rays on and the shutter open: the frames see the specimen."""
+        source = self.flyer.xrm.source
+        return source.xrays.get() == "On" and source.shutter.status.get() == "Open"
+
+    def _on_beam_change(self, **_) -> None:
+        if self._beam_lost_after is None and not self._beam_on():
+            self._beam_lost_after = int(self.flyer.xrm.rot.pso.fired.get())
+
+    def run(self, kicked_off: Status) -> None:
+        """Taxi, arm camera and PSO, spin up; then wait for the last angle (or an interrupt)."""
+        flyer, xrm = self.flyer, self.flyer.xrm
+        grid = flyer.grid
+        assert grid is not None
+        rot, pso, cam = xrm.rot, xrm.rot.pso, xrm.det.cam
+        try:
+            rot.move(flyer.taxi_start_deg(self.first_index), wait=True)
+            for signal, value in (
+                (cam.trigger_mode, "External"), (cam.image_mode, "Multiple"), (cam.num_images, self.count),
+                (cam.acquire_time, flyer.exposure_s),
+                (pso.start, grid.angle(self.first_index)), (pso.step, grid.step_deg), (pso.count, self.count),
+                (pso.width, flyer.exposure_s),
+            ):
+                signal.set(value).wait(ARM_TIMEOUT_S)
+            self._missed_before = int(cam.missed_triggers.get(use_monitor=False))
+            cam.acquire.put(1, wait=False)
+            pso.arm.set(1).wait(ARM_TIMEOUT_S)
+            for signal in (xrm.source.xrays, xrm.source.shutter.status):
+                self._watches.append((signal, signal.subscribe(self._on_beam_change, run=False)))
+            self._on_beam_change()
+            rot.spin.set(grid.direction * flyer.velocity).wait(ARM_TIMEOUT_S + 4 * rot.acceleration.get())
+        except Exception as exc:  # noqa: BLE001 -- the status carries it to the plan
+            self._end(failure=exc)
+            kicked_off.set_exception(exc)
+            return
+        kicked_off.set_finished()
+        while not self._stop_requested.is_set() and pso.status.get() != "Done":
+            self._stop_requested.wait(0.02)
+        self._end()
+
+    def interrupt(self) -> None:
+        self._stop_requested.set()
+        self._end()
+
+    def _end(self, failure: Exception | None = None) -> None:
+        """Disarm, let the last exposure finish, stop camera and stage; report the angles imaged.
+
+        Exposed frames are never lost by the camera, so they need not be waited for here;
+        the plan waits for the camera file to hold them.
+        """
+        with self._end_lock:
+            if self._ended.is_set():
+                return
+            xrm = self.flyer.xrm
+            pso, cam = xrm.rot.pso, xrm.det.cam
+            error = failure
+            try:
+                if pso.status.get(use_monitor=False) == "Armed":
+                    pso.disarm.set(1).wait(ARM_TIMEOUT_S)
+                time.sleep(self.flyer.exposure_s + EXPOSURE_END_MARGIN_S)
+                if cam.acquire.get(use_monitor=False) != 0:
+                    cam.acquire.put(0, wait=True)
+                xrm.rot.spin.set(0).wait(ARM_TIMEOUT_S + 4 * xrm.rot.acceleration.get())
+            except Exception as exc:  # noqa: BLE001
+                error = error or exc
+            for signal, cid in self._watches:
+                signal.unsubscribe(cid)
+            fired = int(pso.fired.get(use_monitor=False))
+            missed = int(cam.missed_triggers.get(use_monitor=False)) - self._missed_before
+            if missed and error is None:
+                error = RuntimeError(
+                    f"{cam.name}: missed {missed} of {fired} PSO triggers (sensor busy): the rotation is too "
+                    "fast for the exposure and readout; lower the velocity or the exposure"
+                )
+            imaged = fired
+            if self._beam_lost_after is not None:
+                imaged = min(fired, max(self._beam_lost_after - 1, 0))
+            self.fired = fired
+            self._ended.set()
+        self.flyer._segment_ended(self, imaged, fired, error)
+
+
+def fly_velocity(step_deg: float, min_period_s: float, max_velocity: float, fraction: float) -> float:
+    """The fastest rotation speed (deg/s) at which the camera images every grid angle.
+
+    One grid step must take at least the camera's shortest frame period; ``fraction``
+    (< 1) leaves margin for encoder quantisation. Capped at the stage's max velocity.
+    """
+    if min_period_s <= 0 or not math.isfinite(min_period_s):
+        raise ValueError(f"the camera's shortest frame period {min_period_s} s is not usable")
+    return min(abs(step_deg) / min_period_s * fraction, max_velocity)

@@ -1,0 +1,310 @@
+"""What one scan run needs besides its plan: camera file, flyer, dose bookkeeping, metadata.
+
+:func:`prepare_scan` validates what every tomography plan shares (source output,
+exposure, binning, darks/flats, subject, dose budget) before anything moves, and
+:func:`scan_run` wraps a plan body in the run: start document, camera file, beam guard,
+suspenders, and a finalize step that closes the shutter, keeps every acquired frame,
+closes the file and books the dose, whatever happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import xraydb
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+
+from .. import __version__
+from ..config import Config, load_config
+from ..devices import Instrument
+from ..devices.capture import FrameCapture
+from ..devices.flyer import TomoFlyer
+from . import validation as check
+from .dose import DoseLedger, DoseMeter, DoseModel
+from .errors import PlanParameterError
+from .safety import BeamGuard, close_shutter_quietly, safety_suspenders
+from .stubs import announce, blocking, shutter, take_darks, take_flats, wait_status
+from .subject import Subject, parse_subject
+
+FRAME_STREAMS = ("darks", "flats", "projections")
+FLATS_WHEN = ("before", "after", "both", "none")
+
+
+class TomogramRecord(Device):
+    """The `tomograms` stream: one event per tomogram, naming its frames in the camera file."""
+
+    tomogram = Cpt(Signal, value=0)
+    time_point = Cpt(Signal, value=0)
+    file = Cpt(Signal, value="")
+    projections_start = Cpt(Signal, value=-1)
+    projections_stop = Cpt(Signal, value=-1)
+    darks_start = Cpt(Signal, value=-1)
+    darks_stop = Cpt(Signal, value=-1)
+    flats_before_start = Cpt(Signal, value=-1)
+    flats_before_stop = Cpt(Signal, value=-1)
+    flats_after_start = Cpt(Signal, value=-1)
+    flats_after_stop = Cpt(Signal, value=-1)
+    grid_start_deg = Cpt(Signal, value=0.0)
+    grid_step_deg = Cpt(Signal, value=0.0)
+    grid_count = Cpt(Signal, value=0)
+    start_time = Cpt(Signal, value=0.0)
+    end_time = Cpt(Signal, value=0.0)
+    force_n = Cpt(Signal, value=float("nan"))
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Validated settings shared by every tomography plan."""
+
+    kv: float
+    power_w: float
+    exposure_s: float
+    binning: int
+    darks: int
+    flats: int
+    flats_when: str
+    flats_axis: str
+    flats_offset_mm: float
+
+
+@dataclass
+class ScanContext:
+    """The per-run machinery of a scan (built by :func:`prepare_scan`)."""
+
+    xrm: Instrument
+    config: Config
+    plan_name: str
+    acquisition: Acquisition
+    subject: Subject | None
+    capture: FrameCapture
+    flyer: TomoFlyer
+    dose_model: DoseModel
+    ledger: DoseLedger
+    dose_estimate_gy: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    record: TomogramRecord = field(default_factory=lambda: TomogramRecord(name="tomogram"))
+    meter: DoseMeter | None = None
+    tomograms: int = 0
+    delivered_gy: float = 0.0
+    run_uid: str = ""
+
+    @property
+    def delivery_timeout_s(self) -> float:
+        return self.config.scan.frame_delivery_timeout_s
+
+    def darks(self):
+        a = self.acquisition
+        yield from take_darks(self.xrm, self.capture, a.darks, a.exposure_s, self.delivery_timeout_s)
+
+    def flats(self):
+        a = self.acquisition
+        yield from take_flats(self.xrm, self.capture, a.flats, a.exposure_s, a.flats_axis, a.flats_offset_mm,
+                              self.delivery_timeout_s, self.meter)
+
+    def frame_range(self, stream: str) -> tuple[int, int]:
+        try:
+            return self.capture.frame_range(stream)
+        except KeyError:
+            return -1, -1
+
+    def emit_tomogram(self, *, projections: tuple[int, int], grid, start_time: float, flats_before: tuple[int, int],
+                      flats_after: tuple[int, int] = (-1, -1), time_point: int | None = None,
+                      force_n: float = float("nan")):
+        """One `tomograms` event for the tomogram just taken."""
+        values = dict(
+            tomogram=self.tomograms, time_point=self.tomograms if time_point is None else time_point,
+            file=str(self.capture.path), projections_start=projections[0], projections_stop=projections[1],
+            darks_start=self.frame_range("darks")[0], darks_stop=self.frame_range("darks")[1],
+            flats_before_start=flats_before[0], flats_before_stop=flats_before[1],
+            flats_after_start=flats_after[0], flats_after_stop=flats_after[1],
+            grid_start_deg=grid.start_deg, grid_step_deg=grid.step_deg, grid_count=grid.count,
+            start_time=start_time, end_time=time.time(), force_n=force_n,
+        )
+        for name, value in values.items():
+            getattr(self.record, name).put(value)
+        self.tomograms += 1
+        yield from bps.trigger_and_read([self.record], name="tomograms")
+        yield from bps.checkpoint()
+
+
+def _energy_kev(anode: str) -> float:
+    """K-alpha1 line of the anode (keV)."""
+    return xraydb.xray_lines(anode)["Ka1"].energy / 1000.0
+
+
+def instrument_metadata(xrm: Instrument, config: Config, acquisition: Acquisition) -> dict[str, Any]:
+    """Geometry, source and detector of the scan, for the start document."""
+    cam = xrm.det.cam
+    geometry = config.geometry
+    cone = config.sim.geometry == "cone"
+    magnification = geometry.source_detector_mm / geometry.source_sample_mm if cone else geometry.objective_magnification
+    pixel_um = config.detector.pixel_um * acquisition.binning
+    anode = xrm.source.anode.get() or config.source.anode
+    return {
+        "geometry": {
+            "type": config.sim.geometry, "source_sample_mm": geometry.source_sample_mm,
+            "source_detector_mm": geometry.source_detector_mm, "magnification": magnification,
+            "detector_pixel_um": pixel_um, "voxel_size_um": pixel_um / magnification,
+            "rows": int(cam.array_size.array_size_y.get()), "cols": int(cam.array_size.array_size_x.get()),
+        },
+        "source": {
+            "anode": anode, "kv": acquisition.kv, "power_w": acquisition.power_w,
+            "spot_um": float(xrm.source.spot.get()), "energy_kev": _energy_kev(anode),
+        },
+        "detector": {
+            "model": cam.model.get(), "exposure_s": acquisition.exposure_s,
+            "period_s": float(cam.acquire_period.get()), "binning": acquisition.binning,
+            "pixel_encoding": cam.pixel_encoding.get(as_string=True),
+        },
+    }
+
+
+def configure_camera(xrm: Instrument, binning: int, exposure_s: float) -> float:
+    """Binning, 12-bit fast readout, overlapped exposure; returns the shortest frame period (s)."""
+    cam = xrm.det.cam
+    for signal, value in (
+        (cam.a3_binning, f"{binning}x{binning}"), (cam.pixel_encoding, "Mono12"), (cam.overlap, "Yes"),
+        (cam.acquire_time, exposure_s), (cam.array_callbacks, "Enable"),
+    ):
+        signal.set(value).wait(10.0)
+    cam.acquire_period.put(0.0, wait=True)  # the IOC clamps it to the shortest period
+    return float(cam.acquire_period.get(use_monitor=False))
+
+
+def prepare_scan(
+    xrm: Instrument,
+    plan_name: str,
+    *,
+    config: Config | None,
+    kv: float,
+    power_w: float,
+    exposure_s: float,
+    binning: int,
+    darks: int | None,
+    flats: int | None,
+    flats_when: str,
+    subject: Subject | Mapping[str, Any] | None,
+    in_vivo: bool,
+) -> tuple[ScanContext, float]:
+    """Validate the shared parameters and build the run's context; returns it and the camera's shortest period."""
+    config = config or load_config()
+    scan = config.scan
+    flats_when = check.choice("flats_when", flats_when, FLATS_WHEN)
+    acquisition = Acquisition(
+        kv=0.0, power_w=0.0, exposure_s=check.exposure(exposure_s, config), binning=check.binning(binning),
+        darks=check.count("darks", scan.darks if darks is None else darks, 0),
+        flats=check.count("flats", scan.flats if flats is None else flats, 0),
+        flats_when=flats_when, flats_axis=scan.flats_axis, flats_offset_mm=scan.flats_offset_mm,
+    )
+    parsed_subject = parse_subject(subject, required=in_vivo)
+    kv, power_w = check.source_output(xrm, kv, power_w)
+    acquisition = dataclasses.replace(acquisition, kv=kv, power_w=power_w)
+    if acquisition.flats and flats_when != "none":
+        axis = getattr(xrm, acquisition.flats_axis)
+        check.within_limits(xrm, acquisition.flats_axis, [axis.position + acquisition.flats_offset_mm], "flats_offset_mm")
+    min_period = configure_camera(xrm, acquisition.binning, acquisition.exposure_s)
+    capture = FrameCapture(xrm.det, config.paths.data_dir, flush_frames=scan.flush_frames)
+    flyer = TomoFlyer(xrm, capture, taxi_margin_deg=scan.taxi_margin_deg)
+    context = ScanContext(
+        xrm=xrm, config=config, plan_name=plan_name, acquisition=acquisition, subject=parsed_subject,
+        capture=capture, flyer=flyer, dose_model=DoseModel.from_config(config), ledger=DoseLedger(config.dose.ledger),
+    )
+    return context, min_period
+
+
+def book_dose(context: ScanContext, tomograms: int, beam_time_per_tomogram_s: float) -> dict[str, Any]:
+    """Estimate the scan's dose and refuse it if the subject's budget cannot take it."""
+    a = context.acquisition
+    rate = context.dose_model.rate_gy_per_s(a.kv, a.power_w)
+    per_tomogram = rate * beam_time_per_tomogram_s
+    estimate = per_tomogram * tomograms
+    budget = context.config.dose.budget_gy
+    delivered = 0.0
+    if context.subject is not None:
+        delivered = context.ledger.check_budget(context.subject.subject_id, estimate, budget)
+    context.dose_estimate_gy = estimate
+    return {
+        "rate_gy_per_s": rate, "per_tomogram_gy": per_tomogram, "estimate_gy": estimate, "budget_gy": budget,
+        "delivered_before_gy": delivered, "remaining_gy": budget - delivered,
+    }
+
+
+def scan_run(context: ScanContext, body: Callable[[], Any], *, scan: dict[str, Any], dose: dict[str, Any],
+             md: Mapping[str, Any] | None = None, in_vivo: bool = False, outcome: Mapping[str, str] | None = None):
+    """Run ``body()`` as one run with the camera file open, the beam guarded and the dose booked.
+
+    ``outcome["reason"]``, if the body sets it, ends the run early but cleanly and goes
+    into the stop document (e.g. the specimen failed under load).
+    """
+    xrm, capture = context.xrm, context.capture
+    a = context.acquisition
+    guard = BeamGuard(xrm, context.flyer)
+    metadata = {
+        "plan_name": context.plan_name, "scan": scan, "dose": dose, "nanoscope_daq": __version__,
+        "data_dir": str(context.config.paths.data_path),
+        **instrument_metadata(xrm, context.config, a),
+    }
+    if context.subject is not None:
+        metadata["subject"] = context.subject.as_metadata()
+    metadata.update(md or {})
+    context.metadata = metadata
+
+    def recover():
+        """After a suspension: beam back on, fresh flats, then on with the interrupted stream."""
+        stream = capture.stream
+        yield from wait_status(lambda: xrm.source.set_output(a.kv, a.power_w))
+        if a.flats:
+            yield from context.flats()
+        yield from shutter(xrm, "open")
+        if stream is not None and stream != capture.stream:
+            capture.select(stream)
+
+    def run():
+        uid = context.run_uid = yield from bps.open_run(metadata)
+        for stream in FRAME_STREAMS:
+            yield from bps.declare_stream(capture, name=stream, collect=True)
+        stem = f"{metadata['plan_name']}_{uid[:8]}"
+        yield from blocking(capture.open, stem)
+        context.meter = DoseMeter(xrm.source.shutter.status, dose["rate_gy_per_s"])
+        context.meter.start()
+        yield from bps.stage(guard)
+        yield from wait_status(lambda: xrm.source.set_output(a.kv, a.power_w))
+        yield from body()
+        yield from shutter(xrm, "close")
+        yield from bps.unstage(guard)
+        yield from announce(capture, wait_s=context.delivery_timeout_s)
+        yield from blocking(capture.close)
+        yield from blocking(capture.check_delivery)
+        yield from _book()
+        yield from bps.close_run(reason=(outcome or {}).get("reason", ""))
+
+    def _book():
+        meter = context.meter
+        if meter is None:
+            return
+        context.meter = None
+        context.delivered_gy = meter.stop()
+        if context.subject is not None:
+            context.ledger.record(context.subject.subject_id, context.run_uid, context.plan_name,
+                                  context.dose_estimate_gy, context.delivered_gy)
+        yield from bps.null()
+
+    def cleanup():
+        yield from blocking(context.flyer.interrupt)
+        yield from blocking(close_shutter_quietly, xrm)
+        if capture.path is not None and capture.segments and capture.segments[-1].stop is None:
+            try:
+                yield from announce(capture, wait_s=context.delivery_timeout_s)
+            finally:
+                yield from blocking(capture.close)
+        yield from _book()
+
+    suspenders = safety_suspenders(xrm, in_vivo=in_vivo, recover=recover)
+    return (yield from bpp.finalize_wrapper(bpp.suspend_wrapper(run(), suspenders), cleanup()))

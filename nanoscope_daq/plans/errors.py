@@ -1,0 +1,13 @@
+"""The error every plan raises for unusable input, before anything moves."""
+
+from __future__ import annotations
+
+
+class PlanParameterError(ValueError):
+    """A plan parameter cannot be used: names the parameter, the problem and the fix."""
+
+    def __init__(self, parameter: str, problem: str, fix: str) -> None:
+        self.parameter = parameter
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{parameter}: {problem}; {fix}")

@@ -1,0 +1,193 @@
+"""In-situ mechanical loading: tomograms of a specimen held at a series of loads, or while it is loaded.
+
+Both plans end cleanly when the loading cell stops on its force limit or the specimen
+fails (a sudden force drop): the tomograms taken so far are complete, the run closes
+normally with the reason in the stop document, and the crosshead is stopped and its
+load hold ended. Any other exit (abort, error) also stops the crosshead and ends the
+hold, so no load stays on a specimen nobody watches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+
+from ..config import Config
+from ..devices import Instrument
+from ..devices.flyer import AngleGrid
+from ..devices.loadcell import LoadCellAlarm
+from . import validation as check
+from .context import ScanContext, book_dose, prepare_scan, scan_run
+from .errors import PlanParameterError
+from .stubs import announce, blocking, shutter, wait_status
+from .series import merged_grid
+from .subject import Subject
+from .tomo import angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
+
+log = logging.getLogger(__name__)
+
+
+def _end_hold(xrm: Instrument) -> None:
+    """Stop the crosshead and end the load hold (as an operator's STOP)."""
+    try:
+        xrm.load.stop()
+    except Exception as exc:  # noqa: BLE001 -- the plan's own error is the one to report
+        log.error("could not stop the loading cell: %s", exc)
+
+
+def _check_specimen(xrm: Instrument) -> None:
+    if xrm.load.specimen_state.get() != "Intact":
+        raise PlanParameterError("specimen", "the mounted specimen has failed", "mount a new specimen (load.mount_specimen())")
+    if xrm.load.alarm.get() != "No alarm":
+        raise PlanParameterError("load", f"the loading cell's alarm is latched: {xrm.load.alarm_message.get()}",
+                                 "clear it (load.clear_alarm()) after checking the specimen")
+
+
+def _scan_tomogram(context: ScanContext, grid, velocity: float, *, time_point: int, force_n: float):
+    """One fly tomogram at the present load, flats before taken at the start of the run."""
+    xrm = context.xrm
+    yield from shutter(xrm, "open")
+    started = time.time()
+    frames = yield from fly_tomogram(context, grid, velocity)
+    yield from announce(context.capture, wait_s=context.delivery_timeout_s)
+    yield from shutter(xrm, "close")
+    yield from context.emit_tomogram(projections=frames, grid=grid, start_time=started,
+                                     flats_before=context.frame_range("flats"), time_point=time_point, force_n=force_n)
+
+
+def insitu_loading(
+    xrm: Instrument,
+    *,
+    loads_n: Sequence[float] = (2.0, 5.0, 10.0),
+    hold_s: float = 0.0,
+    unload_at_end: bool = True,
+    projections: int = 360,
+    range_deg: float = 180.0,
+    start_deg: float = 0.0,
+    exposure_s: float = 0.005,
+    binning: int = 4,
+    kv: float = 60.0,
+    power_w: float = 10.0,
+    velocity: float | None = None,
+    darks: int | None = None,
+    flats: int | None = None,
+    subject: Subject | Mapping[str, Any] | None = None,
+    config: Config | None = None,
+    md: Mapping[str, Any] | None = None,
+):
+    """Step-hold-scan: for each load, load until the force is stable, hold ``hold_s`` more, take a fly tomogram."""
+    force_limit = float(xrm.load.force_limit.get())
+    loads = check.loads(list(loads_n) if isinstance(loads_n, (tuple, list)) else loads_n, force_limit)
+    hold_s = check.number("hold_s", hold_s, low=0, unit="s")
+    grid = angle_grid(start_deg, range_deg, projections)
+    _check_specimen(xrm)
+    context, min_period = prepare_scan(xrm, "insitu_loading", config=config, kv=kv, power_w=power_w,
+                                       exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
+                                       flats_when="before", subject=subject, in_vivo=False)
+    velocity = fly_settings(xrm, context, grid, velocity, min_period)
+    fly_range_limits(xrm, context, grid, velocity)
+    dose = book_dose(context, len(loads), fly_beam_time_s(xrm, grid, velocity))
+    outcome: dict[str, str] = {}
+
+    def body():
+        yield from context.darks()
+        yield from context.flats()
+        for step, force in enumerate(loads):
+            try:
+                yield from wait_status(lambda: xrm.load.set(force))
+            except LoadCellAlarm as exc:
+                outcome["reason"] = f"loading ended at step {step} ({force:g} N): {exc}"
+                break
+            if hold_s:
+                yield from bps.sleep(hold_s)
+            yield from bps.trigger_and_read([xrm.load], name="loading")
+            yield from _scan_tomogram(context, grid, velocity, time_point=step, force_n=force)
+        if "reason" in outcome:
+            yield from bps.trigger_and_read([xrm.load], name="loading")
+            yield from blocking(_end_hold, xrm)
+        elif unload_at_end:
+            yield from wait_status(lambda: xrm.load.set(0.0))
+            yield from blocking(_end_hold, xrm)
+
+    scan = {"kind": "insitu_loading", "loads_n": loads, "hold_s": hold_s, "start_deg": grid.start_deg,
+            "range_deg": grid.step_deg * grid.count, "projections": grid.count, "velocity_deg_s": velocity,
+            "exposure_s": context.acquisition.exposure_s, "binning": context.acquisition.binning}
+    plan = scan_run(context, body, scan=scan, dose=dose, md=md, outcome=outcome)
+    return (yield from bpp.finalize_wrapper(plan, _release_load(xrm, outcome)))
+
+
+def continuous_loading(
+    xrm: Instrument,
+    *,
+    target_n: float = 30.0,
+    speed_mm_per_min: float = 0.1,
+    max_tomograms: int = 20,
+    projections: int = 180,
+    range_deg: float = 180.0,
+    exposure_s: float = 0.005,
+    binning: int = 4,
+    kv: float = 60.0,
+    power_w: float = 10.0,
+    velocity: float | None = None,
+    darks: int | None = None,
+    flats: int | None = None,
+    subject: Subject | Mapping[str, Any] | None = None,
+    config: Config | None = None,
+    md: Mapping[str, Any] | None = None,
+):
+    """Load continuously towards ``target_n`` at ``speed_mm_per_min`` while taking back-to-back tomograms.
+
+    Each tomogram is tagged with the force at its start (every frame also carries the
+    force at mid-exposure). Ends when the target is reached, the specimen fails or the
+    force limit stops the cell, or after ``max_tomograms``.
+    """
+    force_limit = float(xrm.load.force_limit.get())
+    (target,) = check.loads([target_n], force_limit)
+    low, high = xrm.load.speed.limits
+    speed = check.number("speed_mm_per_min", speed_mm_per_min, low=low, high=high, unit="mm/min")
+    max_tomograms = check.count("max_tomograms", max_tomograms, 1, what="tomograms")
+    grid = angle_grid(0.0, range_deg, projections)
+    _check_specimen(xrm)
+    context, min_period = prepare_scan(xrm, "continuous_loading", config=config, kv=kv, power_w=power_w,
+                                       exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
+                                       flats_when="before", subject=subject, in_vivo=False)
+    velocity = fly_settings(xrm, context, grid, velocity, min_period)
+    span = grid.step_deg * grid.count
+    grids = [AngleGrid(grid.start_deg + k * span, grid.step_deg, grid.count) for k in range(max_tomograms)]
+    fly_range_limits(xrm, context, merged_grid(grids), velocity)
+    dose = book_dose(context, max_tomograms, fly_beam_time_s(xrm, grid, velocity))
+    outcome: dict[str, str] = {}
+
+    def body():
+        yield from context.darks()
+        yield from context.flats()
+        yield from blocking(xrm.load.speed.set(speed).wait, 10.0)
+        loading = xrm.load.set(target)
+        for index, tomogram_grid in enumerate(grids):
+            force = float(xrm.load.force.get())
+            yield from _scan_tomogram(context, tomogram_grid, velocity, time_point=index, force_n=force)
+            yield from bps.trigger_and_read([xrm.load], name="loading")
+            if loading.done:
+                break
+        if loading.done and not loading.success:
+            outcome["reason"] = f"loading ended: {loading.exception()}"
+        yield from blocking(_end_hold, xrm)
+
+    scan = {"kind": "continuous_loading", "target_n": target, "speed_mm_per_min": speed,
+            "max_tomograms": max_tomograms, "range_deg": grid.step_deg * grid.count, "projections": grid.count,
+            "velocity_deg_s": velocity, "exposure_s": context.acquisition.exposure_s,
+            "binning": context.acquisition.binning}
+    plan = scan_run(context, body, scan=scan, dose=dose, md=md, outcome=outcome)
+    return (yield from bpp.finalize_wrapper(plan, _release_load(xrm, outcome)))
+
+
+def _release_load(xrm: Instrument, outcome: dict[str, str]):
+    """Whatever happened: no crosshead left moving, no hold left on."""
+    yield from blocking(_end_hold, xrm)
+    if "reason" in outcome:
+        log.warning("%s", outcome["reason"])

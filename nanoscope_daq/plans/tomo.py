@@ -1,0 +1,276 @@
+"""Darks and flats, step-and-shoot and fly tomography."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import bluesky.plan_stubs as bps
+
+from ..config import Config
+from ..devices import Instrument
+from ..devices.flyer import AngleGrid, fly_velocity, taxi_distance_deg
+from . import validation as check
+from .context import ScanContext, book_dose, prepare_scan, scan_run
+from .errors import PlanParameterError
+from .stubs import acquisition_status, announce, blocking, configure_internal, shutter, wait_status
+from .subject import Subject
+
+GATING = ("none", "prospective", "retrospective")
+
+
+def darks_flats(
+    xrm: Instrument,
+    *,
+    darks: int | None = None,
+    flats: int | None = None,
+    exposure_s: float = 0.01,
+    binning: int = 4,
+    kv: float = 60.0,
+    power_w: float = 10.0,
+    config: Config | None = None,
+    md: Mapping[str, Any] | None = None,
+):
+    """Darks (shutter closed) then flats (specimen moved out and back), each its own stream.
+
+    Parameters default to the configuration's [scan] darks/flats counts.
+    """
+    context, _ = prepare_scan(xrm, "darks_flats", config=config, kv=kv, power_w=power_w, exposure_s=exposure_s,
+                              binning=binning, darks=darks, flats=flats, flats_when="before", subject=None,
+                              in_vivo=False)
+    a = context.acquisition
+    if a.darks + a.flats == 0:
+        raise PlanParameterError("darks/flats", "both are 0, so there is nothing to take", "ask for at least one frame")
+    dose = book_dose(context, 0, 0.0)
+
+    def body():
+        yield from context.darks()
+        yield from context.flats()
+
+    return (yield from scan_run(context, body, scan={"kind": "darks_flats", "darks": a.darks, "flats": a.flats,
+                                                     "exposure_s": a.exposure_s, "binning": a.binning},
+                                dose=dose, md=md))
+
+
+def angle_grid(start_deg: object, range_deg: object, projections: object) -> AngleGrid:
+    """``projections`` angles over ``range_deg`` from ``start_deg`` (endpoint excluded; negative range turns backwards)."""
+    count = check.count("projections", projections, 2, what="projections")
+    start = check.number("start_deg", start_deg, unit="deg")
+    span = check.number("range_deg", range_deg, unit="deg")
+    if span == 0 or abs(span) > 3600:
+        raise PlanParameterError("range_deg", f"{span:g} deg is not a usable angular range",
+                                 "give a non-zero range up to 3600 deg (180 or 360 for one tomogram)")
+    return AngleGrid(start, span / count, count)
+
+
+def _flats_ranges(context: ScanContext, flats_when: str):
+    """Flats before the projections (as the plan asked); returns their frame range."""
+    if flats_when in ("before", "both"):
+        yield from context.flats()
+    return context.frame_range("flats")
+
+
+def step_tomo(
+    xrm: Instrument,
+    *,
+    projections: int = 180,
+    range_deg: float = 180.0,
+    start_deg: float = 0.0,
+    exposure_s: float = 0.01,
+    binning: int = 4,
+    kv: float = 60.0,
+    power_w: float = 10.0,
+    darks: int | None = None,
+    flats: int | None = None,
+    flats_when: str = "both",
+    gating: str = "none",
+    subject: Subject | Mapping[str, Any] | None = None,
+    config: Config | None = None,
+    md: Mapping[str, Any] | None = None,
+):
+    """Step-and-shoot tomography: move to each angle, stop, take one frame.
+
+    ``gating="prospective"`` takes each frame only when the respiratory gate has just
+    opened (end-expiration) and re-takes it if the gate closed during the exposure;
+    ``"retrospective"`` tags frames for later binning. Gated scans are in vivo: they
+    need ``subject``.
+    """
+    gating = check.choice("gating", gating, GATING)
+    in_vivo = gating != "none"
+    grid = angle_grid(start_deg, range_deg, projections)
+    context, min_period = prepare_scan(xrm, "step_tomo", config=config, kv=kv, power_w=power_w,
+                                       exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
+                                       flats_when=flats_when, subject=subject, in_vivo=in_vivo)
+    check.within_limits(xrm, "rot", [grid.start_deg, grid.end_deg], "range_deg")
+    rot = xrm.rot
+    move_s = abs(grid.step_deg) / rot.velocity.get() + rot.acceleration.get()
+    frame_s = move_s + min_period + (60.0 / xrm.physio.rate.get() if gating == "prospective" else 0.0)
+    dose = book_dose(context, 1, grid.count * frame_s)
+    a = context.acquisition
+    gate_timeout = context.config.scan.gate_timeout_s
+
+    def frame_at(angle: float):
+        yield from bps.mv(rot, angle)
+        if gating == "prospective":
+            yield from gated_frame(xrm, context, gate_timeout)
+        else:
+            yield from single_frame(xrm, context)
+
+    def body():
+        yield from context.darks()
+        flats_before = yield from _flats_ranges(context, a.flats_when)
+        yield from shutter(xrm, "open")
+        context.capture.select("projections")
+        start, started = context.capture.expected, time.time()
+        yield from blocking(configure_internal, xrm, 1, a.exposure_s)
+        for index in range(grid.count):
+            yield from bps.checkpoint()
+            yield from frame_at(grid.angle(index))
+            yield from announce(context.capture)
+        projections_range = (start, context.capture.expected)
+        yield from announce(context.capture, wait_s=context.delivery_timeout_s)
+        flats_after = (-1, -1)
+        if a.flats_when in ("after", "both"):
+            yield from context.flats()
+            flats_after = context.frame_range("flats")
+        yield from context.emit_tomogram(projections=projections_range, grid=grid, start_time=started,
+                                         flats_before=flats_before, flats_after=flats_after)
+
+    scan = {"kind": "step", "start_deg": grid.start_deg, "range_deg": grid.step_deg * grid.count,
+            "projections": grid.count, "exposure_s": a.exposure_s, "binning": a.binning, "darks": a.darks,
+            "flats": a.flats, "flats_when": a.flats_when, "flats_axis": a.flats_axis,
+            "flats_offset_mm": a.flats_offset_mm, "gating": gating}
+    return (yield from scan_run(context, body, scan=scan, dose=dose, md=md, in_vivo=in_vivo))
+
+
+def single_frame(xrm: Instrument, context: ScanContext):
+    """One Internal-trigger frame (camera configured for 1 frame), counted into the file."""
+    timeout = context.acquisition.exposure_s + 30.0
+    yield from wait_status(lambda: acquisition_status(xrm, 1, timeout))
+    context.capture.acquired(1)
+
+
+def gated_frame(xrm: Instrument, context: ScanContext, gate_timeout_s: float):
+    """A frame inside the respiratory gate: wait for the gate to open, expose, re-take if it closed meanwhile."""
+    while True:
+        yield from wait_status(lambda: xrm.physio.wait_for_gate(timeout=gate_timeout_s))
+        closed: list[bool] = []
+
+        def on_gate(value, **_) -> None:
+            if value == 0:
+                closed.append(True)
+
+        cid = xrm.physio.gate.subscribe(on_gate, run=False)
+        try:
+            yield from single_frame(xrm, context)
+        finally:
+            xrm.physio.gate.unsubscribe(cid)
+        if not closed:
+            return
+
+
+def fly_tomogram(context: ScanContext, grid: AngleGrid, velocity: float):
+    """Image ``grid`` on the fly; announce frames about every ``scan.announce_period_s``; returns the frame range.
+
+    Between announcements there is a checkpoint, so a pause resumes at the first angle
+    not imaged (the flyer ends its segment on pause and picks up from there on kickoff).
+    """
+    flyer, capture = context.flyer, context.capture
+    flyer.prepare(grid, velocity, context.acquisition.exposure_s)
+    capture.select("projections")
+    start = capture.expected
+    period = context.config.scan.announce_period_s
+    done = False
+    while not done:
+        yield from announce(capture)
+        yield from bps.checkpoint()
+        yield from wait_status(flyer.kickoff)
+        done = yield from wait_status(flyer.complete, timeout=period)
+    return start, capture.expected
+
+
+def fly_settings(xrm: Instrument, context: ScanContext, grid: AngleGrid, velocity: float | None,
+                 min_period_s: float) -> float:
+    """The rotation speed of a fly scan (computed when None), checked against camera and stage."""
+    vmax = float(xrm.rot.max_velocity.get())
+    if velocity is None:
+        velocity = fly_velocity(grid.step_deg, min_period_s, vmax, context.config.scan.fly_rate_fraction)
+    velocity = check.number("velocity", velocity, low=0, low_open=True, high=vmax, unit="deg/s")
+    check.velocity_for_camera(grid.step_deg, velocity, min_period_s, context.acquisition.exposure_s)
+    return velocity
+
+
+def fly_range_limits(xrm: Instrument, context: ScanContext, grid: AngleGrid, velocity: float,
+                     parameter: str = "range_deg") -> None:
+    """The run-up before and the run-out after the grid stay inside the rotation limits."""
+    taxi = taxi_distance_deg(velocity, xrm.rot.acceleration.get(), context.config.scan.taxi_margin_deg)
+    check.within_limits(xrm, "rot", [grid.start_deg - grid.direction * taxi, grid.end_deg + grid.direction * taxi],
+                        parameter)
+
+
+def fly_beam_time_s(xrm: Instrument, grid: AngleGrid, velocity: float) -> float:
+    """Shutter-open time of one fly tomogram: the grid at speed plus run-up and run-out."""
+    acceleration = xrm.rot.acceleration.get()
+    return abs(grid.step_deg * grid.count) / velocity + 2 * acceleration
+
+
+def fly_tomo(
+    xrm: Instrument,
+    *,
+    projections: int = 900,
+    range_deg: float = 180.0,
+    start_deg: float = 0.0,
+    exposure_s: float = 0.005,
+    binning: int = 4,
+    kv: float = 60.0,
+    power_w: float = 10.0,
+    velocity: float | None = None,
+    darks: int | None = None,
+    flats: int | None = None,
+    flats_when: str = "both",
+    gating: str = "none",
+    subject: Subject | Mapping[str, Any] | None = None,
+    config: Config | None = None,
+    md: Mapping[str, Any] | None = None,
+):
+    """Fly tomography: continuous rotation, one PSO-triggered frame per grid angle, measured angles recorded.
+
+    ``velocity`` (deg/s) defaults to the fastest the camera keeps up with
+    (scan.fly_rate_fraction of one step per shortest frame period). ``gating`` may be
+    ``"retrospective"`` (every frame tagged with its respiratory phase; needs ``subject``).
+    """
+    gating = check.choice("gating", gating, GATING)
+    if gating == "prospective":
+        raise PlanParameterError("gating", "a fly scan cannot wait for the respiratory gate at each angle",
+                                 "use step_tomo(gating='prospective') or gating='retrospective' here")
+    in_vivo = gating != "none"
+    grid = angle_grid(start_deg, range_deg, projections)
+    context, min_period = prepare_scan(xrm, "fly_tomo", config=config, kv=kv, power_w=power_w,
+                                       exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
+                                       flats_when=flats_when, subject=subject, in_vivo=in_vivo)
+    velocity = fly_settings(xrm, context, grid, velocity, min_period)
+    fly_range_limits(xrm, context, grid, velocity)
+    dose = book_dose(context, 1, fly_beam_time_s(xrm, grid, velocity))
+    a = context.acquisition
+
+    def body():
+        yield from context.darks()
+        flats_before = yield from _flats_ranges(context, a.flats_when)
+        yield from shutter(xrm, "open")
+        started = time.time()
+        projections_range = yield from fly_tomogram(context, grid, velocity)
+        yield from announce(context.capture, wait_s=context.delivery_timeout_s)
+        flats_after = (-1, -1)
+        if a.flats_when in ("after", "both"):
+            yield from context.flats()
+            flats_after = context.frame_range("flats")
+        yield from context.emit_tomogram(projections=projections_range, grid=grid, start_time=started,
+                                         flats_before=flats_before, flats_after=flats_after)
+
+    scan = {"kind": "fly", "start_deg": grid.start_deg, "range_deg": grid.step_deg * grid.count,
+            "projections": grid.count, "velocity_deg_s": velocity, "exposure_s": a.exposure_s,
+            "period_s": min_period, "binning": a.binning, "darks": a.darks, "flats": a.flats,
+            "flats_when": a.flats_when, "flats_axis": a.flats_axis, "flats_offset_mm": a.flats_offset_mm,
+            "gating": gating}
+    return (yield from scan_run(context, body, scan=scan, dose=dose, md=md, in_vivo=in_vivo))
