@@ -402,6 +402,7 @@ class Config:
     detector: DetectorConfig
     scan: ScanConfig
     dose: DoseConfig
+    recon: ReconConfig
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with keys of the named sections replaced, validated like a file."""
@@ -512,3 +513,20 @@ def overrides_toml(sections: Mapping[str, Mapping[str, Any]]) -> str:
     for name, values in sections.items():
         table(name, values)
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    algorithm: str = field(metadata=one_of("fbp", "fdk", "fourier"))
+    filter: str = field(metadata=one_of("ram-lak", "shepp-logan", "cosine", "hamming", "hann"))
+    filter_cutoff: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    pad_mode: str = field(metadata=one_of("edge", "zero"))
+    fourier_kernel_width: int = field(metadata=_check(lambda v: 2 <= v <= 12, "between 2 and 12"))
+    min_transmission: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
+    zinger_threshold: float = field(metadata=non_negative())
+    ring_filter_px: int = field(metadata=_check(lambda v: v == 0 or (v >= 3 and v % 2 == 1), "0 or an odd number >= 3"))
+    min_projections: int = field(metadata=_check(lambda v: v >= 2, ">= 2"))
+    max_angle_gap_deg: float = field(metadata=_check(lambda v: 0 < v <= 180, "above 0 and at most 180"))
+    cor_search_px: float = field(metadata=positive())
+    cor_step_px: float = field(metadata=positive())
+    memory_limit_gb: float = field(metadata=positive())

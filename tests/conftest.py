@@ -127,3 +127,68 @@ def xrm(sim):
 def fresh_xrm(fresh_sim):
     """The Instrument connected to a simulator of the test's own."""
     return connected_instrument(fresh_sim.prefix)
+
+
+# -- scans: the tiny leg on a small detector, so projections render in milliseconds --------
+
+SCAN_OVERRIDES = {
+    "scan": {"darks": 4, "flats": 4, "flats_offset_mm": 0.5},
+}
+
+
+class ScanBench:
+    """A simulator with the tiny leg, its Instrument (source warm), a RunEngine and the documents it emitted."""
+
+    def __init__(self, sim: SimProcess, config_path, data_dir, ledger) -> None:
+        from bluesky import RunEngine
+
+        from nanoscope_daq.config import load_config
+        from nanoscope_daq.pipeline.nxtomo import NXtomoWriter
+
+        self.sim = sim
+        self.xrm = connected_instrument(sim.prefix)
+        self.config = load_config(config_path, paths={"data_dir": str(data_dir)}, dose={"ledger_path": str(ledger)})
+        self.xrm.source.warm_up().wait(60)
+        self.RE = RunEngine({}, call_returns_result=True)
+        self.docs: list[tuple[str, dict]] = []
+        self.RE.subscribe(lambda name, doc: self.docs.append((name, doc)))
+        self.nxtomo = NXtomoWriter()
+        self.RE.subscribe(self.nxtomo)
+
+    def run(self, plan):
+        self.docs.clear()
+        return self.RE(plan)
+
+    def named(self, name: str) -> list[dict]:
+        return [doc for n, doc in self.docs if n == name]
+
+    def events(self, stream: str) -> list[dict]:
+        descriptors = {d["uid"] for d in self.named("descriptor") if d["name"] == stream}
+        return [e for e in self.named("event") if e["descriptor"] in descriptors]
+
+
+def _scan_bench(sim_factory, tmp_path_factory) -> ScanBench:
+    from nanoscope_daq.config import overrides_toml
+    from nanoscope_daq.sim.imaging.presets import tiny_leg_overrides
+
+    root = tmp_path_factory.mktemp("scan")
+    config_path = root / "tiny.toml"
+    config_path.write_text(overrides_toml({**tiny_leg_overrides(), **SCAN_OVERRIDES}))
+    process = sim_factory.start(config=config_path)
+    return ScanBench(process, config_path, sim_factory.data_root / process.prefix.rstrip(":"), root / "dose.sqlite")
+
+
+@pytest.fixture(scope="module")
+def scan_bench(sim_factory, tmp_path_factory):
+    """A scan-ready simulated instrument shared by a module's tests."""
+    bench = _scan_bench(sim_factory, tmp_path_factory)
+    yield bench
+    sim_factory.stop(bench.sim)
+
+
+@pytest.fixture
+def fresh_scan_bench(sim_factory, tmp_path_factory):
+    """A scan-ready simulated instrument of the test's own (trips, failures)."""
+    bench = _scan_bench(sim_factory, tmp_path_factory)
+    yield bench
+    sim_factory.stop(bench.sim)

@@ -9,6 +9,8 @@ and :class:`ContinuousRotation` (``rot.spin``), which turns the stage continuous
 
 from __future__ import annotations
 
+import threading
+
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO
 from ophyd.status import DeviceStatus, StatusBase, SubscriptionStatus
@@ -63,6 +65,8 @@ class ContinuousRotation(Device):
         quantum = stage.motor_resolution.get()
         last: dict[str, float] = {}
         hits = [0]
+        settle = threading.Lock()  # readback and DMOV callbacks come from different CA threads
+        settled = [False]  # Status.done turns True only after set_finished's own thread runs
 
         def on_readback(value, timestamp, **_):
             if "t" in last and timestamp > last["t"]:
@@ -70,16 +74,23 @@ class ContinuousRotation(Device):
                 measured = (value - last["position"]) / dt
                 close = abs(measured - velocity) <= AT_SPEED_TOLERANCE * abs(velocity) + 2 * quantum / dt
                 hits[0] = hits[0] + 1 if close else 0
-                if hits[0] >= 2 and not status.done:
-                    status.set_finished()
+                if hits[0] >= 2:
+                    with settle:
+                        if not settled[0]:
+                            settled[0] = True
+                            status.set_finished()
             last.update(t=timestamp, position=value)
 
         def on_done_moving(value, old_value, **_):
-            if old_value == 0 and value == 1 and not status.done:
-                status.set_exception(RotationStopped(
-                    f"{self.name}: the stage stopped before turning at {velocity} {stage.egu}/s "
-                    f"(stopped, or a soft limit reached: LLM/HLM)"
-                ))
+            if old_value == 0 and value == 1:
+                with settle:
+                    if settled[0]:
+                        return
+                    settled[0] = True
+                    status.set_exception(RotationStopped(
+                        f"{self.name}: the stage stopped before turning at {velocity} {stage.egu}/s "
+                        f"(stopped, or a soft limit reached: LLM/HLM)"
+                    ))
 
         readback_cid = stage.user_readback.subscribe(on_readback, run=False)
         done_cid = stage.motor_done_move.subscribe(on_done_moving, run=False)

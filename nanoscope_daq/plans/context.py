@@ -18,8 +18,7 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import xraydb
-from ophyd import Component as Cpt
-from ophyd import Device, Signal
+from ophyd import Signal
 
 from .. import __version__
 from ..config import Config, load_config
@@ -37,26 +36,18 @@ FRAME_STREAMS = ("darks", "flats", "projections")
 FLATS_WHEN = ("before", "after", "both", "none")
 
 
-class TomogramRecord(Device):
-    """The `tomograms` stream: one event per tomogram, naming its frames in the camera file."""
+TOMOGRAM_KEYS: dict[str, object] = {
+    "tomogram": 0, "time_point": 0, "file": "", "projections_start": -1, "projections_stop": -1,
+    "darks_start": -1, "darks_stop": -1, "flats_before_start": -1, "flats_before_stop": -1,
+    "flats_after_start": -1, "flats_after_stop": -1, "grid_start_deg": 0.0, "grid_step_deg": 0.0, "grid_count": 0,
+    "start_time": 0.0, "end_time": 0.0, "force_n": float("nan"),
+}
+"""The `tomograms` stream's keys (docs/documents.md) and their types, by example."""
 
-    tomogram = Cpt(Signal, value=0)
-    time_point = Cpt(Signal, value=0)
-    file = Cpt(Signal, value="")
-    projections_start = Cpt(Signal, value=-1)
-    projections_stop = Cpt(Signal, value=-1)
-    darks_start = Cpt(Signal, value=-1)
-    darks_stop = Cpt(Signal, value=-1)
-    flats_before_start = Cpt(Signal, value=-1)
-    flats_before_stop = Cpt(Signal, value=-1)
-    flats_after_start = Cpt(Signal, value=-1)
-    flats_after_stop = Cpt(Signal, value=-1)
-    grid_start_deg = Cpt(Signal, value=0.0)
-    grid_step_deg = Cpt(Signal, value=0.0)
-    grid_count = Cpt(Signal, value=0)
-    start_time = Cpt(Signal, value=0.0)
-    end_time = Cpt(Signal, value=0.0)
-    force_n = Cpt(Signal, value=float("nan"))
+
+def tomogram_signals() -> dict[str, Signal]:
+    """One soft Signal per `tomograms` key, named exactly as the key (read as one event per tomogram)."""
+    return {key: Signal(name=key, value=value) for key, value in TOMOGRAM_KEYS.items()}
 
 
 @dataclass(frozen=True)
@@ -89,7 +80,7 @@ class ScanContext:
     ledger: DoseLedger
     dose_estimate_gy: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
-    record: TomogramRecord = field(default_factory=lambda: TomogramRecord(name="tomogram"))
+    record: dict[str, Signal] = field(default_factory=tomogram_signals)
     meter: DoseMeter | None = None
     tomograms: int = 0
     delivered_gy: float = 0.0
@@ -128,9 +119,9 @@ class ScanContext:
             start_time=start_time, end_time=time.time(), force_n=force_n,
         )
         for name, value in values.items():
-            getattr(self.record, name).put(value)
+            self.record[name].put(value)
         self.tomograms += 1
-        yield from bps.trigger_and_read([self.record], name="tomograms")
+        yield from bps.trigger_and_read(list(self.record.values()), name="tomograms")
         yield from bps.checkpoint()
 
 

@@ -48,7 +48,15 @@ def blocking(function: Callable[..., Any], *args: Any, **kwargs: Any):
     def start() -> asyncio.Future:
         return asyncio.get_running_loop().run_in_executor(None, call)
 
-    (future,) = yield Msg("wait_for", None, [start])
+    return (yield from _wait_for(start))
+
+
+def _wait_for(factory: Callable[[], Any]):
+    """``wait_for`` one awaitable; after a pause interrupted the wait, wait again (the RunEngine answers None)."""
+    futures = None
+    while futures is None:
+        futures = yield Msg("wait_for", None, [factory])
+    (future,) = futures
     return future.result()
 
 
@@ -69,8 +77,7 @@ def wait_status(make_status: Callable[[], StatusBase], timeout: float | None = N
             return True
         return False
 
-    (future,) = yield Msg("wait_for", None, [wait])
-    return future.result()
+    return (yield from _wait_for(wait))
 
 
 def acquisition_status(xrm: Instrument, frames: int, timeout: float) -> StatusBase:

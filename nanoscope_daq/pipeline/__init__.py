@@ -1,0 +1,8 @@
+"""Bluesky callbacks that consume a scan's documents: the NXtomo writer (more to come)."""
+
+from __future__ import annotations
+
+from .contract import DocumentContractError, ImageKey
+from .nxtomo import NXtomoWriter, nxtomo_path
+
+__all__ = ["DocumentContractError", "ImageKey", "NXtomoWriter", "nxtomo_path"]
