@@ -171,30 +171,48 @@ class FrameCapture:
                          "external": "STREAM:", "units": units}
         return keys
 
-    def collect_asset_docs(self, index: int | None = None) -> Iterator[tuple[str, dict]]:
-        """Stream assets for the selected stream's frames that reached the file since the last call."""
+    def _ready(self, index: int | None = None) -> tuple[Segment, int] | None:
+        """The selected stream's first segment with frames in the file not yet announced, and its stop."""
         if self.path is None or not self.segments:
-            return
+            return None
         written = self.written() if index is None else min(index, self.written())
         stream = self.segments[-1].stream
         for segment in self.segments:
             if segment.stream != stream:
                 continue
             stop = written if segment.stop is None else min(segment.stop, written)
-            if stop <= segment.announced:
-                continue
-            indices = StreamRange(start=segment.announced, stop=stop)
-            for key, dataset in self._datasets():
-                bundle = self._resources.get((stream, key))
-                if bundle is None:
-                    bundle = ComposeStreamResource()(
-                        mimetype="application/x-hdf5", uri=f"file://localhost{self.path}", data_key=key,
-                        parameters={"dataset": dataset, "swmr": True}, validate=False,
-                    )
-                    self._resources[(stream, key)] = bundle
-                    yield "stream_resource", bundle.stream_resource_doc
-                yield "stream_datum", bundle.compose_stream_datum(indices, validate=False)
-            segment.announced = stop
+            if stop > segment.announced:
+                return segment, stop
+        return None
+
+    @property
+    def ready(self) -> bool:
+        """Whether a collect would announce frames of the selected stream."""
+        return self._ready() is not None
+
+    def collect_asset_docs(self, index: int | None = None) -> Iterator[tuple[str, dict]]:
+        """Stream assets for frames of the selected stream that reached the file since the last call.
+
+        One contiguous range per call (bluesky wants one width per collect); call again
+        while :attr:`ready`.
+        """
+        found = self._ready(index)
+        if found is None:
+            return
+        segment, stop = found
+        stream = segment.stream
+        indices = StreamRange(start=segment.announced, stop=stop)
+        for key, dataset in self._datasets():
+            bundle = self._resources.get((stream, key))
+            if bundle is None:
+                bundle = ComposeStreamResource()(
+                    mimetype="application/x-hdf5", uri=f"file://localhost{self.path}", data_key=key,
+                    parameters={"dataset": dataset, "swmr": True}, validate=False,
+                )
+                self._resources[(stream, key)] = bundle
+                yield "stream_resource", bundle.stream_resource_doc
+            yield "stream_datum", bundle.compose_stream_datum(indices, validate=False)
+        segment.announced = stop
 
     def unannounced(self, stream: str) -> int:
         """Frames of ``stream`` acquired but not yet announced."""

@@ -7,8 +7,9 @@ PSO with the angles not fired yet, and spins up; the segment ends when every ang
 fired, or early when :meth:`TomoFlyer.interrupt` is called (pause, suspension). The next
 ``kickoff`` resumes at the first angle not imaged, so a paused scan loses no angle and
 images none twice. If the beam goes off while the PSO is armed (interlock trip, shutter
-closing), the resume starts one angle before the last pulse fired with beam, re-taking
-the frame the beam loss may have spoiled; the files mark the spoiled one invalid.
+closing), the resume starts at the last angle exposed before the loss (by the IOCs' own
+time stamps), re-taking every frame the loss may have spoiled; the NXtomo writer marks
+the spoiled ones invalid, so each angle has exactly one valid frame.
 """
 
 from __future__ import annotations
@@ -163,17 +164,34 @@ class _Segment:
         self._ended = threading.Event()
         self._watches: list = []
         self._missed_before = 0
-        self._beam_lost_after: int | None = None
-        """Pulses fired when the beam was seen lost while armed (None: never lost)."""
+        self._beam_lost_at: float | None = None
+        """IOC time stamp of the first beam loss while armed (None: never lost)."""
+        self._fired_history: list[tuple[float, int]] = []
+        """(IOC time stamp, pulses fired) as the PSO posted them."""
 
     def _beam_on(self) -> bool:
         """X-rays on and the shutter open: the frames see the specimen."""
         source = self.flyer.xrm.source
         return source.xrays.get() == "On" and source.shutter.status.get() == "Open"
 
-    def _on_beam_change(self, **_) -> None:
-        if self._beam_lost_after is None and not self._beam_on():
-            self._beam_lost_after = int(self.flyer.xrm.rot.pso.fired.get())
+    def _on_beam_change(self, timestamp: float | None = None, **_) -> None:
+        if self._beam_lost_at is None and not self._beam_on():
+            self._beam_lost_at = timestamp if timestamp is not None else time.time()
+
+    def _on_fired(self, value, timestamp: float, **_) -> None:
+        self._fired_history.append((timestamp, int(value)))
+
+    def _imaged_with_beam(self, fired: int) -> int:
+        """Angles imaged for sure: all fired, or after a beam loss, those exposed (to mid-exposure) before it.
+
+        Both time stamps come from the IOCs' clock, so Channel Access latency does not
+        matter; one more angle is re-taken for the pulse posted just after its crossing.
+        """
+        if self._beam_lost_at is None:
+            return fired
+        cutoff = self._beam_lost_at - self.flyer.exposure_s / 2
+        before = [count for stamp, count in self._fired_history if stamp <= cutoff]
+        return min(fired, max(max(before, default=0) - 1, 0))
 
     def run(self, kicked_off: Status) -> None:
         """Taxi, arm camera and PSO, spin up; then wait for the last angle (or an interrupt)."""
@@ -193,6 +211,7 @@ class _Segment:
             self._missed_before = int(cam.missed_triggers.get(use_monitor=False))
             cam.acquire.put(1, wait=False)
             pso.arm.set(1).wait(ARM_TIMEOUT_S)
+            self._watches.append((pso.fired, pso.fired.subscribe(self._on_fired, run=False)))
             for signal in (xrm.source.xrays, xrm.source.shutter.status):
                 self._watches.append((signal, signal.subscribe(self._on_beam_change, run=False)))
             self._on_beam_change()
@@ -240,10 +259,7 @@ class _Segment:
                     f"{cam.name}: missed {missed} of {fired} PSO triggers (sensor busy): the rotation is too "
                     "fast for the exposure and readout; lower the velocity or the exposure"
                 )
-            imaged = fired
-            if self._beam_lost_after is not None:
-                imaged = min(fired, max(self._beam_lost_after - 1, 0))
-            self.fired = fired
+            imaged = self._imaged_with_beam(fired)
             self._ended.set()
         self.flyer._segment_ended(self, imaged, fired, error)
 

@@ -119,7 +119,7 @@ class NXtomoWriter(DocumentRouter):
 
     def _write(self, run: _Run, tomogram: Tomogram, record: RunRecord) -> None:
         camera = run.announcements.camera(tomogram.camera_file)
-        tomogram.check_announced(camera)
+        tomogram = tomogram.resolved(camera)
         frames = read_camera_frames(camera, tomogram.frame_indices())
         classification = classify_frames(
             tomogram.nominal_keys(),

@@ -7,6 +7,7 @@ after the last finished tomogram, with the darks and flats taken last before the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -130,17 +131,39 @@ class Tomogram:
         """The image key each frame was taken as (before validity checks)."""
         return np.concatenate([np.full(len(frames), key, dtype=np.int8) for key, frames in self.parts])
 
-    def check_announced(self, camera: CameraFile) -> None:
-        """Every frame of the tomogram must have been announced in its stream."""
+    def resolved(self, camera: CameraFile) -> Tomogram:
+        """The tomogram with each frame under the stream that announced it; raises if one was never announced.
+
+        Flats re-taken in the middle of a tomogram (after an interlock trip or alarm) lie
+        inside its projection range; they become intermediate flats (image key 1), as
+        nabu reads them.
+        """
+        parts: list[tuple[ImageKey, FrameRange]] = []
         for key, frames in self.parts:
-            stream = STREAM_OF_KEY[key]
-            announced = camera.announced(stream)
-            if not announced.covers(frames):
-                raise DocumentContractError(
-                    f"tomogram {self.index} refers to frames {frames} of {camera.path} as {stream}, but the "
-                    f"{stream!r} stream announced only {announced}; announce every frame with a stream_datum "
-                    "before the run stops"
-                )
+            if key != ImageKey.PROJECTION:
+                self._require(camera, key, frames)
+                parts.append((key, frames))
+                continue
+            inside = [
+                (other, FrameRange(max(block.start, frames.start), min(block.stop, frames.stop)))
+                for other in (ImageKey.PROJECTION, ImageKey.FLAT)
+                for block in camera.announced(STREAM_OF_KEY[other])
+                if block.start < frames.stop and block.stop > frames.start
+            ]
+            if sum(len(part) for _, part in inside) != len(frames):
+                self._require(camera, key, frames)
+            parts.extend(inside)
+        return dataclasses.replace(self, parts=_in_acquisition_order(self.index, parts))
+
+    def _require(self, camera: CameraFile, key: ImageKey, frames: FrameRange) -> None:
+        stream = STREAM_OF_KEY[key]
+        announced = camera.announced(stream)
+        if not announced.covers(frames):
+            raise DocumentContractError(
+                f"tomogram {self.index} refers to frames {frames} of {camera.path} as {stream}, but the "
+                f"{stream!r} stream announced only {announced}; announce every frame with a stream_datum "
+                "before the run stops"
+            )
 
 
 def _in_acquisition_order(index: int, parts: list[tuple[ImageKey, FrameRange]]) -> tuple:

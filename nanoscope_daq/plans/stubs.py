@@ -131,7 +131,7 @@ def announce(capture: FrameCapture, *, wait_s: float | None = None):
     if wait_s is not None:
         yield from blocking(capture.wait_for_written, capture.expected, wait_s)
     yield from blocking(capture.check_delivery)
-    if capture.stream is not None:
+    while capture.ready:
         yield from bps.collect(capture, name=capture.stream)
 
 

@@ -1,0 +1,83 @@
+"""Faults mid-scan: an interlock trip suspends and resumes a fly scan with nothing lost; abort closes everything."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+from bluesky.utils import RunEngineInterrupted
+
+from conftest import wait_until
+from nanoscope_daq.plans import fly_tomo
+
+ATTRS = "entry/instrument/NDAttributes/"
+
+
+def test_interlock_trip_mid_fly_scan_suspends_retakes_flats_and_loses_no_angle(fresh_scan_bench):
+    bench, xrm = fresh_scan_bench, fresh_scan_bench.xrm
+
+    def trip_then_reset():
+        wait_until(lambda: bench.named("start") and xrm.rot.pso.status.get() == "Armed"
+                   and xrm.rot.pso.fired.get() > 120, timeout=60, what="a third of the scan")
+        xrm.source.trip.put("Trip")
+        time.sleep(1.0)
+        xrm.source.reset_interlock().wait(10)
+
+    threading.Thread(target=trip_then_reset, daemon=True).start()
+    bench.run(fly_tomo(xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004, config=bench.config))
+    (stop,) = bench.named("stop")
+    assert stop["exit_status"] == "success"
+    assert stop["num_events"]["flats"] == 12  # before, re-taken after the trip, after
+    (event,) = bench.events("tomograms")
+    start, end = event["data"]["projections_start"], event["data"]["projections_stop"]
+    with h5py.File(event["data"]["file"], "r") as h5:
+        encoder = h5[ATTRS + "EncoderAngle"][start:end]
+        current = h5[ATTRS + "SourceCurrent"][start:end]
+        frame_type = h5[ATTRS + "FrameType"][start:end]
+        in_file = h5["entry/data/data"].shape[0]
+    projection = frame_type == 0
+    valid = projection & (current > 0)
+    grid_index = np.rint(encoder[valid] / 0.5).astype(int)
+    assert sorted(set(grid_index)) == list(range(360))  # every angle imaged with beam: 0 lost
+    assert (~valid).sum() >= 1  # frames taken while the beam was off are kept, not dropped
+    assert in_file == xrm.det.hdf1.num_captured.get()  # every frame produced is in the file
+    assert xrm.det.cam.missed_triggers.get() == 0
+    assert xrm.det.hdf1.dropped_arrays.get() == 0
+    (nxs,) = bench.nxtomo.written
+    with h5py.File(nxs, "r") as h5:
+        keys = h5["entry/instrument/detector/image_key"][()]
+        angles = h5["entry/sample/rotation_angle"][()]
+    assert (keys == 0).sum() == 360
+    assert len(np.unique(np.rint(angles[keys == 0] / 0.5))) == 360
+    assert (keys == 3).sum() >= 1
+    assert xrm.source.shutter.status.get() == "Closed"
+
+
+def test_abort_closes_the_shutter_and_leaves_a_readable_file_marked_incomplete(fresh_scan_bench):
+    bench, xrm = fresh_scan_bench, fresh_scan_bench.xrm
+
+    def pause_mid_scan():
+        wait_until(lambda: bench.named("start") and xrm.rot.pso.status.get() == "Armed"
+                   and xrm.rot.pso.fired.get() > 50, timeout=60, what="the scan under way")
+        bench.RE.request_pause(defer=False)
+
+    threading.Thread(target=pause_mid_scan, daemon=True).start()
+    with pytest.raises(RunEngineInterrupted):
+        bench.run(fly_tomo(xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004,
+                           config=bench.config))
+    bench.RE.abort("operator abort")
+    (stop,) = bench.named("stop")
+    assert stop["exit_status"] == "abort"
+    assert xrm.source.shutter.status.get() == "Closed"
+    assert xrm.det.hdf1.capture.get(as_string=True) == "Done"
+    (nxs,) = bench.nxtomo.written
+    with h5py.File(nxs, "r") as h5:
+        assert not h5["entry/experiment_complete"][()]
+        keys = h5["entry/instrument/detector/image_key"][()]
+        frames = h5["entry/instrument/detector/data"]
+        assert frames.shape[0] == len(keys)
+        assert np.isfinite(frames[-1]).all()
+    assert 50 < (keys == 0).sum() < 360
