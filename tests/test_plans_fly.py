@@ -49,7 +49,7 @@ def test_fly_scan_images_every_grid_angle_once_at_its_measured_angle(scan_bench)
     assert (start, end) == (8, 188)
     path = camera_file(scan_bench)
     encoder, mid, frame_type, current = read_attrs(path, "EncoderAngle", "RotationAngle", "FrameType", "SourceCurrent")
-    grid = np.arange(180) * 1.0
+    grid = data["grid_start_deg"] + np.arange(180) * 1.0
     resolution = xrm.rot.motor_resolution.get()
     # the PSO latches the encoder at each grid crossing: exact to the encoder's resolution
     np.testing.assert_allclose(encoder[start:end], grid, atol=resolution)
@@ -135,6 +135,7 @@ def test_pause_mid_fly_scan_resumes_without_losing_or_repeating_a_frame(scan_ben
     start, end = event["data"]["projections_start"], event["data"]["projections_stop"]
     assert end - start == 360  # 0 lost, 0 duplicated
     encoder, current = read_attrs(camera_file(bench), "EncoderAngle", "SourceCurrent")
-    np.testing.assert_allclose(encoder[start:end], np.arange(360) * 0.5, atol=xrm.rot.motor_resolution.get())
+    grid = event["data"]["grid_start_deg"] + np.arange(360) * 0.5
+    np.testing.assert_allclose(encoder[start:end], grid, atol=xrm.rot.motor_resolution.get())
     assert (current[start:end] > 0).all()
     assert 100 < fired_at_pause[0] < 360

@@ -14,16 +14,19 @@ the spoiled ones invalid, so each angle has exactly one valid frame.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
 
 from ophyd.status import Status
+from ophyd.utils import WaitTimeoutError
 
 from .capture import FrameCapture
 from .instrument import Instrument
 
+log = logging.getLogger(__name__)
 ARM_TIMEOUT_S = 10.0
 EXPOSURE_END_MARGIN_S = 0.05
 """Wait after the last pulse beyond the exposure before the camera is stopped (start latency)."""
@@ -48,6 +51,9 @@ class AngleGrid:
     def end_deg(self) -> float:
         return self.angle(self.count - 1)
 
+    def shifted(self, offset_deg: float) -> AngleGrid:
+        return AngleGrid(self.start_deg + offset_deg, self.step_deg, self.count)
+
 
 def taxi_distance_deg(velocity: float, acceleration_s: float, margin_deg: float) -> float:
     """Run-up before the first angle: the distance covered while accelerating (v * ACCL / 2), plus a margin."""
@@ -59,7 +65,10 @@ class TomoFlyer:
 
     ``prepare(grid, velocity, exposure_s)`` before a tomogram; then the bluesky flyer
     verbs: ``kickoff()`` (Status: the stage turns at speed with the PSO armed),
-    ``complete()`` (Status: every grid angle fired and its frame delivered).
+    ``complete()`` (Status: every grid angle fired and its frame exposed). The flyer
+    opens the shutter only once the stage waits at its run-up position, and closes it
+    as soon as the last frame is exposed: the animal sees no beam while the stage
+    travels back.
     Frames are announced by the run's :class:`FrameCapture`, not by this object.
     """
 
@@ -80,16 +89,23 @@ class TomoFlyer:
 
     # -- set-up ------------------------------------------------------------------------
 
-    def prepare(self, grid: AngleGrid, velocity: float, exposure_s: float) -> None:
-        """Set the grid of the next tomogram; nothing moves until ``kickoff``."""
+    def prepare(self, grid: AngleGrid, velocity: float, exposure_s: float) -> AngleGrid:
+        """Set the grid of the next tomogram; nothing moves until ``kickoff``. Returns the grid flown.
+
+        The grid is shifted by whole turns to the run-up position nearest the stage (the
+        same views: a turn later or earlier), so the stage never travels back a whole scan.
+        """
         with self._lock:
             if self._segment is not None:
                 raise RuntimeError(f"{self.name}: a fly segment is running; interrupt it first")
-            self.grid = grid
             self.velocity = abs(velocity)
+            self.grid = grid
+            turns = round((self.xrm.rot.position - self.taxi_start_deg(0)) / 360.0)
+            self.grid = grid.shifted(360.0 * turns)
             self.exposure_s = exposure_s
             self.next_index = 0
             self._complete = Status(obj=self)
+            return self.grid
 
     @property
     def finished(self) -> bool:
@@ -190,8 +206,10 @@ class _Segment:
         if self._beam_lost_at is None:
             return fired
         cutoff = self._beam_lost_at - self.flyer.exposure_s / 2
-        before = [count for stamp, count in self._fired_history if stamp <= cutoff]
-        return min(fired, max(max(before, default=0) - 1, 0))
+        before = max((count for stamp, count in self._fired_history if stamp <= cutoff), default=0)
+        if before >= fired:  # the beam went off after the last frame: nothing spoiled
+            return fired
+        return max(before - 1, 0)
 
     def run(self, kicked_off: Status) -> None:
         """Taxi, arm camera and PSO, spin up; then wait for the last angle (or an interrupt)."""
@@ -200,7 +218,7 @@ class _Segment:
         assert grid is not None
         rot, pso, cam = xrm.rot, xrm.rot.pso, xrm.det.cam
         try:
-            rot.move(flyer.taxi_start_deg(self.first_index), wait=True)
+            move_to(rot, flyer.taxi_start_deg(self.first_index), velocity=flyer.velocity)
             for signal, value in (
                 (cam.trigger_mode, "External"), (cam.image_mode, "Multiple"), (cam.num_images, self.count),
                 (cam.acquire_time, flyer.exposure_s),
@@ -211,6 +229,7 @@ class _Segment:
             self._missed_before = int(cam.missed_triggers.get(use_monitor=False))
             cam.acquire.put(1, wait=False)
             pso.arm.set(1).wait(ARM_TIMEOUT_S)
+            xrm.source.shutter.set("open").wait(ARM_TIMEOUT_S)  # beam on the animal only from the run-up on
             self._watches.append((pso.fired, pso.fired.subscribe(self._on_fired, run=False)))
             for signal in (xrm.source.xrays, xrm.source.shutter.status):
                 self._watches.append((signal, signal.subscribe(self._on_beam_change, run=False)))
@@ -229,6 +248,11 @@ class _Segment:
         self._stop_requested.set()
         self._end()
 
+    def _unwatch(self) -> None:
+        watches, self._watches = self._watches, []
+        for signal, cid in watches:
+            signal.unsubscribe(cid)
+
     def _end(self, failure: Exception | None = None) -> None:
         """Disarm, let the last exposure finish, stop camera and stage; report the angles imaged.
 
@@ -245,13 +269,14 @@ class _Segment:
                 if pso.status.get(use_monitor=False) == "Armed":
                     pso.disarm.set(1).wait(ARM_TIMEOUT_S)
                 time.sleep(self.flyer.exposure_s + EXPOSURE_END_MARGIN_S)
+                self._unwatch()  # closing the shutter now is no beam loss
+                xrm.source.shutter.set("close").wait(ARM_TIMEOUT_S)
                 if cam.acquire.get(use_monitor=False) != 0:
                     cam.acquire.put(0, wait=True)
                 xrm.rot.spin.set(0).wait(ARM_TIMEOUT_S + 4 * xrm.rot.acceleration.get())
             except Exception as exc:  # noqa: BLE001
                 error = error or exc
-            for signal, cid in self._watches:
-                signal.unsubscribe(cid)
+            self._unwatch()
             fired = int(pso.fired.get(use_monitor=False))
             missed = int(cam.missed_triggers.get(use_monitor=False)) - self._missed_before
             if missed and error is None:
@@ -262,6 +287,30 @@ class _Segment:
             imaged = self._imaged_with_beam(fired)
             self._ended.set()
         self.flyer._segment_ended(self, imaged, fired, error)
+
+
+def move_to(motor, target: float, *, velocity: float | None = None, margin_s: float = ARM_TIMEOUT_S) -> None:
+    """Move ``motor`` to ``target`` (at ``velocity`` if given, then VELO is restored) and wait.
+
+    The wait has a timeout from distance, speed and acceleration. ophyd can lose a
+    move's done callback (bluesky/ophyd#782); a move that timed out but sits at its
+    target with DMOV=1 has arrived, and says so in the log.
+    """
+    normal = motor.velocity.get()
+    speed = normal if velocity is None else min(velocity, motor.max_velocity.get())
+    timeout = abs(target - motor.position) / max(speed, 1e-9) + 2 * motor.acceleration.get() + margin_s
+    if speed != normal:
+        motor.velocity.set(speed).wait(margin_s)
+    try:
+        motor.set(target).wait(timeout)
+    except WaitTimeoutError:
+        arrived = abs(motor.position - target) <= 2 * abs(motor.motor_resolution.get() or 1e-4)
+        if not (arrived and motor.motor_done_move.get(use_monitor=False) == 1):
+            raise
+        log.warning("%s reached %g but its move status never finished (ophyd done-callback race)", motor.name, target)
+    finally:
+        if speed != normal:
+            motor.velocity.set(normal).wait(margin_s)
 
 
 def fly_velocity(step_deg: float, min_period_s: float, max_velocity: float, fraction: float) -> float:

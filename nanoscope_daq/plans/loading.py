@@ -24,7 +24,7 @@ from ..devices.loadcell import LoadCellAlarm
 from . import validation as check
 from .context import ScanContext, book_dose, prepare_scan, scan_run
 from .errors import PlanParameterError
-from .stubs import announce, blocking, shutter, wait_status
+from .stubs import announce, blocking, wait_status
 from .series import merged_grid
 from .subject import Subject
 from .tomo import angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
@@ -50,13 +50,10 @@ def _check_specimen(xrm: Instrument) -> None:
 
 def _scan_tomogram(context: ScanContext, grid, velocity: float, *, time_point: int, force_n: float):
     """One fly tomogram at the present load, flats before taken at the start of the run."""
-    xrm = context.xrm
-    yield from shutter(xrm, "open")
     started = time.time()
-    frames = yield from fly_tomogram(context, grid, velocity)
+    frames, flown = yield from fly_tomogram(context, grid, velocity)
     yield from announce(context.capture, wait_s=context.delivery_timeout_s)
-    yield from shutter(xrm, "close")
-    yield from context.emit_tomogram(projections=frames, grid=grid, start_time=started,
+    yield from context.emit_tomogram(projections=frames, grid=flown, start_time=started,
                                      flats_before=context.frame_range("flats"), time_point=time_point, force_n=force_n)
 
 

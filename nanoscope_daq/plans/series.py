@@ -15,7 +15,7 @@ from . import validation as check
 from .context import prepare_scan, scan_run
 from .context import book_dose
 from .errors import PlanParameterError
-from .stubs import announce, shutter
+from .stubs import announce
 from .subject import Subject
 from .tomo import GATING, angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
 
@@ -97,12 +97,11 @@ def time_series(
                 if not back_to_back:
                     wait = series_start + run[0] * interval_s - time.monotonic()
                     if wait > 0:
-                        yield from shutter(xrm, "close")
-                        yield from bps.sleep(wait)
-                yield from shutter(xrm, "open")
+                        yield from bps.sleep(wait)  # the flyer closed the shutter after the last one
                 started = time.time()
                 grid = merged_grid([grids[k] for k in run])
-                start, stop = yield from fly_tomogram(context, grid, velocity)
+                (start, _), flown = yield from fly_tomogram(context, grid, velocity)
+                turns = flown.start_deg - grid.start_deg
                 yield from announce(context.capture, wait_s=context.delivery_timeout_s)
                 last_block_tomogram = run[-1] == block[-1]
                 flats_after = (-1, -1)
@@ -112,7 +111,8 @@ def time_series(
                 for offset, k in enumerate(run):
                     first_frame = start + offset * grids[k].count
                     yield from context.emit_tomogram(
-                        projections=(first_frame, first_frame + grids[k].count), grid=grids[k], start_time=started,
+                        projections=(first_frame, first_frame + grids[k].count), grid=grids[k].shifted(turns),
+                        start_time=started,
                         flats_before=flats_before, flats_after=flats_after if k == run[-1] else (-1, -1),
                         time_point=k,
                     )

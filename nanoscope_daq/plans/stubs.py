@@ -155,7 +155,7 @@ def take_flats(
     delivery_timeout_s: float,
     meter: DoseMeter | None = None,
 ):
-    """``frames`` flats into the ``flats`` stream: specimen moved out along ``axis``, then back."""
+    """``frames`` flats into the ``flats`` stream: specimen moved out along ``axis``, then back, shutter closed."""
     if frames <= 0:
         return
     motor = getattr(xrm, axis)
@@ -166,6 +166,7 @@ def take_flats(
     yield from shutter(xrm, "open")
     capture.select("flats")
     yield from acquire(xrm, capture, frames, exposure_s)
+    yield from shutter(xrm, "close")
     yield from bps.mv(motor, home)
     if meter is not None:
         meter.sample_in_beam(True)

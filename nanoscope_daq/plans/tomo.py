@@ -171,13 +171,16 @@ def gated_frame(xrm: Instrument, context: ScanContext, gate_timeout_s: float):
 
 
 def fly_tomogram(context: ScanContext, grid: AngleGrid, velocity: float):
-    """Image ``grid`` on the fly; announce frames about every ``scan.announce_period_s``; returns the frame range.
+    """Image ``grid`` on the fly; announce frames every ``scan.announce_period_s``.
+
+    Returns the frame range and the grid flown (``grid`` shifted by whole turns to
+    the stage, see :meth:`TomoFlyer.prepare`).
 
     Between announcements there is a checkpoint, so a pause resumes at the first angle
     not imaged (the flyer ends its segment on pause and picks up from there on kickoff).
     """
     flyer, capture = context.flyer, context.capture
-    flyer.prepare(grid, velocity, context.acquisition.exposure_s)
+    flown = flyer.prepare(grid, velocity, context.acquisition.exposure_s)
     capture.select("projections")
     start = capture.expected
     period = context.config.scan.announce_period_s
@@ -187,7 +190,7 @@ def fly_tomogram(context: ScanContext, grid: AngleGrid, velocity: float):
         yield from bps.checkpoint()
         yield from wait_status(flyer.kickoff)
         done = yield from wait_status(flyer.complete, timeout=period)
-    return start, capture.expected
+    return (start, capture.expected), flown
 
 
 def fly_settings(xrm: Instrument, context: ScanContext, grid: AngleGrid, velocity: float | None,
@@ -257,15 +260,14 @@ def fly_tomo(
     def body():
         yield from context.darks()
         flats_before = yield from _flats_ranges(context, a.flats_when)
-        yield from shutter(xrm, "open")
         started = time.time()
-        projections_range = yield from fly_tomogram(context, grid, velocity)
+        projections_range, flown = yield from fly_tomogram(context, grid, velocity)
         yield from announce(context.capture, wait_s=context.delivery_timeout_s)
         flats_after = (-1, -1)
         if a.flats_when in ("after", "both"):
             yield from context.flats()
             flats_after = context.frame_range("flats")
-        yield from context.emit_tomogram(projections=projections_range, grid=grid, start_time=started,
+        yield from context.emit_tomogram(projections=projections_range, grid=flown, start_time=started,
                                          flats_before=flats_before, flats_after=flats_after)
 
     scan = {"kind": "fly", "start_deg": grid.start_deg, "range_deg": grid.step_deg * grid.count,
