@@ -1,0 +1,207 @@
+"""Reconstruct an NXtomo file into a volume file: the offline path of ``nanoscope recon``.
+
+Steps (each in its module): read the file (nxtomo.py); check the angles (weights.py);
+average darks and flat groups, normalise each projection by the flat interpolated to
+its time, remove zingers, optional Paganin phase retrieval, -log (preprocess.py,
+phase.py); optional ring removal (rings.py); the centre of rotation unless given
+(cor.py); FBP, FDK or the Fourier method in slabs of slices (algorithms.py,
+incremental.py); write ``/volume`` with provenance (volume_file.py).
+
+Line integrals of the whole tomogram are held in memory up to ``recon.memory_limit_gb``
+and in a temporary file beside the output beyond it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ReconConfig, load_config
+from .algorithms import FilterSpec, check_algorithm, reconstruct
+from .cor import find_cor
+from .errors import ReconInputError
+from .geometry import ConeGeometry, Geometry, ParallelGeometry, VolumeGrid
+from .incremental import IncrementalFBP
+from .nxtomo import DARK, FLAT, PROJECTION, NxTomoScan
+from .phase import paganin_filter
+from .preprocess import FlatField, build_flat_field, normalise, to_line_integrals
+from .rings import remove_rings
+from .volume_file import VolumeWriter
+from .weights import check_angles, projection_weights
+
+FRAMES_PER_READ = 32
+SLAB_BYTES = 2**28
+"""Largest slab of line integrals (or of the volume) reconstructed at once."""
+
+
+@dataclass(frozen=True)
+class PhaseRetrieval:
+    """Paganin parameters: delta/beta of the material, energy (keV), effective propagation distance (mm)."""
+
+    delta_beta: float
+    energy_kev: float | None = None
+    distance_mm: float | None = None
+
+
+def _flat_field(scan: NxTomoScan, settings: ReconConfig, device: str) -> FlatField:
+    flats = scan.indices(FLAT)
+    return build_flat_field(scan.read(scan.indices(DARK)), scan.read(flats), scan.flat_groups(),
+                            scan.frame_times[flats], zinger_threshold=settings.zinger_threshold, device=device)
+
+
+def _stack(shape: tuple[int, int, int], settings: ReconConfig, folder: Path) -> np.ndarray:
+    """An array for the line integrals: in memory, or a temporary file when above the memory limit."""
+    if np.prod(shape) * 4 <= settings.memory_limit_gb * 2**30:
+        return np.empty(shape, dtype=np.float32)
+    return np.lib.format.open_memmap(folder / "line_integrals.npy", mode="w+", dtype=np.float32, shape=shape)
+
+
+def line_integrals(scan: NxTomoScan, geometry: Geometry, settings: ReconConfig, phase: PhaseRetrieval | None,
+                   folder: Path, device: str) -> np.ndarray:
+    """-log of the flat-field-corrected projections (angles, rows, cols), rings removed if asked."""
+    field = _flat_field(scan, settings, device)
+    frames = scan.indices(PROJECTION)
+    stack = _stack((frames.size, *scan.shape), settings, folder)
+    for start in range(0, frames.size, FRAMES_PER_READ):
+        chunk = frames[start:start + FRAMES_PER_READ]
+        transmission = normalise(scan.read(chunk), field, scan.frame_times[chunk],
+                                 zinger_threshold=settings.zinger_threshold)
+        if phase is not None:
+            energy = phase.energy_kev or scan.energy_kev
+            distance = phase.distance_mm or scan.propagation_mm
+            if energy is None or distance is None:
+                raise ReconInputError("Paganin phase retrieval needs the energy and the propagation distance; the file "
+                                      "gives none: pass --energy-kev and --distance-mm")
+            transmission = paganin_filter(transmission, geometry.sample_pixel_mm, distance, energy, phase.delta_beta)
+        stack[start:start + chunk.size] = to_line_integrals(transmission, settings.min_transmission).cpu().numpy()
+    if settings.ring_filter_px:
+        rows_per_slab = max(1, SLAB_BYTES // (frames.size * scan.shape[1] * 4))
+        for r0 in range(0, scan.shape[0], rows_per_slab):
+            slab = torch.from_numpy(np.ascontiguousarray(stack[:, r0:r0 + rows_per_slab])).to(device)
+            stack[:, r0:r0 + rows_per_slab] = remove_rings(slab, settings.ring_filter_px).cpu().numpy()
+    return stack
+
+
+def _cor_sample(stack: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Geometry]:
+    """What the axis search looks at: every row (cone beam), or the sum of the middle half of the rows as one
+    sinogram (parallel beam: the summed object has the same axis and less noise; see cor.py)."""
+    if isinstance(geometry, ConeGeometry) or geometry.rows < 4:
+        return np.asarray(stack), geometry
+    middle = slice(geometry.rows // 4, geometry.rows - geometry.rows // 4)
+    summed = np.concatenate([stack[a0:a0 + FRAMES_PER_READ, middle].sum(axis=1, keepdims=True)
+                             for a0 in range(0, stack.shape[0], FRAMES_PER_READ)])
+    return summed, ParallelGeometry(geometry.angles_deg, 1, geometry.cols, geometry.pixel_mm)
+
+
+def _write_parallel(stack: np.ndarray, geometry: ParallelGeometry, algorithm: str, spec: FilterSpec,
+                    settings: ReconConfig, writer: VolumeWriter, device: str) -> None:
+    """Slabs of rows (parallel-beam slices are independent), each reconstructed and written."""
+    grid = geometry.default_volume()
+    per_row = max(geometry.num_angles * geometry.cols, geometry.cols**2) * 4
+    rows = max(1, SLAB_BYTES // per_row)
+    weights = projection_weights(geometry, device)
+    for r0 in range(0, geometry.rows, rows):
+        count = min(rows, geometry.rows - r0)
+        slab_geometry = ParallelGeometry(geometry.angles_deg, count, geometry.cols, geometry.pixel_mm, geometry.cor)
+        volume = VolumeGrid((count, grid.shape[1], grid.shape[2]), grid.voxel_mm)
+        data = torch.from_numpy(np.ascontiguousarray(stack[:, r0:r0 + count]))
+        slab = reconstruct(data, slab_geometry, volume, algorithm=algorithm, filter=spec, weights=weights,
+                           kernel_width=settings.fourier_kernel_width, device=device)
+        writer.write(r0, slab)
+
+
+def _write_cone(stack: np.ndarray, geometry: ConeGeometry, spec: FilterSpec, writer: VolumeWriter,
+                device: str) -> None:
+    """Slabs of slices, each the FDK sum over chunks of projections (incremental.py)."""
+    grid = geometry.default_volume()
+    nz, ny, nx = grid.shape
+    slices = max(1, SLAB_BYTES // (ny * nx * 4))
+    angles_per_chunk = max(1, SLAB_BYTES // (geometry.rows * geometry.cols * 4))
+    weights = projection_weights(geometry, device)
+    angles = geometry.angles_array
+    for z0 in range(0, nz, slices):
+        count = min(slices, nz - z0)
+        centre_z = (z0 + count / 2 - nz / 2) * grid.voxel_mm
+        fdk = IncrementalFBP(geometry, VolumeGrid((count, ny, nx), grid.voxel_mm, (0.0, 0.0, centre_z)),
+                             filter=spec, device=device)
+        for a0 in range(0, angles.size, angles_per_chunk):
+            part = slice(a0, a0 + angles_per_chunk)
+            fdk.add(torch.from_numpy(np.ascontiguousarray(stack[part])), angles[part], weights[part])
+        writer.write(z0, fdk.volume())
+
+
+def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float | None = None,
+                     algorithm: str | None = None, filter: str | None = None, device: str = "cpu",
+                     pixel_um: float | None = None, phase: PhaseRetrieval | None = None,
+                     settings: ReconConfig | None = None) -> Path:
+    """Reconstruct the NXtomo file ``nxs_path`` into the volume file ``out_path``; returns ``out_path``.
+
+    ``cor``: detector column of the rotation axis (default: found automatically);
+    ``algorithm``/``filter``: override ``settings`` (default: the configuration's
+    [recon] section); ``pixel_um``: pixel at the sample when the file lacks it.
+    """
+    settings = settings or load_config().recon
+    settings = dataclasses.replace(settings, algorithm=algorithm or settings.algorithm,
+                                   filter=filter or settings.filter)
+    out_path = Path(out_path)
+    started = time.perf_counter()
+    with ExitStack() as stack_of:
+        scan = stack_of.enter_context(NxTomoScan(nxs_path))
+        geometry = scan.geometry(pixel_um)
+        chosen = check_algorithm(settings.algorithm, geometry)
+        check_angles(geometry, settings.min_projections, settings.max_angle_gap_deg)
+        spec = FilterSpec(settings.filter, settings.filter_cutoff, settings.pad_mode)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(stack_of.enter_context(tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".recon-")))
+        stack = line_integrals(scan, geometry, settings, phase, folder, device)
+        registration = None
+        if cor is None:
+            sample, sample_geometry = _cor_sample(stack, geometry)
+            found = find_cor(sample, sample_geometry, search_px=settings.cor_search_px, step_px=settings.cor_step_px,
+                             device=device)
+            cor, registration = found.cor, found.registration
+            cor_method = "automatic: 0/180 registration refined by half-turn negativity (docs/recon.md)"
+        else:
+            cor_method = "given"
+        geometry = geometry.with_cor(float(cor))
+        grid = geometry.default_volume()
+        writer = stack_of.enter_context(VolumeWriter(out_path, grid.shape, grid.voxel_size_um))
+        if isinstance(geometry, ConeGeometry):
+            _write_cone(stack, geometry, spec, writer, device)
+        else:
+            _write_parallel(stack, geometry, chosen, spec, settings, writer, device)
+        writer.provenance({
+            "input_file": str(Path(nxs_path).resolve()),
+            "input_entry": scan.entry_name,
+            "algorithm": chosen,
+            "filter": spec.name, "filter_cutoff": spec.cutoff, "pad_mode": spec.pad_mode,
+            "cor_column": float(cor), "cor_method": cor_method,
+            "cor_registration": float("nan") if registration is None else registration,
+            "geometry": _geometry_record(geometry),
+            "projections": int(geometry.num_angles),
+            "flats": int(scan.indices(FLAT).size), "darks": int(scan.indices(DARK).size),
+            "preprocessing": {"zinger_threshold": settings.zinger_threshold,
+                              "min_transmission": settings.min_transmission,
+                              "ring_filter_px": settings.ring_filter_px,
+                              "paganin": dataclasses.asdict(phase) if phase else None,
+                              "flat_interpolation": "linear in frame time between flat groups"},
+            "device": str(device),
+            "seconds": round(time.perf_counter() - started, 3),
+        }, geometry.angles_array)
+    return out_path
+
+
+def _geometry_record(geometry: Geometry) -> dict:
+    record = {"type": geometry.kind, "rows": geometry.rows, "cols": geometry.cols, "pixel_mm": geometry.pixel_mm,
+              "cor": float(geometry.cor_value())}
+    if isinstance(geometry, ConeGeometry):
+        record.update(source_sample_mm=geometry.source_sample_mm, source_detector_mm=geometry.source_detector_mm,
+                      detector_offset_px=list(geometry.detector_offset_px))
+    return record
