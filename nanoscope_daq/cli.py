@@ -59,12 +59,44 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="directory for the demo's data (default: a new temporary one)")
     demo.add_argument("--time-scale", type=float, help="speed-up of slow processes (default 20 in the demo)")
     demo.set_defaults(func=_cmd_demo)
+
+    from .scan_cli import add_scan_parser
+
+    add_scan_parser(sub, _add_connection_options)
+    from .recon.cli import add_recon_parser
+
+    add_recon_parser(sub)
     return parser
 
 
+def _configure_channel_access_early(argv: Sequence[str]) -> None:
+    """For commands that talk CA: point libca at the IOCs' port before the parser imports ophyd.
+
+    Building the ``scan`` options imports the plans (and so ophyd and pyepics), and
+    libca reads its environment once.
+    """
+    if not argv or argv[0] != "scan":
+        return
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--config")
+    early.add_argument("--port", type=int)
+    known, _ = early.parse_known_args(argv[1:])
+    try:
+        config = load_config(known.config, **({"epics": {"port": known.port}} if known.port else {}))
+    except ConfigError:
+        return  # reported with the full parser's arguments below
+    from .epics_env import configure_client
+
+    configure_client([config.epics.port])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _configure_channel_access_early(argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "scan":
+            return args.func(args, _config_from_args(args))
         return args.func(args)
     except ConfigError as exc:
         print(f"nanoscope {args.command}: configuration error: {exc}", file=sys.stderr)

@@ -49,11 +49,18 @@ class SimFactory:
         self.running: list[SimProcess] = []
         self.data_root = data_root
 
-    def start(self, *, time_scale: float = TEST_TIME_SCALE, **kwargs) -> SimProcess:
+    @staticmethod
+    def next_prefix() -> str:
+        return f"T{_session_tag}{next(_counter)}:"
+
+    def data_dir(self, prefix: str):
+        return self.data_root / prefix.rstrip(":")
+
+    def start(self, *, time_scale: float = TEST_TIME_SCALE, prefix: str | None = None, **kwargs) -> SimProcess:
         if not self.free:
             raise RuntimeError("all ports of the test pool are in use; stop a simulator first")
-        prefix = f"T{_session_tag}{next(_counter)}:"
-        data_dir = self.data_root / prefix.rstrip(":")
+        prefix = prefix or self.next_prefix()
+        data_dir = self.data_dir(prefix)
         sim = SimProcess(prefix, self.free.pop(0), data_dir=data_dir, time_scale=time_scale, **kwargs)
         try:
             sim.start()
@@ -139,15 +146,16 @@ SCAN_OVERRIDES = {
 class ScanBench:
     """A simulator with the tiny leg, its Instrument (source warm), a RunEngine and the documents it emitted."""
 
-    def __init__(self, sim: SimProcess, config_path, data_dir, ledger) -> None:
+    def __init__(self, sim: SimProcess, config_path) -> None:
         from bluesky import RunEngine
 
         from nanoscope_daq.config import load_config
         from nanoscope_daq.pipeline.nxtomo import NXtomoWriter
 
         self.sim = sim
+        self.config_path = config_path
         self.xrm = connected_instrument(sim.prefix)
-        self.config = load_config(config_path, paths={"data_dir": str(data_dir)}, dose={"ledger_path": str(ledger)})
+        self.config = load_config(config_path)
         self.xrm.source.warm_up().wait(60)
         self.RE = RunEngine({}, call_returns_result=True)
         self.docs: list[tuple[str, dict]] = []
@@ -173,9 +181,13 @@ def _scan_bench(sim_factory, tmp_path_factory) -> ScanBench:
 
     root = tmp_path_factory.mktemp("scan")
     config_path = root / "tiny.toml"
-    config_path.write_text(overrides_toml({**tiny_leg_overrides(), **SCAN_OVERRIDES}))
-    process = sim_factory.start(config=config_path)
-    return ScanBench(process, config_path, sim_factory.data_root / process.prefix.rstrip(":"), root / "dose.sqlite")
+    prefix = sim_factory.next_prefix()
+    overrides = {
+        **tiny_leg_overrides(), **SCAN_OVERRIDES,
+        "paths": {"data_dir": str(sim_factory.data_dir(prefix))}, "dose": {"ledger_path": str(root / "dose.sqlite")},
+    }
+    config_path.write_text(overrides_toml(overrides))
+    return ScanBench(sim_factory.start(config=config_path, prefix=prefix), config_path)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,158 @@
+"""``nanoscope scan PLAN --param value ...``: run one registered plan against the IOCs.
+
+Options come from the plan's signature (names, types, defaults); ``--help`` lists
+them with the plan's docstring. A progress bar counts announced frames; every file
+written is printed, then the run uid. Ctrl-C pauses at the next checkpoint (twice:
+at once) with the shutter closed, and asks whether to resume or abort.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+
+SKIPPED_PARAMETERS = {"xrm", "config", "md"}
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}); e.g. '{{\"subject_id\": \"M07\", ...}}'") from None
+
+
+def _option(parser: argparse.ArgumentParser, parameter: inspect.Parameter, annotation: str) -> None:
+    """One ``--name`` option for a keyword parameter, typed from its annotation."""
+    flag = "--" + parameter.name.replace("_", "-")
+    default = parameter.default
+    shown = "required" if default is inspect.Parameter.empty else f"default: {default!r}"
+    kwargs: dict[str, Any] = {"dest": parameter.name, "default": argparse.SUPPRESS}
+    if annotation.startswith("bool"):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif annotation.startswith("Sequence[float]"):
+        kwargs.update(type=float, nargs="+", metavar="N")
+    elif annotation.startswith("int"):
+        kwargs.update(type=int)
+    elif annotation.startswith("float"):
+        kwargs.update(type=float)
+    elif "Mapping" in annotation:
+        kwargs.update(type=_parse_json, metavar="JSON")
+    else:
+        kwargs.update(type=str)
+    from .plans.parameters import PARAMETER_HELP
+
+    meaning = PARAMETER_HELP.get(parameter.name, "")
+    parser.add_argument(flag, help=f"{meaning} [{annotation}; {shown}]".strip(), **kwargs)
+
+
+def add_scan_parser(subparsers, add_connection_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``nanoscope scan``: one sub-command per registered plan, its options from the signature."""
+    from .plans import PLANS
+
+    scan = subparsers.add_parser("scan", help="run a registered plan against the IOCs, with a progress bar")
+    plans = scan.add_subparsers(dest="plan", required=True, metavar="PLAN")
+    for name, plan in PLANS.items():
+        doc = inspect.getdoc(plan) or ""
+        sub = plans.add_parser(name, help=doc.splitlines()[0] if doc else name, description=doc,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_connection_options(sub)
+        sub.add_argument("--data-dir", help="directory the camera writes into (as the IOC's --data-dir)")
+        hints = plan.__annotations__  # strings: the plans use postponed annotations
+        for parameter in inspect.signature(plan).parameters.values():
+            if parameter.name in SKIPPED_PARAMETERS:
+                continue
+            _option(sub, parameter, str(hints.get(parameter.name, "str")))
+        sub.set_defaults(func=run_scan_command)
+
+
+class FrameProgress:
+    """A progress bar of projection frames announced, sized from the start document."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.projection_descriptors: set[str] = set()
+        self.image_resources: set[str] = set()
+        self.camera_files: list[str] = []
+
+    def __call__(self, name: str, doc: dict) -> None:
+        from tqdm import tqdm
+
+        if name == "start":
+            scan = doc.get("scan", {})
+            total = scan.get("projections", 0) * max(scan.get("tomograms", 1), len(scan.get("loads_n", [])) or 1)
+            self.bar = tqdm(total=total or None, unit="frame", desc=doc.get("plan_name", "scan"), file=sys.stderr)
+        elif name == "descriptor" and doc.get("name") == "projections":
+            self.projection_descriptors.add(doc["uid"])
+        elif name == "stream_resource" and doc["data_key"] == "image":
+            self.image_resources.add(doc["uid"])
+            uri = doc["uri"].removeprefix("file://localhost")
+            if uri not in self.camera_files:
+                self.camera_files.append(uri)
+                print(f"camera file: {uri}", flush=True)
+        elif name == "stream_datum" and self.bar is not None:
+            if doc["stream_resource"] in self.image_resources and doc["descriptor"] in self.projection_descriptors:
+                self.bar.update(doc["indices"]["stop"] - doc["indices"]["start"])
+        elif name == "stop" and self.bar is not None:
+            self.bar.close()
+
+
+def _ask_resume_or_abort(RE) -> tuple[str, ...]:
+    """After a Ctrl-C pause: resume or abort, as the operator answers; returns the run uids."""
+    from bluesky.utils import RunEngineInterrupted
+
+    while True:
+        print("\nPaused; the shutter is closed. [r]esume or [a]bort? ", end="", flush=True)
+        answer = sys.stdin.readline().strip().lower()
+        if answer in ("a", "abort", ""):
+            return RE.abort("aborted by the operator")
+        if answer in ("r", "resume"):
+            try:
+                return RE.resume()
+            except RunEngineInterrupted:
+                continue
+
+
+def run_scan_command(args: argparse.Namespace, config: Config) -> int:
+    """Connect, run the plan with progress, print files and uid; 2 on refused input."""
+    from .epics_env import configure_client
+
+    configure_client([config.epics.port])
+    from bluesky import RunEngine
+    from bluesky.utils import RunEngineInterrupted
+
+    from .devices import Instrument
+    from .pipeline.nxtomo import NXtomoWriter
+    from .plans import PLANS, PlanParameterError
+
+    plan = PLANS[args.plan]
+    names = set(inspect.signature(plan).parameters) - SKIPPED_PARAMETERS
+    kwargs = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    xrm = Instrument(config.epics.prefix, name="xrm")
+    try:
+        xrm.wait_for_connection(timeout=10.0)
+    except TimeoutError as exc:
+        print(f"nanoscope scan: cannot reach the instrument {config.epics.prefix} on port {config.epics.port}: "
+              f"{exc}; is `nanoscope sim` (or the IOCs) running?", file=sys.stderr)
+        return 2
+    RE = RunEngine({})
+    progress = FrameProgress()
+    RE.subscribe(progress)
+    RE.subscribe(NXtomoWriter(on_file_written=lambda path: print(f"NXtomo file: {Path(path)}", flush=True)))
+    try:
+        try:
+            uids = RE(plan(xrm, config=config, **kwargs))
+        except RunEngineInterrupted:
+            uids = _ask_resume_or_abort(RE)
+    except PlanParameterError as exc:
+        print(f"nanoscope scan {args.plan}: {exc}", file=sys.stderr)
+        return 2
+    for uid in uids:
+        print(f"run uid: {uid}", flush=True)
+    return 0
