@@ -67,6 +67,7 @@ class FrameCapture:
         self._resources: dict[tuple[str, str], object] = {}
         self.expected = 0
         """Frames the camera was made to take since the file was opened (acquisitions ended)."""
+        self._announcing = ""
 
     # -- the file ---------------------------------------------------------------------
 
@@ -171,12 +172,11 @@ class FrameCapture:
                          "external": "STREAM:", "units": units}
         return keys
 
-    def _ready(self, index: int | None = None) -> tuple[Segment, int] | None:
-        """The selected stream's first segment with frames in the file not yet announced, and its stop."""
-        if self.path is None or not self.segments:
+    def _ready(self, stream: str, index: int | None = None) -> tuple[Segment, int] | None:
+        """``stream``'s first segment with frames in the file not yet announced, and its stop."""
+        if self.path is None:
             return None
         written = self.written() if index is None else min(index, self.written())
-        stream = self.segments[-1].stream
         for segment in self.segments:
             if segment.stream != stream:
                 continue
@@ -185,18 +185,22 @@ class FrameCapture:
                 return segment, stop
         return None
 
-    @property
-    def ready(self) -> bool:
-        """Whether a collect would announce frames of the selected stream."""
-        return self._ready() is not None
+    def ready_streams(self) -> list[str]:
+        """Streams with frames in the file not yet announced, in order of their first frames."""
+        streams = list(dict.fromkeys(segment.stream for segment in self.segments))
+        return [stream for stream in streams if self._ready(stream) is not None]
+
+    def announcing(self, stream: str) -> None:
+        """The stream the next collects announce (bluesky names the stream; the assets must match)."""
+        self._announcing = stream
 
     def collect_asset_docs(self, index: int | None = None) -> Iterator[tuple[str, dict]]:
-        """Stream assets for frames of the selected stream that reached the file since the last call.
+        """Stream assets for frames of the announced stream that reached the file since the last call.
 
         One contiguous range per call (bluesky wants one width per collect); call again
-        while :attr:`ready`.
+        while the stream is in :meth:`ready_streams`.
         """
-        found = self._ready(index)
+        found = self._ready(self._announcing, index)
         if found is None:
             return
         segment, stop = found

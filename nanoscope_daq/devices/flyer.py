@@ -29,6 +29,9 @@ from .instrument import Instrument
 log = logging.getLogger(__name__)
 ARM_TIMEOUT_S = 10.0
 EXPOSURE_END_MARGIN_S = 0.05
+BEAM_LOSS_MARGIN_S = 0.25
+"""Angles fired this long before the beam loss was posted are re-taken too: the readback
+is posted a little after the source actually lost the beam."""
 """Wait after the last pulse beyond the exposure before the camera is stopped (start latency)."""
 
 
@@ -201,11 +204,12 @@ class _Segment:
         """Angles imaged for sure: all fired, or after a beam loss, those exposed (to mid-exposure) before it.
 
         Both time stamps come from the IOCs' clock, so Channel Access latency does not
-        matter; one more angle is re-taken for the pulse posted just after its crossing.
+        matter; angles fired within BEAM_LOSS_MARGIN_S before the loss was posted are
+        re-taken as well (the source posts its readback just after the loss).
         """
         if self._beam_lost_at is None:
             return fired
-        cutoff = self._beam_lost_at - self.flyer.exposure_s / 2
+        cutoff = self._beam_lost_at - self.flyer.exposure_s / 2 - BEAM_LOSS_MARGIN_S
         before = max((count for stamp, count in self._fired_history if stamp <= cutoff), default=0)
         if before >= fired:  # the beam went off after the last frame: nothing spoiled
             return fired

@@ -92,12 +92,12 @@ class ScanContext:
 
     def darks(self):
         a = self.acquisition
-        yield from take_darks(self.xrm, self.capture, a.darks, a.exposure_s, self.delivery_timeout_s)
+        yield from take_darks(self.xrm, self.capture, a.darks, a.exposure_s)
 
     def flats(self):
         a = self.acquisition
         yield from take_flats(self.xrm, self.capture, a.flats, a.exposure_s, a.flats_axis, a.flats_offset_mm,
-                              self.delivery_timeout_s, self.meter)
+                              self.meter)
 
     def frame_range(self, stream: str) -> tuple[int, int]:
         try:

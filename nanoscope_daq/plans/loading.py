@@ -52,7 +52,7 @@ def _scan_tomogram(context: ScanContext, grid, velocity: float, *, time_point: i
     """One fly tomogram at the present load, flats before taken at the start of the run."""
     started = time.time()
     frames, flown = yield from fly_tomogram(context, grid, velocity)
-    yield from announce(context.capture, wait_s=context.delivery_timeout_s)
+    yield from announce(context.capture)
     yield from context.emit_tomogram(projections=frames, grid=flown, start_time=started,
                                      flats_before=context.frame_range("flats"), time_point=time_point, force_n=force_n)
 

@@ -102,7 +102,7 @@ def time_series(
                 grid = merged_grid([grids[k] for k in run])
                 (start, _), flown = yield from fly_tomogram(context, grid, velocity)
                 turns = flown.start_deg - grid.start_deg
-                yield from announce(context.capture, wait_s=context.delivery_timeout_s)
+                yield from announce(context.capture)
                 last_block_tomogram = run[-1] == block[-1]
                 flats_after = (-1, -1)
                 if last_block_tomogram:

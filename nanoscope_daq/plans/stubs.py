@@ -123,26 +123,29 @@ def shutter(xrm: Instrument, position: str):
 
 
 def announce(capture: FrameCapture, *, wait_s: float | None = None):
-    """Emit stream assets for the selected stream's frames that are in the file now.
+    """Emit stream assets for every stream's frames that are in the file now and not yet announced.
 
     With ``wait_s``, first wait (up to that long) until every frame acquired so far is
-    in the file: a stream's last announcement before the next stream is selected.
+    in the file (the run's last announcement). Announcing never holds up acquisition:
+    the simulated camera may deliver frames well after exposing them.
     """
     if wait_s is not None:
         yield from blocking(capture.wait_for_written, capture.expected, wait_s)
     yield from blocking(capture.check_delivery)
-    while capture.ready:
-        yield from bps.collect(capture, name=capture.stream)
+    for stream in capture.ready_streams():
+        capture.announcing(stream)
+        while stream in capture.ready_streams():
+            yield from bps.collect(capture, name=stream)
 
 
-def take_darks(xrm: Instrument, capture: FrameCapture, frames: int, exposure_s: float, delivery_timeout_s: float):
+def take_darks(xrm: Instrument, capture: FrameCapture, frames: int, exposure_s: float):
     """``frames`` darks (shutter closed) into the ``darks`` stream."""
     if frames <= 0:
         return
     yield from shutter(xrm, "close")
     capture.select("darks")
     yield from acquire(xrm, capture, frames, exposure_s)
-    yield from announce(capture, wait_s=delivery_timeout_s)
+    yield from announce(capture)
 
 
 def take_flats(
@@ -152,7 +155,6 @@ def take_flats(
     exposure_s: float,
     axis: str,
     offset_mm: float,
-    delivery_timeout_s: float,
     meter: DoseMeter | None = None,
 ):
     """``frames`` flats into the ``flats`` stream: specimen moved out along ``axis``, then back, shutter closed."""
@@ -170,4 +172,4 @@ def take_flats(
     yield from bps.mv(motor, home)
     if meter is not None:
         meter.sample_in_beam(True)
-    yield from announce(capture, wait_s=delivery_timeout_s)
+    yield from announce(capture)

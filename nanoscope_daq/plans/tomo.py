@@ -129,7 +129,7 @@ def step_tomo(
             yield from frame_at(grid.angle(index))
             yield from announce(context.capture)
         projections_range = (start, context.capture.expected)
-        yield from announce(context.capture, wait_s=context.delivery_timeout_s)
+        yield from announce(context.capture)
         flats_after = (-1, -1)
         if a.flats_when in ("after", "both"):
             yield from context.flats()
@@ -262,7 +262,7 @@ def fly_tomo(
         flats_before = yield from _flats_ranges(context, a.flats_when)
         started = time.time()
         projections_range, flown = yield from fly_tomogram(context, grid, velocity)
-        yield from announce(context.capture, wait_s=context.delivery_timeout_s)
+        yield from announce(context.capture)
         flats_after = (-1, -1)
         if a.flats_when in ("after", "both"):
             yield from context.flats()

@@ -1,0 +1,150 @@
+"""Scan figures of issue 4: fly-scan efficiency, dead time between tomograms, dose per tomogram.
+
+Runs the real plans against ``nanoscope sim`` (the tiny leg on the full 2048^2 sensor,
+so the camera's timing is that of the real instrument while the simulator renders
+fast enough) and measures from the frames' own exposure-start stamps in the camera file:
+
+* fly efficiency: projections per second achieved / the camera's top rate (1 / its
+  shortest frame period at the scan's exposure and binning), during the rotation, and
+  over the whole tomogram from kickoff (run-up included);
+* dead time between consecutive tomograms of a time series (back to back, continuous
+  rotation and back-and-forth): first frame of one minus last frame of the previous,
+  minus one frame period;
+* the dose the plans estimate per tomogram for their default protocols, and the dose
+  measured from the shutter's open time.
+
+Usage: python benchmarks/bench_scans.py [--projections 900] [--binning 4] [--tomograms 3]
+Writes benchmarks/results/bench_scans.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from nanoscope_daq.epics_env import configure_client, free_port
+
+RESULTS = Path(__file__).parent / "results" / "bench_scans.json"
+MOUSE = {"subject_id": "BENCH", "cohort": "bench", "treatment": "none", "day": 0, "anaesthesia": "isoflurane 2%"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--projections", type=int, default=900)
+    parser.add_argument("--series-projections", type=int, default=360)
+    parser.add_argument("--binning", type=int, default=4)
+    parser.add_argument("--exposure", type=float, default=0.005)
+    parser.add_argument("--tomograms", type=int, default=3)
+    args = parser.parse_args()
+
+    port = free_port()
+    configure_client([port])
+    import h5py
+    import numpy as np
+    from bluesky import RunEngine
+
+    from nanoscope_daq.config import load_config, overrides_toml
+    from nanoscope_daq.devices import Instrument
+    from nanoscope_daq.plans import fly_tomo, time_series
+    from nanoscope_daq.sim.imaging.presets import tiny_leg_overrides
+    from nanoscope_daq.sim.process import SimProcess
+
+    work = Path(tempfile.mkdtemp(prefix="bench-scans-"))
+    overrides = tiny_leg_overrides()
+    overrides["detector"] = dict(overrides["detector"], pixels_x=2048, pixels_y=2048)
+    overrides.update(paths={"data_dir": str(work)}, dose={"ledger_path": str(work / "dose.sqlite")},
+                     scan={"flats_offset_mm": 0.5, "darks": 10, "flats": 10})
+    config_path = work / "bench.toml"
+    config_path.write_text(overrides_toml(overrides))
+    config = load_config(config_path)
+    sim = SimProcess("BS:", port, data_dir=work, time_scale=50.0, config=config_path).start()
+    results: dict = {"machine": platform.node(), "python": platform.python_version(), "args": vars(args)}
+    try:
+        xrm = Instrument("BS:", name="xrm")
+        xrm.wait_for_connection(timeout=30)
+        xrm.source.warm_up().wait(120)
+        RE = RunEngine({}, call_returns_result=True)
+        docs: list[tuple[str, dict]] = []
+        RE.subscribe(lambda name, doc: docs.append((name, doc)))
+
+        def tomograms() -> list[dict]:
+            names = {d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "tomograms"}
+            return [d["data"] for n, d in docs if n == "event" and d["descriptor"] in names]
+
+        def start_doc() -> dict:
+            return next(d for n, d in docs if n == "start")
+
+        def stamps(event: dict) -> np.ndarray:
+            with h5py.File(event["file"], "r") as h5:
+                times = h5["entry/instrument/NDAttributes/NDArrayTimeStamp"][()]
+            return times[event["projections_start"]:event["projections_stop"]]
+
+        # -- one fly tomogram, default protocol ------------------------------------------
+        docs.clear()
+        wall = time.monotonic()
+        RE(fly_tomo(xrm, projections=args.projections, binning=args.binning, exposure_s=args.exposure,
+                    subject=MOUSE, config=config))
+        wall = time.monotonic() - wall
+        (event,) = tomograms()
+        start = start_doc()
+        t = stamps(event)
+        period = start["scan"]["period_s"]
+        top_fps = 1.0 / period
+        during = (len(t) - 1) / (t[-1] - t[0])
+        from_kickoff = len(t) / (t[-1] + period - event["start_time"])
+        results["fly"] = {
+            "projections": len(t), "frame_shape": [start["geometry"]["rows"], start["geometry"]["cols"]],
+            "exposure_s": args.exposure, "camera_top_fps": top_fps, "velocity_deg_s": start["scan"]["velocity_deg_s"],
+            "achieved_fps": during, "efficiency": during / top_fps,
+            "fps_from_kickoff": from_kickoff, "efficiency_from_kickoff": from_kickoff / top_fps,
+            "max_frame_gap_s": float(np.diff(t).max()), "plan_wall_s": wall,
+            "dose_estimate_gy": start["dose"]["per_tomogram_gy"],
+        }
+
+        # -- time series: dead time between tomograms ------------------------------------
+        for rotation in ("continuous", "back-and-forth"):
+            docs.clear()
+            RE(time_series(xrm, subject=MOUSE, tomograms=args.tomograms, rotation=rotation,
+                           projections=args.series_projections, binning=args.binning, exposure_s=args.exposure,
+                           config=config.replace(dose={"budget_gy": 100.0})))
+            events = tomograms()
+            series_stamps = [stamps(e) for e in events]
+            series_period = start_doc()["scan"]["period_s"]
+            dead = [b[0] - a[-1] - series_period for a, b in zip(series_stamps, series_stamps[1:])]
+            results[f"series_{rotation}"] = {
+                "tomograms": len(events), "projections": args.series_projections,
+                "dead_time_s": [float(d) for d in dead], "max_dead_time_s": float(max(dead)),
+                "dose_estimate_per_tomogram_gy": start_doc()["dose"]["per_tomogram_gy"],
+            }
+        from nanoscope_daq.plans.dose import DoseLedger
+
+        ledger = DoseLedger(config.dose.ledger)
+        results["dose_measured_total_gy"] = ledger.delivered_gy(MOUSE["subject_id"])
+    finally:
+        sim.stop()
+
+    fly = results["fly"]
+    print(f"fly tomogram: {fly['projections']} projections of {fly['frame_shape'][0]}x{fly['frame_shape'][1]} at "
+          f"{fly['exposure_s'] * 1e3:g} ms, {fly['velocity_deg_s']:.2f} deg/s")
+    print(f"  camera top rate       {fly['camera_top_fps']:8.2f} fps")
+    print(f"  achieved (rotation)   {fly['achieved_fps']:8.2f} fps   efficiency {fly['efficiency']:.4f}")
+    print(f"  achieved (kickoff on) {fly['fps_from_kickoff']:8.2f} fps   efficiency {fly['efficiency_from_kickoff']:.4f}")
+    print(f"  largest frame gap     {fly['max_frame_gap_s'] * 1e3:8.2f} ms;  plan wall time {fly['plan_wall_s']:.1f} s")
+    print(f"  dose estimate         {fly['dose_estimate_gy'] * 1e3:8.1f} mGy per tomogram")
+    for rotation in ("continuous", "back-and-forth"):
+        series = results[f"series_{rotation}"]
+        print(f"time series ({rotation}, {series['tomograms']} x {series['projections']}): dead time "
+              + ", ".join(f"{d:.3f} s" for d in series["dead_time_s"])
+              + f"; dose estimate {series['dose_estimate_per_tomogram_gy'] * 1e3:.1f} mGy per tomogram")
+    print(f"dose measured from the shutter, all scans above: {results['dose_measured_total_gy'] * 1e3:.1f} mGy")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
