@@ -56,12 +56,15 @@ class Segment:
 class FrameCapture:
     """One HDF5 camera file per run, its frames announced per stream in chunks."""
 
-    def __init__(self, det: XrmDetector, data_dir: str | os.PathLike, *, flush_frames: int = 1) -> None:
+    def __init__(self, det: XrmDetector, data_dir: str | os.PathLike, *, flush_frames: int = 1,
+                 delivery_timeout_s: float = 600.0) -> None:
         self.det = det
         self.name = f"{det.name}_capture"
         self.parent = None
         self.data_dir = Path(data_dir).expanduser()
         self.flush_frames = flush_frames
+        self.delivery_timeout_s = delivery_timeout_s
+        """Longest a frame may take from exposure to the file (the simulator renders after exposing)."""
         self.path: Path | None = None
         self.segments: list[Segment] = []
         self._resources: dict[tuple[str, str], object] = {}

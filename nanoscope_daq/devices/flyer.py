@@ -222,7 +222,10 @@ class _Segment:
         assert grid is not None
         rot, pso, cam = xrm.rot, xrm.rot.pso, xrm.det.cam
         try:
-            move_to(rot, flyer.taxi_start_deg(self.first_index), velocity=flyer.velocity)
+            run_up = flyer.velocity * rot.acceleration.get() / 2  # distance to reach speed
+            if grid.direction * (grid.angle(self.first_index) - rot.position) < run_up:
+                move_to(rot, flyer.taxi_start_deg(self.first_index), velocity=flyer.velocity)
+            # else the stage already waits far enough before the first angle (a turnaround)
             for signal, value in (
                 (cam.trigger_mode, "External"), (cam.image_mode, "Multiple"), (cam.num_images, self.count),
                 (cam.acquire_time, flyer.exposure_s),
@@ -274,10 +277,12 @@ class _Segment:
                     pso.disarm.set(1).wait(ARM_TIMEOUT_S)
                 time.sleep(self.flyer.exposure_s + EXPOSURE_END_MARGIN_S)
                 self._unwatch()  # closing the shutter now is no beam loss
-                xrm.source.shutter.set("close").wait(ARM_TIMEOUT_S)
+                closed = xrm.source.shutter.set("close")
+                stopped = xrm.rot.spin.set(0)
                 if cam.acquire.get(use_monitor=False) != 0:
                     cam.acquire.put(0, wait=True)
-                xrm.rot.spin.set(0).wait(ARM_TIMEOUT_S + 4 * xrm.rot.acceleration.get())
+                closed.wait(ARM_TIMEOUT_S)
+                stopped.wait(ARM_TIMEOUT_S + 4 * xrm.rot.acceleration.get())
             except Exception as exc:  # noqa: BLE001
                 error = error or exc
             self._unwatch()

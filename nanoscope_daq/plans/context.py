@@ -86,10 +86,6 @@ class ScanContext:
     delivered_gy: float = 0.0
     run_uid: str = ""
 
-    @property
-    def delivery_timeout_s(self) -> float:
-        return self.config.scan.frame_delivery_timeout_s
-
     def darks(self):
         a = self.acquisition
         yield from take_darks(self.xrm, self.capture, a.darks, a.exposure_s)
@@ -201,7 +197,8 @@ def prepare_scan(
         axis = getattr(xrm, acquisition.flats_axis)
         check.within_limits(xrm, acquisition.flats_axis, [axis.position + acquisition.flats_offset_mm], "flats_offset_mm")
     min_period = configure_camera(xrm, acquisition.binning, acquisition.exposure_s)
-    capture = FrameCapture(xrm.det, config.paths.data_dir, flush_frames=scan.flush_frames)
+    capture = FrameCapture(xrm.det, config.paths.data_dir, flush_frames=scan.flush_frames,
+                           delivery_timeout_s=scan.frame_delivery_timeout_s)
     flyer = TomoFlyer(xrm, capture, taxi_margin_deg=scan.taxi_margin_deg)
     context = ScanContext(
         xrm=xrm, config=config, plan_name=plan_name, acquisition=acquisition, subject=parsed_subject,
@@ -270,7 +267,7 @@ def scan_run(context: ScanContext, body: Callable[[], Any], *, scan: dict[str, A
         yield from body()
         yield from shutter(xrm, "close")
         yield from bps.unstage(guard)
-        yield from announce(capture, wait_s=context.delivery_timeout_s)
+        yield from announce(capture, wait_s=capture.delivery_timeout_s)
         yield from blocking(capture.close)
         yield from blocking(capture.check_delivery)
         yield from _book()
@@ -292,7 +289,7 @@ def scan_run(context: ScanContext, body: Callable[[], Any], *, scan: dict[str, A
         yield from blocking(close_shutter_quietly, xrm)
         if capture.path is not None and capture.segments and capture.segments[-1].stop is None:
             try:
-                yield from announce(capture, wait_s=context.delivery_timeout_s)
+                yield from announce(capture, wait_s=capture.delivery_timeout_s)
             finally:
                 yield from blocking(capture.close)
         yield from _book()

@@ -19,9 +19,6 @@ from ..devices import Instrument
 from ..devices.capture import FrameCapture
 from .dose import DoseMeter
 
-ACQUIRE_TIMEOUT_MARGIN_S = 30.0
-
-
 def status_future(status: StatusBase) -> asyncio.Future:
     """An asyncio future (of the running loop) that follows an ophyd Status."""
     loop = asyncio.get_running_loop()
@@ -112,7 +109,12 @@ def configure_internal(xrm: Instrument, frames: int, exposure_s: float) -> None:
 def acquire(xrm: Instrument, capture: FrameCapture, frames: int, exposure_s: float):
     """Take ``frames`` frames (Internal trigger) into the camera file's selected stream."""
     yield from blocking(configure_internal, xrm, frames, exposure_s)
-    timeout = frames * (exposure_s + 1.0) + ACQUIRE_TIMEOUT_MARGIN_S
+    yield from acquire_started(xrm, capture, frames, exposure_s)
+
+
+def acquire_started(xrm: Instrument, capture: FrameCapture, frames: int, exposure_s: float):
+    """Start an acquisition the camera is configured for and wait until its frames are delivered."""
+    timeout = frames * (exposure_s + 1.0) + capture.delivery_timeout_s
     yield from wait_status(lambda: acquisition_status(xrm, frames, timeout))
     capture.acquired(frames)
 

@@ -14,7 +14,7 @@ from ..devices.flyer import AngleGrid, fly_velocity, taxi_distance_deg
 from . import validation as check
 from .context import ScanContext, book_dose, prepare_scan, scan_run
 from .errors import PlanParameterError
-from .stubs import acquisition_status, announce, blocking, configure_internal, shutter, wait_status
+from .stubs import acquire_started, announce, blocking, configure_internal, shutter, wait_status
 from .subject import Subject
 
 GATING = ("none", "prospective", "retrospective")
@@ -146,9 +146,7 @@ def step_tomo(
 
 def single_frame(xrm: Instrument, context: ScanContext):
     """One Internal-trigger frame (camera configured for 1 frame), counted into the file."""
-    timeout = context.acquisition.exposure_s + 30.0
-    yield from wait_status(lambda: acquisition_status(xrm, 1, timeout))
-    context.capture.acquired(1)
+    yield from acquire_started(xrm, context.capture, 1, context.acquisition.exposure_s)
 
 
 def gated_frame(xrm: Instrument, context: ScanContext, gate_timeout_s: float):
