@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .recon.cli import add_recon_parser
 
     add_recon_parser(sub)
+    from .analysis.cli import add_morphometry_parser, add_segment_parser, add_train_parser
+
+    add_segment_parser(sub)
+    add_morphometry_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

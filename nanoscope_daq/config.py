@@ -403,6 +403,7 @@ class Config:
     scan: ScanConfig
     dose: DoseConfig
     recon: ReconConfig
+    analysis: AnalysisConfig
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with keys of the named sections replaced, validated like a file."""
@@ -530,3 +531,33 @@ class ReconConfig:
     cor_search_px: float = field(metadata=positive())
     cor_step_px: float = field(metadata=positive())
     memory_limit_gb: float = field(metadata=positive())
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    model_path: str
+    device: str = field(metadata=one_of("auto", "cpu", "cuda"))
+    tile_pixels: int = field(metadata=_check(lambda v: v >= 16, ">= 16"))
+    tile_overlap_pixels: int = field(metadata=non_negative())
+    island_min_voxels: int = field(metadata=non_negative())
+    closing_radius_voxels: int = field(metadata=non_negative())
+    lacuna_min_volume_um3: float = field(metadata=non_negative())
+    lacuna_min_thickness_um: float = field(metadata=non_negative())
+    thickness_step_voxels: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    remodeling_min_cluster_voxels: int = field(metadata=non_negative())
+    train_batch_size: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    train_max_epochs: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    train_patience_epochs: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    train_min_improvement: float = field(metadata=fraction())
+    train_validation_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
+    train_patch_pixels: int = field(metadata=_check(lambda v: v >= 16 and v % 8 == 0, ">= 16 and a multiple of 8"))
+    train_patch_stride_pixels: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    train_learning_rate: float = field(metadata=positive())
+    train_loss: str = field(metadata=one_of("cross_entropy", "cross_entropy+dice"))
+    base_channels: int = field(metadata=_check(lambda v: v >= 2, ">= 2"))
+    sequence_slices: int = field(metadata=_check(lambda v: v >= 1 and v % 2 == 1, "an odd number >= 1"))
+    threads: int = field(metadata=non_negative())
+
+    def validate(self, key: str) -> None:
+        if self.tile_overlap_pixels >= self.tile_pixels:
+            raise ConfigError(f"{key}.tile_overlap_pixels must be below {key}.tile_pixels")

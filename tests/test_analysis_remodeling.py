@@ -1,0 +1,94 @@
+"""4D remodelling against what the simulator applied: formation, resorption, and a repositioned follow-up."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from nanoscope_daq.analysis.registration import RigidTransform
+from nanoscope_daq.analysis.remodeling import remodeling
+from nanoscope_daq.sim.imaging.imager import Imager
+from nanoscope_daq.sim.imaging.presets import tiny_leg_config
+
+GRID = {"geometry": {"source_detector_mm": 250.0}}  # 1.1 um voxels
+
+
+def _truth(config, days, tmp_path) -> list[dict]:
+    imager = Imager(config)
+    out = []
+    for day in days:
+        path = tmp_path / f"day{day:g}.h5"
+        imager.write_ground_truth(path, day, 1)
+        with h5py.File(path) as h5:
+            pits = h5["remodeling/pits"]
+            out.append({"labels": h5["labels"][:], "voxel_um": float(h5["labels"].attrs["voxel_size_um"]),
+                        "volumes": dict(h5["volumes"].attrs), "remodeling": dict(h5["remodeling"].attrs),
+                        "pit_depth_um": pits["semi_axes_um"][:, 0], "pit_day": pits["day"][:],
+                        "pit_z_mm": pits["centres_mm"][:, 2], "z0_mm": float(h5.attrs["grid_origin_mm"][2])})
+    return out
+
+
+@pytest.fixture(scope="module")
+def formation(tmp_path_factory):
+    config = tiny_leg_config(phantom={"pits_per_day": 0.0, "transcortical_canal_count": 0,
+                                      "ground_truth_supersampling": 1},
+                             detector={"pixels_x": 200, "pixels_y": 48}, **GRID)
+    return config, _truth(config, (0.0, 8.0), tmp_path_factory.mktemp("formation"))
+
+
+def _expected_bfr(config, before, after, days) -> float:
+    height_mm = before["labels"].shape[0] * before["voxel_um"] * 1e-3
+    formed = after["remodeling"]["formed_mm3"] * height_mm / config.phantom.bone_length_mm
+    return formed / before["volumes"]["bone_tissue_mm3"] / days
+
+
+def test_formation_rates_match_the_applied_apposition(formation):
+    config, (before, after) = formation
+    result = remodeling(before["labels"], after["labels"], before["voxel_um"], 8.0, register=False)
+    assert result.bfr_per_day == pytest.approx(_expected_bfr(config, before, after, 8.0), rel=0.1)
+    assert result.mar_periosteal_um_per_day == pytest.approx(config.phantom.periosteal_mar_um_per_day, rel=0.1)
+    assert result.mar_endosteal_um_per_day == pytest.approx(config.phantom.endosteal_mar_um_per_day, rel=0.1)
+    assert result.ms_bs > 0.95  # every surface forms
+    assert result.resorbed_mm3 == 0 and result.es_bs == 0
+    assert result.ms_bs_per_day == pytest.approx(result.ms_bs / 8.0)
+
+
+def test_a_repositioned_follow_up_is_registered_back_before_the_rates(formation):
+    config, (before, after) = formation
+    centre = tuple((np.asarray(after["labels"].shape) - 1) / 2)
+    moved = RigidTransform((0.0, 0.0, 3.0), (1.5, -3.0, 2.0), centre).resample(after["labels"], order=0)
+    result = remodeling(before["labels"], moved, before["voxel_um"], 8.0)
+    # The registration undoes the in-plane turn of 3 degrees and the shift (turned back by it).
+    assert result.transform.angles_deg[2] == pytest.approx(-3.0, abs=0.3)
+    turn = np.radians(3.0)
+    expected_yx = -np.array([[np.cos(turn), np.sin(turn)], [-np.sin(turn), np.cos(turn)]]) @ [-3.0, 2.0]
+    np.testing.assert_allclose(result.transform.shift_voxels[1:], expected_yx, atol=0.6)
+    assert result.bfr_per_day == pytest.approx(_expected_bfr(config, before, after, 8.0), rel=0.1)
+    assert result.mar_periosteal_um_per_day == pytest.approx(config.phantom.periosteal_mar_um_per_day, rel=0.1)
+    assert result.mar_endosteal_um_per_day == pytest.approx(config.phantom.endosteal_mar_um_per_day, rel=0.1)
+
+
+def test_resorption_rates_match_the_pits_dug(tmp_path):
+    config = tiny_leg_config(phantom={"periosteal_mar_um_per_day": 0.0, "endosteal_mar_um_per_day": 0.0,
+                                      "pits_per_day": 3.0, "transcortical_canal_count": 0,
+                                      "ground_truth_supersampling": 1},
+                             detector={"pixels_x": 200, "pixels_y": 96}, **GRID)
+    before, after = _truth(config, (2.0, 10.0), tmp_path)
+    result = remodeling(before["labels"], after["labels"], before["voxel_um"], 8.0, register=False)
+    resorbed = before["volumes"]["bone_tissue_mm3"] - after["volumes"]["bone_tissue_mm3"]
+    assert resorbed > 0
+    assert result.brr_per_day == pytest.approx(resorbed / before["volumes"]["bone_tissue_mm3"] / 8.0, rel=0.1)
+    top = before["z0_mm"] + before["labels"].shape[0] * before["voxel_um"] * 1e-3
+    new = (after["pit_day"] > 2.0) & (after["pit_z_mm"] > before["z0_mm"]) & (after["pit_z_mm"] < top)
+    assert new.sum() >= 4
+    assert result.mrr_um_per_day == pytest.approx(after["pit_depth_um"][new].mean() / 8.0, rel=0.1)
+    assert result.formed_mm3 == 0 and 0 < result.es_bs < 0.2
+
+
+def test_bad_intervals_are_refused(formation):
+    _, (before, after) = formation
+    with pytest.raises(ValueError, match="> 0 days"):
+        remodeling(before["labels"], after["labels"], 1.1, 0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        remodeling(before["labels"], after["labels"][1:], 1.1, 1.0)
