@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -41,7 +42,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_config_from_args(args), port=args.port, out=args.out, time_scale=args.time_scale)
 
 
-def build_parser() -> argparse.ArgumentParser:
+LAZY_COMMANDS = {
+    "scan": (".scan_cli", "add_scan_parser", "run a registered plan against the IOCs, with a progress bar"),
+    "recon": (".recon.cli", "add_recon_parser", "reconstruct an NXtomo file into a volume file"),
+    "segment": (".analysis.cli", "add_segment_parser", "segment a reconstructed volume with the shipped or a given model"),
+    "morphometry": (".analysis.cli", "add_morphometry_parser", "porosity, lacunae and bone morphometry of a labels file"),
+    "train": (".analysis.cli", "add_train_parser", "train a segmentation model; writes weights + metrics JSON"),
+}
+"""Sub-commands whose options are built only when they are the command run: (module, builder, help)."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``nanoscope`` parser; the plans' options (which import ophyd) only when ``command`` is scan."""
     parser = argparse.ArgumentParser(prog="nanoscope", description="X-ray microscope control and acquisition")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -60,17 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--time-scale", type=float, help="speed-up of slow processes (default 20 in the demo)")
     demo.set_defaults(func=_cmd_demo)
 
-    from .scan_cli import add_scan_parser
-
-    add_scan_parser(sub, _add_connection_options)
-    from .recon.cli import add_recon_parser
-
-    add_recon_parser(sub)
-    from .analysis.cli import add_morphometry_parser, add_segment_parser, add_train_parser
-
-    add_segment_parser(sub)
-    add_morphometry_parser(sub)
-    add_train_parser(sub)
+    for name, (module, function, summary) in LAZY_COMMANDS.items():
+        if command == name:  # import only what runs: torch and ophyd take seconds to load
+            add = getattr(importlib.import_module(module, __package__), function)
+            if name == "scan":
+                add(sub, _add_connection_options)
+            else:
+                add(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
@@ -98,7 +108,7 @@ def _configure_channel_access_early(argv: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _configure_channel_access_early(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         if args.command == "scan":
             return args.func(args, _config_from_args(args))

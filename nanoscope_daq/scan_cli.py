@@ -53,7 +53,10 @@ def _option(parser: argparse.ArgumentParser, parameter: inspect.Parameter, annot
 
 
 def add_scan_parser(subparsers, add_connection_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """``nanoscope scan``: one sub-command per registered plan, its options from the signature."""
+    """``nanoscope scan``: one sub-command per registered plan, its options from the signature.
+
+    The plans import ophyd, which starts libca: call this only once Channel Access is configured.
+    """
     from .plans import PLANS
 
     scan = subparsers.add_parser("scan", help="run a registered plan against the IOCs, with a progress bar")
