@@ -221,13 +221,6 @@ class FrameCapture:
             yield "stream_datum", bundle.compose_stream_datum(indices, validate=False)
         segment.announced = stop
 
-    def unannounced(self, stream: str) -> int:
-        """Frames of ``stream`` acquired but not yet announced."""
-        return sum(
-            (segment.stop if segment.stop is not None else self.expected) - segment.announced
-            for segment in self.segments if segment.stream == stream
-        )
-
     def _datasets(self) -> Iterator[tuple[str, str]]:
         yield "image", IMAGE_DATASET
         for key, (attribute, _) in ATTRIBUTE_KEYS.items():

@@ -27,7 +27,6 @@ from ..devices.capture import FrameCapture
 from ..devices.flyer import TomoFlyer
 from . import validation as check
 from .dose import DoseLedger, DoseMeter, DoseModel
-from .errors import PlanParameterError
 from .safety import BeamGuard, close_shutter_quietly, safety_suspenders
 from .stubs import announce, blocking, shutter, take_darks, take_flats, wait_status
 from .subject import Subject, parse_subject
@@ -205,6 +204,17 @@ def prepare_scan(
         capture=capture, flyer=flyer, dose_model=DoseModel.from_config(config), ledger=DoseLedger(config.dose.ledger),
     )
     return context, min_period
+
+
+def scan_metadata(kind: str, grid, acquisition: Acquisition, **extra: Any) -> dict[str, Any]:
+    """The start document's ``scan``: the grid and acquisition settings every plan shares, then ``extra``."""
+    a = acquisition
+    return {
+        "kind": kind, "start_deg": grid.start_deg, "range_deg": grid.step_deg * grid.count,
+        "projections": grid.count, "exposure_s": a.exposure_s, "binning": a.binning, "darks": a.darks,
+        "flats": a.flats, "flats_when": a.flats_when, "flats_axis": a.flats_axis,
+        "flats_offset_mm": a.flats_offset_mm, **extra,
+    }
 
 
 def book_dose(context: ScanContext, tomograms: int, beam_time_per_tomogram_s: float) -> dict[str, Any]:

@@ -102,7 +102,9 @@ class DoseMeter:
         if self._cid is not None:
             self._status.unsubscribe(self._cid)
             self._cid = None
-        self._account(time.monotonic(), still_open=False)
+        with self._lock:
+            self._account_locked(time.monotonic())
+            self._open_since = None
         return self.delivered_gy
 
     @property
@@ -121,12 +123,6 @@ class DoseMeter:
         with self._lock:
             self._account_locked(now)
             self._open_since = now if value == "Open" else None
-
-    def _account(self, now: float, *, still_open: bool) -> None:
-        with self._lock:
-            self._account_locked(now)
-            if not still_open:
-                self._open_since = None
 
     def _account_locked(self, now: float) -> None:
         if self._open_since is not None:

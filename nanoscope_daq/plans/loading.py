@@ -22,7 +22,7 @@ from ..devices import Instrument
 from ..devices.flyer import AngleGrid
 from ..devices.loadcell import LoadCellAlarm
 from . import validation as check
-from .context import ScanContext, book_dose, prepare_scan, scan_run
+from .context import ScanContext, book_dose, prepare_scan, scan_metadata, scan_run
 from .errors import PlanParameterError
 from .stubs import announce, blocking, wait_status
 from .series import merged_grid
@@ -111,9 +111,8 @@ def insitu_loading(
             yield from wait_status(lambda: xrm.load.set(0.0))
             yield from blocking(_end_hold, xrm)
 
-    scan = {"kind": "insitu_loading", "loads_n": loads, "hold_s": hold_s, "start_deg": grid.start_deg,
-            "range_deg": grid.step_deg * grid.count, "projections": grid.count, "velocity_deg_s": velocity,
-            "exposure_s": context.acquisition.exposure_s, "binning": context.acquisition.binning}
+    scan = scan_metadata("insitu_loading", grid, context.acquisition, loads_n=loads, hold_s=hold_s,
+                         velocity_deg_s=velocity)
     plan = scan_run(context, body, scan=scan, dose=dose, md=md, outcome=outcome)
     return (yield from bpp.finalize_wrapper(plan, _release_load(xrm, outcome)))
 
@@ -175,10 +174,8 @@ def continuous_loading(
             outcome["reason"] = f"loading ended: {loading.exception()}"
         yield from blocking(_end_hold, xrm)
 
-    scan = {"kind": "continuous_loading", "target_n": target, "speed_mm_per_min": speed,
-            "max_tomograms": max_tomograms, "range_deg": grid.step_deg * grid.count, "projections": grid.count,
-            "velocity_deg_s": velocity, "exposure_s": context.acquisition.exposure_s,
-            "binning": context.acquisition.binning}
+    scan = scan_metadata("continuous_loading", grid, context.acquisition, target_n=target,
+                         speed_mm_per_min=speed, max_tomograms=max_tomograms, velocity_deg_s=velocity)
     plan = scan_run(context, body, scan=scan, dose=dose, md=md, outcome=outcome)
     return (yield from bpp.finalize_wrapper(plan, _release_load(xrm, outcome)))
 

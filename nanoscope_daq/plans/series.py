@@ -12,8 +12,7 @@ from ..config import Config
 from ..devices import Instrument
 from ..devices.flyer import AngleGrid
 from . import validation as check
-from .context import prepare_scan, scan_run
-from .context import book_dose
+from .context import book_dose, prepare_scan, scan_metadata, scan_run
 from .errors import PlanParameterError
 from .stubs import announce
 from .subject import Subject
@@ -119,11 +118,8 @@ def time_series(
                 if last_block_tomogram:
                     flats_before = flats_after
 
-    scan = {"kind": "time_series", "tomograms": tomograms, "interval_s": interval_s, "rotation": rotation,
-            "flats_every": flats_every, "start_deg": first.start_deg, "range_deg": first.step_deg * first.count,
-            "projections": first.count, "velocity_deg_s": velocity, "exposure_s": a.exposure_s,
-            "period_s": min_period, "binning": a.binning, "darks": a.darks, "flats": a.flats,
-            "flats_axis": a.flats_axis, "flats_offset_mm": a.flats_offset_mm, "gating": gating}
+    scan = scan_metadata("time_series", first, a, tomograms=tomograms, interval_s=interval_s, rotation=rotation,
+                         flats_every=flats_every, velocity_deg_s=velocity, period_s=min_period, gating=gating)
     return (yield from scan_run(context, body, scan=scan, dose=dose, md=md, in_vivo=True))
 
 

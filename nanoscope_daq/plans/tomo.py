@@ -12,7 +12,7 @@ from ..config import Config
 from ..devices import Instrument
 from ..devices.flyer import AngleGrid, fly_velocity, taxi_distance_deg
 from . import validation as check
-from .context import ScanContext, book_dose, prepare_scan, scan_run
+from .context import ScanContext, book_dose, prepare_scan, scan_metadata, scan_run
 from .errors import PlanParameterError
 from .stubs import acquire_started, announce, blocking, configure_internal, shutter, wait_status
 from .subject import Subject
@@ -64,10 +64,18 @@ def angle_grid(start_deg: object, range_deg: object, projections: object) -> Ang
     return AngleGrid(start, span / count, count)
 
 
-def _flats_ranges(context: ScanContext, flats_when: str):
-    """Flats before the projections (as the plan asked); returns their frame range."""
+def _flats_before(context: ScanContext, flats_when: str):
+    """Flats before the projections (as the plan asked); returns the frame range of the flats taken last."""
     if flats_when in ("before", "both"):
         yield from context.flats()
+    return context.frame_range("flats")
+
+
+def _flats_after(context: ScanContext, flats_when: str):
+    """Flats after the projections (as the plan asked); returns their frame range, or (-1, -1)."""
+    if flats_when not in ("after", "both"):
+        return (-1, -1)
+    yield from context.flats()
     return context.frame_range("flats")
 
 
@@ -119,7 +127,7 @@ def step_tomo(
 
     def body():
         yield from context.darks()
-        flats_before = yield from _flats_ranges(context, a.flats_when)
+        flats_before = yield from _flats_before(context, a.flats_when)
         yield from shutter(xrm, "open")
         context.capture.select("projections")
         start, started = context.capture.expected, time.time()
@@ -130,17 +138,11 @@ def step_tomo(
             yield from announce(context.capture)
         projections_range = (start, context.capture.expected)
         yield from announce(context.capture)
-        flats_after = (-1, -1)
-        if a.flats_when in ("after", "both"):
-            yield from context.flats()
-            flats_after = context.frame_range("flats")
+        flats_after = yield from _flats_after(context, a.flats_when)
         yield from context.emit_tomogram(projections=projections_range, grid=grid, start_time=started,
                                          flats_before=flats_before, flats_after=flats_after)
 
-    scan = {"kind": "step", "start_deg": grid.start_deg, "range_deg": grid.step_deg * grid.count,
-            "projections": grid.count, "exposure_s": a.exposure_s, "binning": a.binning, "darks": a.darks,
-            "flats": a.flats, "flats_when": a.flats_when, "flats_axis": a.flats_axis,
-            "flats_offset_mm": a.flats_offset_mm, "gating": gating}
+    scan = scan_metadata("step", grid, a, gating=gating)
     return (yield from scan_run(context, body, scan=scan, dose=dose, md=md, in_vivo=in_vivo))
 
 
@@ -159,7 +161,7 @@ def gated_frame(xrm: Instrument, context: ScanContext, gate_timeout_s: float):
             if value == 0:
                 closed.append(True)
 
-        cid = xrm.physio.gate.subscribe(on_gate, run=False)
+        cid = xrm.physio.gate.subscribe(on_gate, run=True)  # a gate already closed again counts too
         try:
             yield from single_frame(xrm, context)
         finally:
@@ -257,20 +259,13 @@ def fly_tomo(
 
     def body():
         yield from context.darks()
-        flats_before = yield from _flats_ranges(context, a.flats_when)
+        flats_before = yield from _flats_before(context, a.flats_when)
         started = time.time()
         projections_range, flown = yield from fly_tomogram(context, grid, velocity)
         yield from announce(context.capture)
-        flats_after = (-1, -1)
-        if a.flats_when in ("after", "both"):
-            yield from context.flats()
-            flats_after = context.frame_range("flats")
+        flats_after = yield from _flats_after(context, a.flats_when)
         yield from context.emit_tomogram(projections=projections_range, grid=flown, start_time=started,
                                          flats_before=flats_before, flats_after=flats_after)
 
-    scan = {"kind": "fly", "start_deg": grid.start_deg, "range_deg": grid.step_deg * grid.count,
-            "projections": grid.count, "velocity_deg_s": velocity, "exposure_s": a.exposure_s,
-            "period_s": min_period, "binning": a.binning, "darks": a.darks, "flats": a.flats,
-            "flats_when": a.flats_when, "flats_axis": a.flats_axis, "flats_offset_mm": a.flats_offset_mm,
-            "gating": gating}
+    scan = scan_metadata("fly", grid, a, velocity_deg_s=velocity, period_s=min_period, gating=gating)
     return (yield from scan_run(context, body, scan=scan, dose=dose, md=md, in_vivo=in_vivo))
