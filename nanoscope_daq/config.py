@@ -531,6 +531,14 @@ class ReconConfig:
     cor_search_px: float = field(metadata=positive())
     cor_step_px: float = field(metadata=positive())
     memory_limit_gb: float = field(metadata=positive())
+    online: bool
+    online_max_pixels: int = field(metadata=_check(lambda v: v >= 16, ">= 16"))
+    online_algorithm: str = field(metadata=one_of("fbp", "fourier"))
+    online_device: str = field(metadata=one_of("cpu", "cuda"))
+    online_cor_offset_px: float
+    online_phase_bins: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    online_slices_interval_s: float = field(metadata=non_negative())
+    online_segment: bool
 
 
 @dataclass(frozen=True)

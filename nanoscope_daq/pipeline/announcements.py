@@ -102,7 +102,9 @@ class Announcements:
             )
         self._resources[doc["uid"]] = (camera, key)
 
-    def stream_datum(self, doc: Mapping[str, Any]) -> None:
+    def stream_datum(self, doc: Mapping[str, Any]) -> tuple[str, CameraFile, FrameRange] | None:
+        """Note the frames a stream_datum announces; returns (stream, camera file, frames) for pixels of a frame
+        stream, None for the other data keys."""
         try:
             camera, key = self._resources[doc["stream_resource"]]
         except KeyError:
@@ -112,11 +114,13 @@ class Announcements:
             ) from None
         stream = self.stream_name(doc["descriptor"])
         if key != IMAGE_DATA_KEY or stream not in FRAME_STREAMS:
-            return
+            return None
         indices = doc["indices"]
-        camera.streams.setdefault(stream, FrameSet()).add(FrameRange(indices["start"], indices["stop"]))
+        frames = FrameRange(indices["start"], indices["stop"])
+        camera.streams.setdefault(stream, FrameSet()).add(frames)
         if stream == "projections":
             self.last_projections_file = camera.path
+        return stream, camera, frames
 
     def camera(self, path: Path) -> CameraFile:
         """The camera file at ``path``, which must have been announced."""

@@ -28,15 +28,21 @@ def software_versions() -> dict[str, str]:
 
 
 class VolumeWriter:
-    """Creates the volume file and writes z slabs into it; ``provenance`` closes it with how it was made."""
+    """Creates the volume file and writes z slabs into it; ``provenance`` closes it with how it was made.
 
-    def __init__(self, path: str | Path, shape: tuple[int, int, int], voxel_size_um: float) -> None:
+    ``compress``: gzip level 1, shuffled (about half the size), or none (the online
+    pipeline, where writing fast matters more than the file's size).
+    """
+
+    def __init__(self, path: str | Path, shape: tuple[int, int, int], voxel_size_um: float,
+                 compress: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._h5 = h5py.File(self.path, "w")
         nz, ny, nx = shape
+        packing = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if compress else {}
         self.volume = self._h5.create_dataset("volume", shape, np.float32, chunks=(1, min(ny, 256), min(nx, 256)),
-                                              compression="gzip", compression_opts=1, shuffle=True)
+                                              **packing)
         for target in (self.volume, self._h5):
             target.attrs["voxel_size_um"] = voxel_size_um
         self.volume.attrs["units"] = "1/mm"
