@@ -148,6 +148,13 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
     progress = FrameProgress()
     RE.subscribe(progress)
     RE.subscribe(NXtomoWriter(on_file_written=lambda path: print(f"NXtomo file: {Path(path)}", flush=True)))
+    online = None
+    if config.recon.online:
+        from .pipeline.streaming import StreamingReconstruction
+
+        online = StreamingReconstruction(config=config, on_volume=lambda path: print(f"online volume: {path}",
+                                                                                      flush=True))
+        RE.subscribe(online)
     try:
         try:
             uids = RE(plan(xrm, config=config, **kwargs))
@@ -156,6 +163,9 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
     except PlanParameterError as exc:
         print(f"nanoscope scan {args.plan}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if online is not None:
+            online.close()  # the last volumes are written before the command returns
     for uid in uids:
         print(f"run uid: {uid}", flush=True)
     return 0

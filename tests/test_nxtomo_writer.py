@@ -16,7 +16,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from event_model import compose_run, pack_event_page
 from nxtomo import NXtomo
 from silx.io.url import DataUrl
 from silx.io.utils import get_data
@@ -26,23 +25,10 @@ from tomoscan.validator import ReconstructionValidator
 
 from nanoscope_daq.pipeline import DocumentContractError, ImageKey, NXtomoWriter, nxtomo_path
 from nanoscope_daq.pipeline.frame_ranges import FrameRange
-from nanoscope_daq.sim.hdf5_writer import FileRequest, Frame, Hdf5FrameWriter
-from nanoscope_daq.sim.ioc.camera.frames import ATTRIBUTES
+from nanoscope_daq.sim.document_scan import DocumentScan
 
 ROWS, COLS = 6, 10
 CURRENT_MA = 0.18
-NDATTR = "/entry/instrument/NDAttributes/"
-DATASETS = {
-    "image": "/entry/data/data",
-    "rotation_angle": NDATTR + "RotationAngle",
-    "encoder_angle": NDATTR + "EncoderAngle",
-    "frame_time": NDATTR + "NDArrayTimeStamp",
-    "source_current": NDATTR + "SourceCurrent",
-    "force": NDATTR + "Force",
-    "respiratory_phase": NDATTR + "RespiratoryPhase",
-    "gate": NDATTR + "Gate",
-    "frame_type": NDATTR + "FrameType",
-}
 GEOMETRY = {
     "type": "cone",
     "source_sample_mm": 20.0,
@@ -89,25 +75,6 @@ def frame_time(index: int) -> float:
     return 1.75e9 + 0.06 * index
 
 
-def frame_data_keys() -> dict:
-    keys = {"image": {"source": "sim:CAM", "dtype": "array", "dtype_numpy": "<u2", "shape": [ROWS, COLS],
-                      "external": "STREAM:", "units": "counts"}}
-    for key in DATASETS:
-        if key != "image":
-            keys[key] = {"source": "sim:CAM", "dtype": "number", "shape": [], "external": "STREAM:"}
-    return keys
-
-
-def tomogram_data_keys() -> dict:
-    keys = {"file": {"source": "plan", "dtype": "string", "shape": []}}
-    for key in ("tomogram", "time_point", "projections_start", "projections_stop", "darks_start", "darks_stop",
-                "flats_before_start", "flats_before_stop", "flats_after_start", "flats_after_stop", "grid_count"):
-        keys[key] = {"source": "plan", "dtype": "integer", "shape": []}
-    for key in ("grid_start_deg", "grid_step_deg", "start_time", "end_time", "force_n"):
-        keys[key] = {"source": "plan", "dtype": "number", "shape": []}
-    return keys
-
-
 @dataclass
 class Acquired:
     """What the recorder put in the camera file, to compare with what the readers see."""
@@ -118,31 +85,14 @@ class Acquired:
     currents: list[float]
 
 
-class ScanRecorder:
-    """Acquires frames into a real camera file and emits the documents a tomography plan would."""
+class ScanRecorder(DocumentScan):
+    """Acquires random frames at given angles into a real camera file and emits the documents a plan would."""
 
     def __init__(self, directory: Path, callback, *, start: dict = START, chunk: int = 4,
                  tomogram_prefix: str = "") -> None:
-        self.callback = callback
-        self.chunk = chunk
-        self.tomogram_prefix = tomogram_prefix
-        self.bundle = compose_run(metadata={**start, "data_dir": str(directory)})
-        self.emit("start", self.bundle.start_doc)
-        self.path = directory / "scan_0007.h5"
-        self.camera = Hdf5FrameWriter(16)
-        self.camera.open(FileRequest(self.path, swmr=True, frames_per_flush=4, attributes=ATTRIBUTES)).result(10)
-        self.streams = {}
-        for name, keys in (("darks", frame_data_keys()), ("flats", frame_data_keys()),
-                           ("projections", frame_data_keys()),
-                           ("tomograms", {tomogram_prefix + k: v for k, v in tomogram_data_keys().items()})):
-            self.streams[name] = self.bundle.compose_descriptor(name=name, data_keys=keys)
-            self.emit("descriptor", self.streams[name].descriptor_doc)
-        self.resources: dict = {}
-        self.seq = {name: 1 for name in self.streams}
+        super().__init__(directory, callback, start, (ROWS, COLS), name="scan_0007", chunk=chunk,
+                         tomogram_prefix=tomogram_prefix)
         self.acquired = Acquired([], [], [], [])
-
-    def emit(self, name: str, doc: dict) -> None:
-        self.callback(name, doc)
 
     def take(self, stream: str, angles, *, current=None, frame_type=None, encoder=None) -> FrameRange:
         """Acquire one frame per angle in ``stream`` and announce them in chunks; returns their range."""
@@ -152,63 +102,23 @@ class ScanRecorder:
         types = np.broadcast_to({"darks": 2, "flats": 1, "projections": 0}[stream] if frame_type is None
                                 else frame_type, (count,))
         encoders = np.broadcast_to(math.nan if encoder is None else encoder, (count,))
-        first = len(self.acquired.pixels)
-        futures = []
-        for i, angle in enumerate(angles):
-            index = first + i
-            pixels = np.random.default_rng(index).integers(0, 60000, (ROWS, COLS), dtype=np.uint16)
-            timestamp = frame_time(index)
-            attributes = {name: 0.0 for name in ATTRIBUTES}
-            attributes.update(RotationAngle=float(angle), EncoderAngle=float(encoders[i]),
-                              FrameType=float(types[i]), SourceCurrent=float(currents[i]), Force=1.5,
-                              RespiratoryPhase=(0.1 * index) % 1.0, Gate=1.0, ExposureTime=0.05)
-            futures.append(self.camera.submit(Frame(index + 1, timestamp, pixels, attributes)))
-            self.acquired.pixels.append(pixels)
-            self.acquired.angles.append(float(angle))
-            self.acquired.times.append(timestamp)
-            self.acquired.currents.append(float(currents[i]))
-        assert [f.result(10) for f in futures] == list(range(first, first + count))
-        for lo in range(first, first + count, self.chunk):
-            self.announce(stream, lo, min(lo + self.chunk, first + count))
-        return FrameRange(first, first + count)
-
-    def announce(self, stream: str, start: int, stop: int) -> None:
-        for key, dataset in DATASETS.items():
-            if key not in self.resources:
-                self.resources[key] = self.bundle.compose_stream_resource(
-                    mimetype="application/x-hdf5", uri=f"file://localhost{self.path}", data_key=key,
-                    parameters={"dataset": dataset, "swmr": True})
-                self.emit("stream_resource", self.resources[key].stream_resource_doc)
-            seq = self.seq[stream]
-            datum = self.resources[key].compose_stream_datum(
-                indices={"start": start, "stop": stop}, seq_nums={"start": seq, "stop": seq + stop - start},
-                descriptor=self.streams[stream].descriptor_doc)
-            self.emit("stream_datum", datum)
-        self.seq[stream] += stop - start
+        indices = self.frames + np.arange(count)
+        pixels = np.stack([np.random.default_rng(i).integers(0, 60000, (ROWS, COLS), dtype=np.uint16) for i in indices])
+        attributes = [{"RotationAngle": float(angle), "EncoderAngle": float(encoders[i]), "FrameType": float(types[i]),
+                       "SourceCurrent": float(currents[i]), "Force": 1.5, "RespiratoryPhase": (0.1 * index) % 1.0,
+                       "Gate": 1.0, "ExposureTime": 0.05} for i, (angle, index) in enumerate(zip(angles, indices))]
+        frames = super().take(stream, pixels, [frame_time(i) for i in indices], attributes)
+        self.acquired.pixels.extend(pixels)
+        self.acquired.angles.extend(float(angle) for angle in angles)
+        self.acquired.times.extend(frame_time(i) for i in indices)
+        self.acquired.currents.extend(float(c) for c in currents)
+        return frames
 
     def tomogram(self, index: int, *, darks: FrameRange, projections: FrameRange, flats_before: FrameRange | None,
-                 flats_after: FrameRange | None, grid_start: float = 0.0, as_page: bool = False,
-                 **override) -> None:
-        def pair(name, frames):
-            return {f"{name}_start": frames.start if frames else -1, f"{name}_stop": frames.stop if frames else -1}
-
-        data = {"tomogram": index, "time_point": index, "file": str(self.path), **pair("projections", projections),
-                **pair("darks", darks), **pair("flats_before", flats_before), **pair("flats_after", flats_after),
-                "grid_start_deg": grid_start, "grid_step_deg": STEP_DEG, "grid_count": SCAN["projections"],
-                "start_time": frame_time(projections.start), "end_time": frame_time(projections.stop - 1),
-                "force_n": math.nan, **override}
-        data = {self.tomogram_prefix + key: value for key, value in data.items()}
-        event = self.streams["tomograms"].compose_event(data=data, timestamps={key: 1.75e9 for key in data})
-        if as_page:
-            self.emit("event_page", pack_event_page(event))
-        else:
-            self.emit("event", event)
-
-    def stop(self, exit_status: str = "success", reason: str = "") -> None:
-        summary = self.camera.close().result(30)
-        self.camera.stop()
-        assert summary is None or summary.error is None
-        self.emit("stop", self.bundle.compose_stop(exit_status=exit_status, reason=reason))
+                 flats_after: FrameRange | None, grid_start: float = 0.0, as_page: bool = False, **override) -> None:
+        super().tomogram(index, darks=darks, projections=projections, flats_before=flats_before,
+                         flats_after=flats_after, grid=(grid_start, STEP_DEG, SCAN["projections"]), as_page=as_page,
+                         **override)
 
 
 def image_keys(path: Path) -> np.ndarray:

@@ -72,7 +72,8 @@ def test_cli_refuses_bad_values_with_the_same_message_and_runs_a_scan(scan_bench
     refused = subprocess.run(command + ["--binning", "3"], capture_output=True, text=True, env=env, timeout=120)
     assert refused.returncode == 2
     assert "binning: 3 is not a binning of the camera; choose one of (1, 2, 4, 8)" in refused.stderr
-    ran = subprocess.run(command + ["--projections", "60", "--darks", "2", "--flats", "2", "--flats-when", "before"],
+    ran = subprocess.run(command + ["--projections", "60", "--range-deg", "360", "--darks", "2", "--flats", "2",
+                                    "--flats-when", "before"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert ran.returncode == 0, ran.stderr[-2000:]
     lines = ran.stdout.splitlines()
@@ -81,4 +82,6 @@ def test_cli_refuses_bad_values_with_the_same_message_and_runs_a_scan(scan_bench
     uids = [line for line in lines if line.startswith("run uid: ")]
     assert len(camera) == 1 and len(nxs) == 1 and len(uids) == 1
     assert os.path.exists(nxs[0].removeprefix("NXtomo file: "))
+    online = [line.removeprefix("online volume: ") for line in lines if line.startswith("online volume: ")]
+    assert len(online) == 1 and online[0].endswith("_000_recon.h5") and os.path.exists(online[0])
     assert "60/60" in ran.stderr  # the progress bar reached every projection

@@ -18,21 +18,9 @@ from pathlib import Path
 
 from event_model import ComposeStreamResource, StreamRange
 
+from ..camera_layout import ATTRIBUTE_KEYS, datasets
 from .detector import CREATE_DIRECTORY_DEPTH, XrmDetector, path_template
 
-ATTRIBUTE_KEYS: dict[str, tuple[str, str]] = {
-    "rotation_angle": ("RotationAngle", "deg"),
-    "encoder_angle": ("EncoderAngle", "deg"),
-    "frame_time": ("NDArrayTimeStamp", "s"),
-    "source_current": ("SourceCurrent", "mA"),
-    "force": ("Force", "N"),
-    "respiratory_phase": ("RespiratoryPhase", ""),
-    "gate": ("Gate", ""),
-    "frame_type": ("FrameType", ""),
-}
-"""Per-frame data keys: the NDAttribute dataset each is read from, and its units."""
-IMAGE_DATASET = "/entry/data/data"
-ATTRIBUTE_GROUP = "/entry/instrument/NDAttributes/"
 FILE_TEMPLATE = "%s%s.h5"
 
 
@@ -209,7 +197,7 @@ class FrameCapture:
         segment, stop = found
         stream = segment.stream
         indices = StreamRange(start=segment.announced, stop=stop)
-        for key, dataset in self._datasets():
+        for key, dataset in datasets():
             bundle = self._resources.get((stream, key))
             if bundle is None:
                 bundle = ComposeStreamResource()(
@@ -220,9 +208,4 @@ class FrameCapture:
                 yield "stream_resource", bundle.stream_resource_doc
             yield "stream_datum", bundle.compose_stream_datum(indices, validate=False)
         segment.announced = stop
-
-    def _datasets(self) -> Iterator[tuple[str, str]]:
-        yield "image", IMAGE_DATASET
-        for key, (attribute, _) in ATTRIBUTE_KEYS.items():
-            yield key, ATTRIBUTE_GROUP + attribute
 

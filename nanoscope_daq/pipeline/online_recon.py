@@ -97,6 +97,12 @@ class OnlineReconstruction:
         self.last_frames_at = float("nan")
         self.received = FrameSet()
         """Projection frames reconstructed (valid or not)."""
+        self.snapshots: list[tuple[int, torch.Tensor]] = []
+        """(first frame of the next span, volume of the frames before it), kept until their tomogram is published:
+        a series announces its tomograms at its end, and undoing whole turns would cost a full reconstruction."""
+        self._span_slots: set[int] = set()
+        self._lines: dict[int, torch.Tensor] = {}
+        """Line integrals of the frame in each slot: what a replacing frame takes out (one tomogram's worth)."""
         self.pending: list[tuple[Tomogram, CameraFile]] = []
         """Tomograms announced before all their projections were: published once they are."""
         self.on_written = on_written
@@ -134,18 +140,44 @@ class OnlineReconstruction:
         slots = self.setup.slot(np.where(np.isfinite(encoder), encoder, angles))
         refs = [FrameRef(int(block.indices[i]), float(angles[i]), int(slots[i]), self.flats.for_frame(block.indices[i]))
                 for i in np.flatnonzero(valid & (slots >= 0))]
-        latest: dict[int, FrameRef] = {}
-        replaced = []
-        for ref in refs:  # every frame enters the slot's history; a slot imaged twice in one chunk adds only the later
-            old = self.window.place(ref)
-            if old is not None and ref.slot not in latest:
-                replaced.append(old)
-            latest[ref.slot] = ref
-        if latest:
-            self._apply(camera, list(latest.values()), replaced, block)
+        for part, new_span in self._spans(refs):
+            self._add(camera, part, block, new_span)
         self.received.add(frames)
         self._live_slices()
         self._publish_ready()
+
+    def _spans(self, refs: list[FrameRef]) -> list[tuple[list[FrameRef], bool]]:
+        """``refs`` cut where a slot filled since the last cut is imaged again (a new turn or sweep begins); each
+        part says whether it begins at such a cut."""
+        parts: list[tuple[list[FrameRef], bool]] = [([], False)]
+        for ref in refs:
+            if ref.slot in self._span_slots:
+                parts.append(([], True))
+                self._span_slots.clear()
+            self._span_slots.add(ref.slot)
+            parts[-1][0].append(ref)
+        return [part for part in parts if part[0]]
+
+    def _add(self, camera: CameraFile, refs: list[FrameRef], block: FrameBlock, new_span: bool) -> None:
+        """Put ``refs`` (no slot twice) in the window in one transform; at a new span, first keep the volume of the
+        span it ends."""
+        if new_span:
+            self.snapshots.append((refs[0].index, self.fbp.volume()))
+        replaced = [old for ref in refs if (old := self.window.place(ref)) is not None]
+        lines = self._line_integrals(camera, refs, block)
+        old_lines = torch.stack([self._lines[old.slot] for old in replaced]) if replaced else lines[:0]
+        self.fbp.running().add_(self.fbp.difference(lines, self._angles(refs), self._weights(refs),
+                                                    old_lines, self._angles(replaced), self._weights(replaced)))
+        for ref, line in zip(refs, lines):
+            self._lines[ref.slot] = line
+        self.fbp.projections = len(self.window)
+
+    @staticmethod
+    def _angles(refs: list[FrameRef]) -> np.ndarray:
+        return np.array([ref.angle_deg for ref in refs])
+
+    def _weights(self, refs: list[FrameRef]) -> torch.Tensor:
+        return self.plan_weights[torch.as_tensor([ref.slot for ref in refs], dtype=torch.long)]
 
     def _line_integrals(self, camera: CameraFile, refs: list[FrameRef], block: FrameBlock | None) -> torch.Tensor:
         """-log transmission of ``refs`` (taken from ``block`` when it holds them, else read again)."""
@@ -168,16 +200,11 @@ class OnlineReconstruction:
             result[torch.as_tensor(rows)] = values
         return result
 
-    def _difference(self, camera: CameraFile, added: list[FrameRef], removed: list[FrameRef],
-                    block: FrameBlock | None) -> torch.Tensor:
-        def angles(refs): return np.array([ref.angle_deg for ref in refs])
-        def weights(refs): return self.plan_weights[torch.as_tensor([ref.slot for ref in refs], dtype=torch.long)]
-        return self.fbp.difference(self._line_integrals(camera, added, block), angles(added), weights(added),
-                                   self._line_integrals(camera, removed, None), angles(removed), weights(removed))
-
-    def _apply(self, camera: CameraFile, added: list[FrameRef], replaced: list[FrameRef], block: FrameBlock) -> None:
-        self.fbp.running().add_(self._difference(camera, added, replaced, block))
-        self.fbp.projections = len(self.window)
+    def _difference(self, camera: CameraFile, added: list[FrameRef], removed: list[FrameRef]) -> torch.Tensor:
+        """Contribution of ``added`` minus that of ``removed``, both read again from the camera file."""
+        return self.fbp.difference(self._line_integrals(camera, added, None), self._angles(added), self._weights(added),
+                                   self._line_integrals(camera, removed, None), self._angles(removed),
+                                   self._weights(removed))
 
     def _live_slices(self) -> None:
         now = time.monotonic()
@@ -221,12 +248,11 @@ class OnlineReconstruction:
         if not own:
             raise DocumentContractError(f"tomogram {tomogram.index} has no valid projection the online "
                                         f"reconstruction received (frames {start}-{stop} of {camera.path})")
-        current = self.window.current()
-        added = [ref for slot, ref in own.items() if current.get(slot) != ref]
-        removed = [ref for slot, ref in current.items() if own.get(slot) != ref]
-        volume = self.fbp.volume()
+        volume, held = self._nearest_volume(stop)
+        added = [ref for slot, ref in own.items() if held.get(slot) != ref]
+        removed = [ref for slot, ref in held.items() if own.get(slot) != ref]
         if added or removed:
-            volume += self._difference(camera, added, removed, None)
+            volume += self._difference(camera, added, removed)
         refs = sorted(own.values(), key=lambda ref: ref.index)
         latency = time.monotonic() - self.last_frames_at
         self._publish(tomogram, camera, "", volume, refs, latency, float("nan"))
@@ -234,6 +260,15 @@ class OnlineReconstruction:
             self._gated(tomogram, camera, refs)
         self._tomograms = tomogram.index + 1
         self.window.forget_before(stop)
+        self.snapshots = [(end, kept) for end, kept in self.snapshots if end > stop]
+
+    def _nearest_volume(self, stop: int) -> tuple[torch.Tensor, dict[int, FrameRef]]:
+        """The kept volume (a span's end, or the running one) whose frames end nearest ``stop``, and those frames."""
+        candidates = [(end, volume) for end, volume in self.snapshots if end >= stop]
+        if candidates:
+            end, volume = min(candidates, key=lambda pair: pair[0])
+            return volume.clone(), self.window.latest_within(0, end)
+        return self.fbp.volume(), self.window.current()
 
     def _gated(self, tomogram: Tomogram, camera: CameraFile, refs: list[FrameRef]) -> None:
         """Retrospective gating: one volume per phase bin and one of the open gate, from the tomogram's frames."""

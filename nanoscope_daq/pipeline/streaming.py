@@ -36,7 +36,7 @@ from .tomogram import Tomogram
 
 logger = logging.getLogger(__name__)
 
-MAX_FRAMES_PER_BATCH = 512
+MAX_FRAMES_PER_BATCH = 128
 """Most projections the worker reconstructs in one transform when chunks have piled up."""
 
 
@@ -84,6 +84,7 @@ class StreamingReconstruction(DocumentRouter):
         self._queue: queue.Queue[_Item] = queue.Queue()
         self._idle = threading.Condition()
         self._pending = 0
+        self._frames_waiting = 0
         self._worker = threading.Thread(target=self._work, name="online-reconstruction", daemon=True)
         self._worker.start()
         self._run: OnlineReconstruction | None = None
@@ -103,7 +104,17 @@ class StreamingReconstruction(DocumentRouter):
     def _put(self, item: _Item) -> None:
         with self._idle:
             self._pending += 1
+            self._frames_waiting += self._projection_frames([item])
         self._queue.put(item)
+
+    @staticmethod
+    def _projection_frames(items: list[_Item]) -> int:
+        return sum(len(i.payload.frames) for i in items if i.kind == "frames" and i.payload.stream == "projections")
+
+    def frames_waiting(self) -> int:
+        """Projection frames announced and not reconstructed yet (the backlog)."""
+        with self._idle:
+            return self._frames_waiting
 
     def start(self, doc):
         self._announcements = Announcements() if "scan" in doc and "geometry" in doc else None
@@ -150,9 +161,10 @@ class StreamingReconstruction(DocumentRouter):
         self._worker.join()
 
     # -- work (worker thread) -----------------------------------------------------------------------------------------
-    def _done(self, count: int) -> None:
+    def _done(self, batch: list[_Item]) -> None:
         with self._idle:
-            self._pending -= count
+            self._pending -= len(batch)
+            self._frames_waiting -= self._projection_frames(batch)
             self._idle.notify_all()
 
     def _work(self) -> None:
@@ -168,7 +180,7 @@ class StreamingReconstruction(DocumentRouter):
             started = time.perf_counter()
             self._handle(batch)
             self.busy_s += time.perf_counter() - started
-            self._done(len(batch))
+            self._done(batch)
 
     def _gather(self, batch: list[_Item]) -> _Item | None:
         """Add the projection chunks queued right behind ``batch[0]`` (contiguous, same file) to it."""
@@ -200,8 +212,11 @@ class StreamingReconstruction(DocumentRouter):
                 self._process(batch)
         except Exception as exc:  # noqa: BLE001 - the worker thread must outlive any one run's failure
             logger.exception("online reconstruction failed")
-            self._failed = f"{type(exc).__name__}: {exc}"
-            self.errors.append(self._failed)
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, reason: str) -> None:
+        self._failed = reason
+        self.errors.append(reason)
 
     def _begin(self, start: dict) -> None:
         self._failed = ""
@@ -243,22 +258,20 @@ class StreamingReconstruction(DocumentRouter):
         self._run = self._analysis = None
         if run is None or analysis is None:
             return
+        if run.waiting and not self._failed:
+            self._fail("projections arrived but no flat fields (open-beam frames) did: the online reconstruction "
+                       "needs them; scan with flats (plan parameter flats > 0)")
         if not self._failed:
             try:
                 unfinished = run.finish()
             except Exception as exc:  # noqa: BLE001 - reported in the analysis run's stop document
                 logger.exception("online reconstruction failed")
-                self._failed = f"{type(exc).__name__}: {exc}"
-                self.errors.append(self._failed)
+                self._fail(f"{type(exc).__name__}: {exc}")
             else:
                 if unfinished:
                     logger.warning("online reconstruction: tomograms %s were published with the frames received "
                                    "before the run stopped", unfinished)
         run.close()
-        if run.waiting and not self._failed:
-            self._failed = ("projections arrived but no flat fields (open-beam frames) did: the online "
-                            "reconstruction needs them; scan with flats (plan parameter flats > 0)")
-            self.errors.append(self._failed)
         if self._failed:
             analysis.stop("fail", self._failed)
         else:
