@@ -17,6 +17,7 @@ from nanoscope_daq.config import load_config
 from nanoscope_daq.pipeline.streaming import StreamingReconstruction
 from nanoscope_daq.recon import FilterSpec, ParallelGeometry, reconstruct
 from nanoscope_daq.recon.phantoms import project_ellipsoids, shepp_logan_3d
+from nanoscope_daq.analysis.volume_files import read_labels
 from nanoscope_daq.sim.document_scan import DocumentScan
 
 ROWS, COLS, ANGLES = 4, 32, 48
@@ -154,3 +155,20 @@ def test_cuda_without_a_cuda_device_is_refused_with_the_fix():
         pytest.fail("this test checks the refusal on a machine without CUDA")
     with pytest.raises(ValueError, match="set it to 'cpu'"):
         Recorder(online_device="cuda")
+
+
+def test_with_online_segmentation_each_volume_is_segmented_into_a_labels_file(tmp_path):
+    recorder = Recorder(online_segment=True)
+    scan = DocumentScan(tmp_path, recorder.callback, START, (ROWS, COLS))
+    darks, flats = take_calibration(scan)
+    projections = scan.take("projections", frames(LINES), list(np.arange(ANGLES) + 1.0), attributes(GRID))
+    scan.tomogram(0, darks=darks, flats_before=flats, flats_after=None, projections=projections,
+                  grid=(0.0, 180.0 / ANGLES, ANGLES))
+    scan.stop()
+    recorder.finish()
+    assert recorder.named("stop")[0]["exit_status"] == "success", recorder.callback.errors
+    (labels,) = recorder.events("labels")
+    labels_volume = read_labels(labels["labels_file"])
+    assert labels_volume.data.shape == (ROWS, COLS, COLS)
+    assert set(np.unique(labels_volume.data)) <= {0, 1, 2, 3}
+    assert labels_volume.provenance["source"]["file"] == recorder.events("volumes")[0]["volume_file"]
