@@ -12,15 +12,16 @@ from scipy import ndimage
 
 from nanoscope_daq.analysis.cli import main
 from nanoscope_daq.analysis.datasets import instrument, simulate_stack
-from nanoscope_daq.analysis.inference import pick_device, segment_volume
-from nanoscope_daq.analysis.labels import Code, class_index
+from nanoscope_daq.analysis.experiment import run_grid
+from nanoscope_daq.analysis.inference import inference_model, pick_device, predict_probabilities, segment_volume
+from nanoscope_daq.analysis.labels import Code, class_index, codes_of
 from nanoscope_daq.analysis.metrics import merged_codes, otsu_threshold, segmentation_metrics
 from nanoscope_daq.analysis.model_files import load_model, save_model
 from nanoscope_daq.analysis.models import Sensor3D, build_model
 from nanoscope_daq.analysis.postprocess import outer_geometry, postprocess, remove_islands
 from nanoscope_daq.analysis.simulated_training import (evaluate_otsu, incremental_training, model_info, prepare,
                                                        spread_slices, train_on)
-from nanoscope_daq.analysis.training import TrainSettings
+from nanoscope_daq.analysis.training import TrainSettings, _epoch_order, normalise
 from nanoscope_daq.analysis.volume_files import Volume, read_labels, write_labels, write_volume
 
 torch.set_num_threads(1)
@@ -47,6 +48,8 @@ def test_simulated_stacks_are_seeded_and_show_halo_and_shade_off(zernike):
     far = ~ndimage.binary_dilation(bone, iterations=20) & (labels <= Code.SOFT_TISSUE)
     if far.any():
         assert images[near].mean() < images[far].mean()
+    # Shade-off is bone that looks nearer void (0) than bone (1): its edge is the image's half-way level.
+    assert images[labels == Code.SHADE_OFF].mean() < 0.5 < images[labels == Code.BONE].mean()
     # The second instrument differs in contrast, offset and noise.
     b = simulate_stack(instrument("zernike-b"), 3, windows=3, depth=5, size=64)
     assert np.array_equal(merged_codes(b.labels), merged_codes(zernike.labels))  # same specimen
@@ -108,6 +111,20 @@ def test_training_is_deterministic_and_improves_on_the_start(zernike):
     assert set(first.history[0]) >= {"epoch", "loss", "val_loss", "val_accuracy", "val_dice"}
 
 
+def test_an_epoch_repeats_few_patches_until_it_holds_the_minimum(zernike):
+    data = prepare(zernike)
+    slices = spread_slices(data, 3)  # 12 patches of 32 px: 10 for training
+    few = TrainSettings(architecture="unet", max_epochs=1, seed=2, **TINY)
+    more = TrainSettings(architecture="unet", max_epochs=1, seed=2, min_patches_per_epoch=35, **TINY)
+    order = _epoch_order(np.arange(10), 35, torch.Generator().manual_seed(0))
+    assert len(order) == 35 and all(sorted(order[k:k + 10]) == list(range(10)) for k in (0, 10, 20))
+    assert len(_epoch_order(np.arange(10), 4, torch.Generator().manual_seed(0))) == 10  # never less than one pass
+    one, repeated = (train_on(data, slices, s, progress=False) for s in (few, more))
+    assert not torch.equal(one.model.head.weight, repeated.model.head.weight)  # more steps in the one epoch
+    with pytest.raises(ValueError, match="min_patches_per_epoch"):
+        TrainSettings(min_patches_per_epoch=-1)
+
+
 def test_incremental_ground_truth_logs_the_corrections(zernike):
     data = prepare(zernike)
     settings = TrainSettings(architecture="unet", max_epochs=1, seed=0, **TINY)
@@ -160,6 +177,36 @@ def test_tiled_inference_covers_any_slice_size(zernike):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             pick_device("cuda")
+
+
+def test_inference_folds_batch_norm_without_changing_the_output():
+    for net, x in ((build_model("unet", 4, 4, 2), torch.randn(2, 1, 32, 48)),
+                   (build_model("sensor3d", 4, 4, 2), torch.randn(2, 3, 32, 32))):
+        net.train()(x)  # move the batch-norm statistics away from their start
+        net.eval()
+        fast = inference_model(net)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+        with torch.no_grad():
+            assert torch.allclose(net(x), fast(x), atol=1e-5)
+    # A slice that fits in one tile goes through whole: the same as the network's own argmax / softmax.
+    model, info = load_model()
+    volume = simulate_stack(instrument("zernike-a"), 5, windows=1, depth=3, size=64).images[0]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(normalise(volume))[:, None])
+    assert np.array_equal(segment_volume(model, info, volume, tile=64), codes_of(logits.argmax(1).numpy(), "lcn"))
+    probs = np.stack(list(predict_probabilities(model, info, volume, tile=64)))
+    assert np.allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
+
+
+def test_the_experiment_grid_resumes_from_its_work_folder(tmp_path):
+    first = run_grid(["unet"], [32], [4], epochs=1, seed=0, transfer=False, work=tmp_path, log=lambda line: None)
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    again = run_grid(["unet"], [32], [4], epochs=1, seed=0, transfer=False, work=tmp_path, log=lambda line: None)
+    assert (tmp_path / "runs.jsonl").read_text().splitlines() == lines and len(lines) == 1  # nothing retrained
+    assert again["runs"] == first["runs"] and (tmp_path / "goal_model.pt").is_file()
+    with pytest.raises(ValueError, match="holds runs of another grid"):
+        run_grid(["unet"], [32], [4], epochs=2, seed=0, transfer=False, work=tmp_path)
 
 
 def test_postprocessing_merges_shade_off_removes_islands_and_closes():

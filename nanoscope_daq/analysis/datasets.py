@@ -13,8 +13,9 @@ into a reconstructed-looking image by an image-formation model in the slice doma
   fringe (halo) [Vartiainen et al., Opt. Lett. 39:1601 (2014); Otaki, Opt. Rev. 7:119
   (2000)]. Model: s = g - a (G_sigma * g), g the normalised phase (bone 1, pores and
   background 0: an excised, dried specimen), a the shade-off strength and sigma the
-  ring's low-pass length, G a 3-D Gaussian. Bone whose noise-free signal falls below
-  SHADE_OFF_LEVEL (nearer the voids' level than bone's) is the shade-off class (code 5): where a global threshold can no
+  ring's low-pass length, G a 3-D Gaussian. Bone whose noise-free image falls below
+  SHADE_OFF_LEVEL, half-way between the void (0) and bone (1) levels, is the shade-off
+  class (code 5): bone that looks nearer void than bone, where a global threshold can no
   longer tell bone from void (Silveira et al., J. Synchrotron Rad. 31:136 (2024)).
 * absorption micro-CT: s = attenuation normalised to bone = 1 (no shade-off class).
 
@@ -40,8 +41,15 @@ from ..sim.imaging.remodeling import specimen_state
 from .labels import Code
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-SHADE_OFF_LEVEL = 0.35
-"""Bone whose noise-free signal falls below this (bone = 1, voids = 0) is shade-off: nearer void than bone."""
+SHADE_OFF_LEVEL = 0.5
+"""Bone whose noise-free signal falls below this (bone = 1, voids = 0) is shade-off: nearer void than bone.
+
+Half-way, not lower: the signal falls from the edge towards the plateau 1 - a (0.30-0.34)
+and is flattest there; a level just above the plateau (0.35 was used first) runs where
+the signal changes by 0.02 over 10 pixels, a quarter of the noise, so the label's edge
+was not in the image (half the bone pixels within 0.02 above that level were missed by
+every network). At 0.5 the edge lies on the steep part of the shade-off ramp (2.5x the
+slope, for a thick wall at 0.6 ring lengths inside the surface instead of 1.5)."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,7 @@ def simulate_stack(inst: Instrument, seed: int, windows: int = 8, depth: int = 1
 
 
 def _form_image(signal: np.ndarray, inst: Instrument, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The image of a noise-free signal stack, and where bone is shaded off (below half the bone level)."""
+    """The image of a noise-free signal stack, and where it is below SHADE_OFF_LEVEL (shade-off where bone)."""
     px = inst.voxel_size_um
     if inst.shade_off > 0:
         low = ndimage.gaussian_filter(signal, inst.ring_lowpass_um / px, mode="reflect")

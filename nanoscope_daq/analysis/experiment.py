@@ -8,10 +8,16 @@ merged into bone); Otsu thresholding is evaluated on the same slices. Transfer l
 the best-protocol network of instrument A is fine-tuned with 20 slices of instrument B
 and compared with a network trained from scratch on the same 20 slices.
 
-    python -m nanoscope_daq.analysis.experiment --out docs/segmentation_experiment.md
+    python -m nanoscope_daq.analysis.experiment --out docs/segmentation_experiment.md --work /tmp/segmentation-grid
 
-regenerates docs/segmentation_experiment.md and .json (about 2-3 h on one CPU core at the
-defaults; ``--epochs``, ``--slices`` etc. run a subset).
+regenerates docs/segmentation_experiment.md and .json (about 1.5 h on one shared CPU core).
+Sizes reduced to fit: slices of 128 x 128 pixels and 64-pixel patches cut without overlap
+(stride 64: 4 patches per slice), and an epoch holds at least 192 patches (the training
+patches repeated, see TrainSettings.min_patches_per_epoch) so that 10 labelled slices still
+give six optimiser steps per epoch at batch 32. ``--work`` (a scratch folder) keeps every
+finished run (runs.jsonl) and the goal model, so an interrupted grid resumes where it
+stopped and a finished one only rewrites the tables; ``--architectures``, ``--slices``
+etc. run a subset.
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ from typing import Any
 import torch
 
 from .datasets import instrument, simulate_stack
+from .model_files import load_model, save_model
 from .simulated_training import (Prepared, evaluate_otsu, evaluate_stack, model_info, prepare, spread_slices,
                                  train_on)
 from .training import TrainSettings
 
 TRAIN_WINDOWS, TEST_WINDOWS, DEPTH, SIZE = 8, 4, 12, 128
+PATCH, STRIDE, PATCHES_PER_EPOCH = 64, 64, 192
 TEST_SEED_OFFSET = 1000
+TRANSFER_SLICES = 20
 
 
 def stacks(name: str, seed: int) -> tuple[Prepared, Prepared]:
@@ -52,33 +61,85 @@ def run_one(train: Prepared, test: Prepared, settings: TrainSettings, slices: in
 
 
 def run_grid(architectures: list[str], batches: list[int], slice_counts: list[int], epochs: int, seed: int,
-             transfer: bool, log=print) -> dict[str, Any]:
-    """Every configuration of the grid, the Otsu baseline and (optionally) the transfer-learning comparison."""
+             transfer: bool, work: Path | None = None, log=print) -> dict[str, Any]:
+    """Every configuration of the grid, the Otsu baseline and (optionally) the transfer-learning comparison.
+
+    The goal configuration (last architecture, first batch size, most slices) runs first: its model is the
+    transfer-learning start, and the transfer comparison runs next. With ``work``, finished runs are read back
+    instead of trained again."""
     train_a, test_a = stacks("zernike-a", seed)
-    results: dict[str, Any] = {"seed": seed, "epochs_max": epochs, "slice_size": SIZE, "patch": 64,
-                               "otsu": evaluate_otsu(test_a), "runs": []}
-    best_model = None
-    for arch in architectures:
-        for batch in batches:
-            for count in slice_counts:
-                settings = TrainSettings(architecture=arch, batch_size=batch, max_epochs=epochs, seed=seed)
-                run = run_one(train_a, test_a, settings, count)
-                model = run.pop("model")
-                if (arch, batch, count) == (architectures[-1], batches[0], slice_counts[-1]):
-                    best_model = model
-                results["runs"].append(run)
-                log(_row(run))
-    if transfer and best_model is not None:
-        train_b, test_b = stacks("zernike-b", seed)
-        settings = TrainSettings(architecture=architectures[-1], batch_size=batches[0], max_epochs=epochs, seed=seed)
-        results["transfer"] = {
-            "otsu": evaluate_otsu(test_b),
-            "scratch_20": _strip(run_one(train_b, test_b, settings, 20)),
-            "pretrained_20": _strip(run_one(train_b, test_b, settings, 20, model=best_model)),
-        }
-        log("transfer: " + json.dumps({k: v["held_out"]["dice"] for k, v in results["transfer"].items()
-                                       if k != "otsu"}))
+    grid_settings = {"seed": seed, "epochs_max": epochs, "slice_size": SIZE, "patch": PATCH, "stride": STRIDE,
+                     "min_patches_per_epoch": PATCHES_PER_EPOCH}
+    results: dict[str, Any] = {**grid_settings, "otsu": evaluate_otsu(test_a), "runs": []}
+    done = _finished_runs(work, grid_settings)
+    goal = (architectures[-1], batches[0], max(slice_counts))
+    grid = [(a, b, c) for a in architectures for b in batches for c in slice_counts]
+    goal_model = None
+    # The goal first, then batch by batch with the last architecture first: an interrupted grid has the most.
+    order = sorted(grid, key=lambda k: (k != goal, batches.index(k[1]), -architectures.index(k[0]), k[2]))
+    for arch, batch, count in order:
+        settings = _settings(arch, batch, epochs, seed)
+        key = f"{arch}/{batch}/{count}"
+        model_path = work / "goal_model.pt" if work is not None and (arch, batch, count) == goal else None
+        if key in done and (model_path is None or model_path.is_file()):
+            run = done[key]
+            if model_path is not None:
+                goal_model, _ = load_model(model_path)
+        else:
+            run = run_one(train_a, test_a, settings, count)
+            model = run.pop("model")
+            if (arch, batch, count) == goal:
+                goal_model = model
+                if model_path is not None:
+                    save_model(model_path, model, model_info(train_a, settings, {}))
+            _record(work, done, key, run)
+            log(_row(run))
+        results["runs"].append(run)
+        if transfer and (arch, batch, count) == goal:  # right after the goal model: the comparison comes early
+            results["transfer"] = _transfer(goal_model, _settings(arch, batch, epochs, seed), seed, work, done, log)
+    results["runs"].sort(key=lambda r: (architectures.index(r["architecture"]), r["batch"], r["slices"]))
     return results
+
+
+def _transfer(start_model, settings: TrainSettings, seed: int, work: Path | None, done: dict[str, dict[str, Any]],
+              log) -> dict[str, Any]:
+    """Instrument B with TRANSFER_SLICES labelled slices: from scratch, and fine-tuned from ``start_model``."""
+    train_b, test_b = stacks("zernike-b", seed)
+    out = {"otsu": evaluate_otsu(test_b)}
+    for name, start in (("scratch_20", None), ("pretrained_20", start_model)):
+        if name not in done:
+            _record(work, done, name, _strip(run_one(train_b, test_b, settings, TRANSFER_SLICES, model=start)))
+        out[name] = done[name]
+    log("transfer: " + json.dumps({k: v["held_out"]["dice"] for k, v in out.items() if k != "otsu"}))
+    return out
+
+
+def _settings(architecture: str, batch: int, epochs: int, seed: int) -> TrainSettings:
+    return TrainSettings(architecture=architecture, batch_size=batch, max_epochs=epochs, patch=PATCH, stride=STRIDE,
+                         min_patches_per_epoch=PATCHES_PER_EPOCH, seed=seed)
+
+
+def _finished_runs(work: Path | None, grid: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The runs an earlier, interrupted grid with the same ``grid`` settings finished (key -> run)."""
+    if work is None:
+        return {}
+    work.mkdir(parents=True, exist_ok=True)
+    header = work / "grid.json"
+    if header.is_file() and json.loads(header.read_text()) != grid:
+        raise ValueError(f"{work} holds runs of another grid ({header.read_text().strip()}, now {json.dumps(grid)}); "
+                         "pass another --work folder or empty this one")
+    header.write_text(json.dumps(grid))
+    path = work / "runs.jsonl"
+    if not path.is_file():
+        return {}
+    return {entry["key"]: entry["run"] for entry in map(json.loads, path.read_text().splitlines()) if entry}
+
+
+def _record(work: Path | None, done: dict[str, dict[str, Any]], key: str, run: dict[str, Any]) -> None:
+    done[key] = run
+    if work is not None:
+        with open(work / "runs.jsonl", "a") as f:
+            f.write(json.dumps({"key": key, "run": run}) + "\n")
 
 
 def _strip(run: dict[str, Any]) -> dict[str, Any]:
@@ -89,8 +150,9 @@ def _strip(run: dict[str, Any]) -> dict[str, Any]:
 def _row(run: dict[str, Any]) -> str:
     h = run["held_out"]
     dice = " | ".join(f"{d:.3f}" for d in h["dice"])
-    return (f"| {run['architecture']} | {run['batch']} | {run['slices']} | {run['epochs']} | {h['accuracy']:.4f} | "
-            f"{dice} | {h['loss']:.4f} | {h['merged']['accuracy']:.4f} | {h['merged']['dice']['lcn']:.3f} |")
+    return (f"| {run['architecture']} | {run['batch']} | {run['slices']} | {run['epochs']} | "
+            f"{run['seconds'] / 60:.1f} | {h['accuracy']:.4f} | {dice} | {h['loss']:.4f} | "
+            f"{h['merged']['accuracy']:.4f} | {h['merged']['dice']['lcn']:.3f} |")
 
 
 def markdown(results: dict[str, Any], command: str) -> str:
@@ -100,27 +162,35 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "# Segmentation experiment (generated)", "",
         f"Regenerate with `{command}`.", "",
         f"Held-out slices of another phantom, instrument zernike-a; slices {results['slice_size']} px, "
-        f"patches {results['patch']} px, at most {results['epochs_max']} epochs, seed {results['seed']}.", "",
+        f"patches {results['patch']} px at stride {results['stride']} px, at least "
+        f"{results['min_patches_per_epoch']} patches per epoch, at most {results['epochs_max']} epochs, "
+        f"seed {results['seed']}; minutes: wall time on one shared CPU core.", "",
         "Dice per class: background, bone, LCN, shade-off. Merged: shade-off counted as bone (what "
         "post-processing does), so thresholding can be compared.", "",
-        "| model | batch | slices | epochs | accuracy | Dice bg | Dice bone | Dice LCN | Dice shade-off | loss "
-        "| merged accuracy | merged Dice LCN |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | batch | slices | epochs | minutes | accuracy | Dice bg | Dice bone | Dice LCN | Dice shade-off "
+        "| loss | merged accuracy | merged Dice LCN |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *[_row(r) for r in results["runs"]],
-        f"| Otsu | - | - | - | - | - | - | - | - | - | {otsu['accuracy']:.4f} | {otsu['dice']['lcn']:.3f} |",
+        f"| Otsu | - | - | - | - | - | - | - | - | - | - | {otsu['accuracy']:.4f} | {otsu['dice']['lcn']:.3f} |",
     ]
     if "transfer" in results:
         t = results["transfer"]
         lines += ["", "Transfer learning to instrument zernike-b (20 labelled slices):", "",
-                  "| start | accuracy | Dice bg | Dice bone | Dice LCN | Dice shade-off | loss | merged Dice LCN |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| start | epochs | accuracy | Dice bg | Dice bone | Dice LCN | Dice shade-off | loss "
+                  "| merged accuracy | merged Dice LCN |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name in ("scratch_20", "pretrained_20"):
             h = t[name]["held_out"]
-            lines.append(f"| {name} | {h['accuracy']:.4f} | " + " | ".join(f"{d:.3f}" for d in h["dice"])
-                         + f" | {h['loss']:.4f} | {h['merged']['dice']['lcn']:.3f} |")
-        lines.append(f"| Otsu | {t['otsu']['merged']['accuracy']:.4f} | | | | | | "
+            lines.append(f"| {name} | {t[name]['epochs']} | {h['accuracy']:.4f} | "
+                         + " | ".join(f"{d:.3f}" for d in h["dice"])
+                         + f" | {h['loss']:.4f} | {h['merged']['accuracy']:.4f} | {h['merged']['dice']['lcn']:.3f} |")
+        lines.append(f"| Otsu | | | | | | | | {t['otsu']['merged']['accuracy']:.4f} | "
                      f"{t['otsu']['merged']['dice']['lcn']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _stamped(line: str) -> None:
+    print(time.strftime("%H:%M:%S"), line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,10 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--no-transfer", action="store_true")
+    parser.add_argument("--work", help="folder keeping finished runs and the goal model: a rerun resumes there")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = run_grid(args.architectures.split(","), [int(b) for b in args.batches.split(",")],
-                       [int(s) for s in args.slices.split(",")], args.epochs, args.seed, not args.no_transfer)
+                       [int(s) for s in args.slices.split(",")], args.epochs, args.seed, not args.no_transfer,
+                       Path(args.work) if args.work else None, log=_stamped)
     command = "python -m nanoscope_daq.analysis.experiment " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

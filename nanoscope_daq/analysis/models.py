@@ -68,7 +68,7 @@ class Decoder(nn.Module):
 class UNet2D(nn.Module):
     """2-D U-Net: (batch, 1, H, W) -> (batch, classes, H, W) logits; H and W divisible by 2**depth."""
 
-    def __init__(self, classes: int, base: int = 8, depth: int = 3) -> None:
+    def __init__(self, classes: int, base: int = 6, depth: int = 3) -> None:
         super().__init__()
         self.sequence = 1
         self.encoder = Encoder(1, base, depth)
@@ -120,7 +120,7 @@ class BiConvLSTM(nn.Module):
 class Sensor3D(nn.Module):
     """(batch, sequence, H, W) adjacent slices -> (batch, classes, H, W) logits of the middle slice."""
 
-    def __init__(self, classes: int, base: int = 8, depth: int = 3, sequence: int = 3) -> None:
+    def __init__(self, classes: int, base: int = 6, depth: int = 3, sequence: int = 3) -> None:
         super().__init__()
         if sequence < 1 or sequence % 2 == 0:
             raise ValueError(f"Sensor3D needs an odd number of slices (1, 3, 5, ...), got {sequence}")
@@ -143,7 +143,7 @@ class Sensor3D(nn.Module):
         return self.head(decoded[:, t // 2])
 
 
-def build_model(architecture: str, classes: int, base: int = 8, depth: int = 3, sequence: int = 3) -> nn.Module:
+def build_model(architecture: str, classes: int, base: int = 6, depth: int = 3, sequence: int = 3) -> nn.Module:
     """A fresh 'unet' or 'sensor3d' network."""
     if architecture == "unet":
         return UNet2D(classes, base, depth)

@@ -59,17 +59,22 @@ class TrainSettings:
     stride: int = 32
     learning_rate: float = 1.0
     loss: str = "cross_entropy+dice"
-    base_channels: int = 8
+    base_channels: int = 6
     depth: int = 3
     sequence: int = 3
     augment: bool = True
     seed: int = 0
+    min_patches_per_epoch: int = 0
+    """An epoch is one shuffled pass over the training patches, repeated (reshuffled, augmented anew) until it
+    holds at least this many: with few small labelled slices an epoch would otherwise be one or two steps."""
 
     def __post_init__(self) -> None:
         if self.architecture not in ("unet", "sensor3d"):
             raise ValueError(f"architecture must be 'unet' or 'sensor3d', got {self.architecture!r}")
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
             raise ValueError("batch_size, max_epochs and patience must be >= 1")
+        if self.min_patches_per_epoch < 0:
+            raise ValueError(f"min_patches_per_epoch must be >= 0, got {self.min_patches_per_epoch}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must lie between 0 and 1, got {self.validation_fraction}")
         if self.loss not in LOSSES:
@@ -96,10 +101,10 @@ class TrainResult:
 def normalise(images: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
     """Map the ``low`` and ``high`` percentiles of a volume to 0 and 1 (removes an instrument's gain and offset)."""
     sample = images.ravel()[:: max(1, images.size // 2_000_000)]
-    lo, hi = np.percentile(sample, [low, high])
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
     if hi <= lo:
         raise ValueError("the volume is uniform (1st and 99th percentiles equal): nothing to segment")
-    return ((images - lo) / (hi - lo)).astype(np.float32)
+    return ((np.asarray(images, np.float32) - lo) * (1.0 / (hi - lo))).astype(np.float32, copy=False)
 
 
 def sequence_of(volume: np.ndarray, z: int, length: int) -> np.ndarray:
@@ -137,6 +142,15 @@ def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tu
     return x, y
 
 
+def _epoch_order(train_indices: np.ndarray, at_least: int, generator: torch.Generator) -> np.ndarray:
+    """The training patches of one epoch: shuffled passes until ``at_least`` (one pass if there are that many)."""
+    passes, count = [], 0
+    while not passes or count < at_least:
+        passes.append(train_indices[torch.randperm(len(train_indices), generator=generator).numpy()])
+        count += len(train_indices)
+    return np.concatenate(passes)[:max(len(train_indices), at_least)]
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch and make its kernels deterministic; the generator drives shuffling and augmentation."""
     torch.manual_seed(seed)
@@ -152,6 +166,8 @@ def train(x: np.ndarray, y: np.ndarray, task: str, settings: TrainSettings, mode
     if model is None:
         model = build_model(settings.architecture, classes, settings.base_channels, settings.depth,
                             settings.sequence)
+    # Channels-last features: oneDNN's convolutions with few channels run about 1.4x faster so on the CPU.
+    model = model.to(memory_format=torch.channels_last)
     order = torch.randperm(len(x), generator=generator).numpy()
     n_val = max(1, int(round(settings.validation_fraction * len(x))))
     if len(x) - n_val < 1:
@@ -173,7 +189,7 @@ def train(x: np.ndarray, y: np.ndarray, task: str, settings: TrainSettings, mode
                disable=not progress, leave=False)
     for epoch in bar:
         model.train()
-        perm = trn[torch.randperm(len(trn), generator=generator).numpy()]
+        perm = _epoch_order(trn, settings.min_patches_per_epoch, generator)
         total, seen = 0.0, 0
         for k in range(0, len(perm), settings.batch_size):
             idx = torch.from_numpy(perm[k:k + settings.batch_size])
