@@ -143,7 +143,24 @@ SCAN_OVERRIDES = {
 }
 
 
-class ScanBench:
+class DocumentLog:
+    """Documents received, as (name, doc) in ``docs``; looked up by name and by stream."""
+
+    docs: list[tuple[str, dict]]
+
+    def named(self, name: str) -> list[dict]:
+        return [doc for n, doc in self.docs if n == name]
+
+    def events(self, stream: str) -> list[dict]:
+        descriptors = {d["uid"] for d in self.named("descriptor") if d["name"] == stream}
+        return [e for e in self.named("event") if e["descriptor"] in descriptors]
+
+    def data(self, stream: str) -> list[dict]:
+        """The ``data`` of each event of ``stream``."""
+        return [event["data"] for event in self.events(stream)]
+
+
+class ScanBench(DocumentLog):
     """A simulator with the tiny leg, its Instrument (source warm), a RunEngine and the documents it emitted."""
 
     def __init__(self, sim: SimProcess, config_path) -> None:
@@ -167,12 +184,6 @@ class ScanBench:
         self.docs.clear()
         return self.RE(plan)
 
-    def named(self, name: str) -> list[dict]:
-        return [doc for n, doc in self.docs if n == name]
-
-    def events(self, stream: str) -> list[dict]:
-        descriptors = {d["uid"] for d in self.named("descriptor") if d["name"] == stream}
-        return [e for e in self.named("event") if e["descriptor"] in descriptors]
 
 
 def _scan_bench(sim_factory, tmp_path_factory) -> ScanBench:

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import DocumentLog
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.pipeline.streaming import StreamingReconstruction
@@ -39,7 +40,7 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-class Recorder:
+class Recorder(DocumentLog):
     """The callback and what it published."""
 
     def __init__(self, **recon) -> None:
@@ -51,13 +52,6 @@ class Recorder:
     def finish(self) -> None:
         assert self.callback.wait(60)
         self.callback.close()
-
-    def named(self, name: str) -> list[dict]:
-        return [doc for n, doc in self.docs if n == name]
-
-    def events(self, stream: str) -> list[dict]:
-        descriptors = {d["uid"] for d in self.named("descriptor") if d["name"] == stream}
-        return [e["data"] for e in self.named("event") if e["descriptor"] in descriptors]
 
 
 def configured_filter() -> FilterSpec:
@@ -97,7 +91,7 @@ def test_beam_off_frames_are_skipped_and_a_retaken_angle_counts_once(tmp_path):
     scan.stop()
     recorder.finish()
     assert recorder.named("stop")[0]["exit_status"] == "success"
-    (volume,) = recorder.events("volumes")
+    (volume,) = recorder.data("volumes")
     assert volume["projections"] == ANGLES
     expected = reconstruct(torch.as_tensor(-np.log((frames(LINES) - DARK) / OPEN), dtype=torch.float32), GEOMETRY,
                            algorithm="fourier", filter=configured_filter()).numpy()
@@ -116,7 +110,7 @@ def test_projections_without_any_flats_fail_the_analysis_naming_the_fix_never_th
     (stop,) = recorder.named("stop")
     assert stop["exit_status"] == "fail"
     assert "no flat fields" in stop["reason"] and "flats > 0" in stop["reason"]
-    assert recorder.events("volumes") == []
+    assert recorder.data("volumes") == []
 
 
 def test_a_broken_document_fails_the_analysis_run_with_the_reason(tmp_path):
@@ -167,8 +161,8 @@ def test_with_online_segmentation_each_volume_is_segmented_into_a_labels_file(tm
     scan.stop()
     recorder.finish()
     assert recorder.named("stop")[0]["exit_status"] == "success", recorder.callback.errors
-    (labels,) = recorder.events("labels")
+    (labels,) = recorder.data("labels")
     labels_volume = read_labels(labels["labels_file"])
     assert labels_volume.data.shape == (ROWS, COLS, COLS)
     assert set(np.unique(labels_volume.data)) <= {0, 1, 2, 3}
-    assert labels_volume.provenance["source"]["file"] == recorder.events("volumes")[0]["volume_file"]
+    assert labels_volume.provenance["source"]["file"] == recorder.data("volumes")[0]["volume_file"]

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import DocumentLog
 from scipy.ndimage import gaussian_filter
 
 from nanoscope_daq.config import load_config
@@ -38,7 +39,7 @@ def two_threads():
     torch.set_num_threads(previous)
 
 
-class Online:
+class Online(DocumentLog):
     """The callback subscribed to a bench's RunEngine, and the analysis documents it published."""
 
     def __init__(self, bench, **recon) -> None:
@@ -53,13 +54,6 @@ class Online:
         assert self.callback.wait(120), "the online reconstruction did not catch up within 120 s"
         self.bench.RE.unsubscribe(self.token)
         self.callback.close()
-
-    def named(self, name: str) -> list[dict]:
-        return [doc for n, doc in self.docs if n == name]
-
-    def events(self, stream: str) -> list[dict]:
-        descriptors = {d["uid"] for d in self.named("descriptor") if d["name"] == stream}
-        return [e["data"] for e in self.named("event") if e["descriptor"] in descriptors]
 
 
 def read_volume(path) -> tuple[np.ndarray, dict]:
@@ -94,8 +88,8 @@ def test_a_gated_fly_scan_is_reconstructed_online_and_gating_beats_breathing(sca
     assert start["raw_run_uid"] == raw["uid"] and start["analysis"] == "online_reconstruction"
     assert start["recon"]["algorithm"] == "fdk"
     assert online.named("stop")[0]["exit_status"] == "success"
-    assert len(online.events("live_slices")) >= 3  # published during a 20 s rotation
-    volumes = {v["selection"]: v for v in online.events("volumes")}
+    assert len(online.data("live_slices")) >= 3  # published during a 20 s rotation
+    volumes = {v["selection"]: v for v in online.data("volumes")}
     assert set(volumes) == {"all", "gate", "phase0of4", "phase1of4", "phase2of4", "phase3of4"}
     everything, provenance = read_volume(volumes["all"]["volume_file"])
     assert provenance["raw_run_uid"] == raw["uid"] and provenance["analysis_run_uid"] == start["uid"]
@@ -159,10 +153,10 @@ def test_a_continuous_time_series_gives_each_time_point_its_own_volume_from_the_
                           range_deg=360.0, exposure_s=0.004, config=bench.config))
     online.finish()
     assert online.named("stop")[0]["exit_status"] == "success", online.callback.errors
-    volumes = online.events("volumes")
+    volumes = online.data("volumes")
     assert [v["time_point"] for v in volumes] == [0, 1, 2] and {v["projections"] for v in volumes} == {90}
     # Live slices followed the window: once full it holds one frame per planned angle.
-    live = online.events("live_slices")
+    live = online.data("live_slices")
     assert len(live) >= 3 and max(e["projections"] for e in live) == 90
     assert live[0]["xy"].shape == volumes[0]["xy"].shape
     setup = online_setup(bench.named("start")[0], online.config.recon)
