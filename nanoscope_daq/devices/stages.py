@@ -126,9 +126,13 @@ class RotationStage(EpicsMotor):
         self.max_velocity.subscribe(self._on_max_velocity_changed, run=False)
 
     def _on_max_velocity_changed(self, value, old_value, **_) -> None:
-        """VMAX bounds VELO and JVEL: refresh their control limits, as EpicsMotor does for HLM/LLM."""
-        if self.connected and old_value is not None and value != old_value:
-            for signal in (self.velocity, self.spin.velocity):
-                signal._metadata_changed(
-                    signal.pvname, signal._read_pv.get_ctrlvars(), from_monitor=True, update=True
-                )
+        """VMAX bounds VELO and JVEL: refresh their control limits, as EpicsMotor does for HLM/LLM.
+
+        The first event after connecting (no old value) refreshes too: when VMAX is written
+        before the subscription's initial update arrives, that first event is the change."""
+        if not self.connected or value == old_value:
+            return
+        for signal in (self.velocity, self.spin.velocity):
+            ctrl = signal._read_pv.get_ctrlvars()
+            if ctrl is not None:
+                signal._metadata_changed(signal.pvname, ctrl, from_monitor=True, update=True)
