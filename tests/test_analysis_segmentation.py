@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from nanoscope_daq.analysis.cli import main
 from nanoscope_daq.analysis.datasets import instrument, simulate_stack
-from nanoscope_daq.analysis.experiment import run_grid
+from nanoscope_daq.analysis.experiment import markdown, run_grid
 from nanoscope_daq.analysis.inference import inference_model, pick_device, predict_probabilities, segment_volume
 from nanoscope_daq.analysis.labels import Code, class_index, codes_of
 from nanoscope_daq.analysis.metrics import merged_codes, otsu_threshold, segmentation_metrics
@@ -207,6 +207,39 @@ def test_the_experiment_grid_resumes_from_its_work_folder(tmp_path):
     assert again["runs"] == first["runs"] and (tmp_path / "goal_model.pt").is_file()
     with pytest.raises(ValueError, match="holds runs of another grid"):
         run_grid(["unet"], [32], [4], epochs=2, seed=0, transfer=False, work=tmp_path)
+
+
+def test_transfer_replicates_are_paired_and_leave_the_start_network_unchanged(tmp_path):
+    results = run_grid(["unet"], [32], [4], epochs=1, seed=0, transfer=True, work=tmp_path, log=lambda line: None,
+                       transfer_replicates=2)
+    transfer = results["transfer"]
+    first, second = (r["pretrained"]["held_out"]["accuracy"] for r in transfer["replicates"])
+    assert first != second  # other slices and seed per replicate
+    assert [r["seed"] for r in transfer["replicates"]] == [0, 1]
+    summary = transfer["summary"]
+    accuracies = [r["scratch"]["held_out"]["accuracy"] for r in transfer["replicates"]]
+    assert summary["accuracy"]["scratch"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert summary["accuracy"]["scratch"]["sd"] == pytest.approx(np.std(accuracies, ddof=1))
+    assert 0 <= summary["loss"]["pretrained_better"] <= 2
+    assert 0.25 <= summary["accuracy"]["wilcoxon_p"] <= 1  # two pairs: one-sided p is at least 1/4
+    # Each replicate fine-tunes a copy of the goal network: replicate 1 trained again without replicate 0
+    # before it (read back from the work folder) comes out the same.
+    again = tmp_path / "again"
+    again.mkdir()
+    for name in ("grid.json", "goal_model.pt"):
+        (again / name).write_bytes((tmp_path / name).read_bytes())
+    kept = [line for line in (tmp_path / "runs.jsonl").read_text().splitlines()
+            if '"transfer/pretrained/1"' not in line]
+    (again / "runs.jsonl").write_text("\n".join(kept) + "\n")
+    alone = run_grid(["unet"], [32], [4], epochs=1, seed=0, transfer=True, work=again, log=lambda line: None,
+                     transfer_replicates=2)
+    assert len((again / "runs.jsonl").read_text().splitlines()) == len(kept) + 1  # only that one trained
+    assert (alone["transfer"]["replicates"][1]["pretrained"]["held_out"]
+            == transfer["replicates"][1]["pretrained"]["held_out"])
+    table = markdown(results, "cmd")
+    assert "| 1 | pretrained | 1 |" in table and "fine-tuned better" in table
+    assert f"| A's network, not fine-tuned | 0 | {transfer['not_fine_tuned']['accuracy']:.4f} |" in table
+    assert summary["accuracy"]["scratch"]["worst"] == min(accuracies)
 
 
 def test_postprocessing_merges_shade_off_removes_islands_and_closes():
