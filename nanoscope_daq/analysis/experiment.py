@@ -11,7 +11,8 @@ compared with a network trained from scratch on the same 20 slices, in paired re
 
     python -m nanoscope_daq.analysis.experiment --out docs/segmentation_experiment.md --work /tmp/segmentation-grid
 
-regenerates docs/segmentation_experiment.md and .json (about 3 h on one shared CPU core, half of it the transfer replicates).
+regenerates docs/segmentation_experiment.md and .json (about 3 h on one shared CPU core,
+half of it the transfer replicates).
 Sizes reduced to fit: slices of 128 x 128 pixels and 64-pixel patches cut without overlap
 (stride 64: 4 patches per slice), and an epoch holds at least 192 patches (the training
 patches repeated, see TrainSettings.min_patches_per_epoch) so that 10 labelled slices still
