@@ -31,8 +31,22 @@ os.environ["EPICS_CA_REPEATER_PORT"] = str(_distinct_free_ports(1)[0])
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
+from caproto.sync import client as caproto_sync  # noqa: E402
 
 from nanoscope_daq.sim.process import SimProcess  # noqa: E402
+
+CAError = caproto_sync.ErrorResponseReceived
+
+
+def ca_read(pvname: str, **kwargs):
+    """caproto's blocking read, without the CA repeater its default spawns (it would outlive the tests)."""
+    return caproto_sync.read(pvname, repeater=False, **kwargs)
+
+
+def ca_write(pvname: str, value, **kwargs):
+    """caproto's blocking write, without the CA repeater its default spawns (it would outlive the tests)."""
+    return caproto_sync.write(pvname, value, repeater=False, **kwargs)
+
 
 # Fast enough for tests, slow enough that ramps and holds are still observable.
 TEST_TIME_SCALE = 50.0

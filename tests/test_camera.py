@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import epics
-from caproto.sync.client import read as caproto_read
 import h5py
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from ophyd.areadetector.paths import EpicsPathSignal
 from ophyd.areadetector.plugins import HDF5Plugin_V34, ImagePlugin
 from ophyd.signal import EpicsSignalBase
 
-from conftest import wait_until
+from conftest import ca_read, wait_until
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.detector import XrmDetector, path_template
@@ -91,7 +90,7 @@ def read_text(pvname: str) -> str:
     of one pixel) in about one suite run in five; the IOC held the full value. Tests that
     check what the IOC serves read it this way.
     """
-    return bytes(caproto_read(pvname, timeout=10).data).split(b"\0", 1)[0].decode()
+    return bytes(ca_read(pvname, timeout=10).data).split(b"\0", 1)[0].decode()
 
 
 def attributes(path: Path) -> dict[str, np.ndarray]:
@@ -262,7 +261,7 @@ def test_preview_is_binned_and_at_most_five_per_second(det, data_dir):
     assert (rows, cols) == (SENSOR_ROWS // 2 // 2, CONFIG.detector.pixels_x // 2 // 2)  # 1024 px binned to 512
     assert max(rows, cols) <= CONFIG.camera.preview_max_size
     # A fresh caproto read, not pyepics (see read_text).
-    pixels = caproto_read(image.array_data.pvname, data_count=rows * cols, timeout=10).data
+    pixels = ca_read(image.array_data.pvname, data_count=rows * cols, timeout=10).data
     assert len(pixels) == rows * cols and pixels.min() > 0  # a dark frame: offset plus noise
 
 

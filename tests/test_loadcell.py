@@ -8,12 +8,9 @@ import time
 import numpy as np
 import pytest
 from caproto import AlarmSeverity
-from caproto.sync.client import ErrorResponseReceived
-from caproto.sync.client import read as ca_read
-from caproto.sync.client import write as ca_write
 from ophyd.utils import LimitError
 
-from conftest import connected
+from conftest import CAError, ca_read, ca_write, connected
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.loadcell import LoadCell, LoadCellAlarm, LoadCellStopped, SpecimenFailed
@@ -80,7 +77,7 @@ def test_load_to_10_n_completes_when_stable_and_holds_against_relaxation(load):
     time.sleep(1.0)  # 50 s of process time: the bone relaxes, the controller follows
     assert abs(load.force.get() - 10.0) <= FORCE_TOLERANCE_N
     assert load.extension.get() - extension_done > 0.002  # crept ~ 0.08 * 10 N / 150 N/mm
-    with pytest.raises(ErrorResponseReceived, match="loading mode cannot change"):
+    with pytest.raises(CAError, match="loading mode cannot change"):
         ca_write(pv(load, "MODE"), "Tension", notify=True, timeout=5)
     with pytest.raises(CommandRefused, match="loading mode cannot change to Tension while the frame is moving"):
         load.mode.set("Tension")
@@ -159,11 +156,11 @@ def test_bad_set_points_are_refused_by_the_ioc(shared_load):
         ("SPEED", 5.0, "Limits are set to 0.01 and 3.0"),
         ("EXT", 6.0, "Limits are set to -5.0 and 5.0"),
     ):
-        with pytest.raises(ErrorResponseReceived, match=reason):
+        with pytest.raises(CAError, match=reason):
             ca_write(pv(load, suffix), value, notify=True, timeout=5)
     ca_write(pv(load, "FORCE"), 50.0, notify=True, timeout=5)
     try:
-        with pytest.raises(ErrorResponseReceived, match=r"load target 50 N is beyond the force limit"):
+        with pytest.raises(CAError, match=r"load target 50 N is beyond the force limit"):
             ca_write(pv(load, "GO"), 1, notify=True, timeout=5)
         assert "allowed -40 .. 40 N" in load.message.get()
     finally:

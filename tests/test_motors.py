@@ -10,11 +10,10 @@ import time
 import epics
 import numpy as np
 import pytest
-from caproto.sync import client as caproto_client
 from ophyd import EpicsMotor
 from ophyd.utils import LimitError
 
-from conftest import connected, wait_until
+from conftest import CAError, ca_write, connected, wait_until
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.stages import RotationStage
@@ -157,8 +156,8 @@ def test_ophyd_limit_error_before_any_motion(sx):
 def test_ioc_refuses_out_of_range_put_from_raw_clients(sim, sx):
     pv = sim.prefix + "SX"
     sx.move(0.25, wait=True, timeout=10)
-    with pytest.raises(caproto_client.ErrorResponseReceived, match=r"outside the soft limits \[-25.0, 25.0\]"):
-        caproto_client.write(pv + ".VAL", 40.0, notify=True, timeout=5)
+    with pytest.raises(CAError, match=r"outside the soft limits \[-25.0, 25.0\]"):
+        ca_write(pv + ".VAL", 40.0, notify=True, timeout=5)
     dmov = Recorder(sx.motor_done_move)
     try:
         epics.caput(pv + ".VAL", -40.0, wait=True, timeout=5)  # pyepics cannot see a put failure...
@@ -263,13 +262,13 @@ def test_spin_rejects_speed_above_vmax_and_stops_on_stop(rot):
 
 
 def test_velocity_above_vmax_is_refused_with_a_clear_error(sim, rot, sx):
-    with pytest.raises(caproto_client.ErrorResponseReceived, match=r"exceeds the max velocity \(VMAX\) 10.0 mm/s"):
-        caproto_client.write(sim.prefix + "SX.VELO", 50.0, notify=True, timeout=5)
+    with pytest.raises(CAError, match=r"exceeds the max velocity \(VMAX\) 10.0 mm/s"):
+        ca_write(sim.prefix + "SX.VELO", 50.0, notify=True, timeout=5)
     assert sx.velocity.get(use_monitor=False) == 2.0
     with pytest.raises(LimitError):  # RotationStage checks VELO against VMAX before writing
         rot.velocity.put(800.0)
-    with pytest.raises(caproto_client.ErrorResponseReceived, match=r"acceleration time \(ACCL\) must be > 0"):
-        caproto_client.write(sim.prefix + "SX.ACCL", 0.0, notify=True, timeout=5)
+    with pytest.raises(CAError, match=r"acceleration time \(ACCL\) must be > 0"):
+        ca_write(sim.prefix + "SX.ACCL", 0.0, notify=True, timeout=5)
 
 
 def test_lowering_vmax_reaches_the_rotation_stage_limits(rot):

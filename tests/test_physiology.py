@@ -8,8 +8,7 @@ import time
 import epics
 import numpy as np
 import pytest
-from caproto.sync.client import write as ca_write
-from conftest import TEST_TIME_SCALE, connected
+from conftest import TEST_TIME_SCALE, ca_write, connected
 
 from nanoscope_daq.config import ConfigError, load_config
 from nanoscope_daq.devices.physiology import PhysiologyMonitor
@@ -176,7 +175,7 @@ def test_alarm_raised_by_a_limit_inside_the_value_and_cleared_when_restored(moni
 def test_bad_limits_are_refused_by_ioc_and_device(monitor, sim):
     pv = sim.prefix + "PHYS:"
     with pytest.raises(Exception, match="ECA_PUTFAIL") as info:
-        ca_write(pv + "TEMP_LO", 40.0, notify=True, repeater=False, timeout=5)
+        ca_write(pv + "TEMP_LO", 40.0, notify=True, timeout=5)
     refusal = bytes(info.value.args[0].error_message).rstrip(b"\0").decode()
     assert "low limit (40 C) must be below the high limit (39.5 C)" in refusal
     assert monitor.temperature_low.get(use_monitor=False) == PHYS.temperature_alarm_low_c

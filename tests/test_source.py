@@ -8,14 +8,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from caproto.sync.client import read as ca_read
-from caproto.sync.client import write as ca_write
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.signals import CommandRefused
 from nanoscope_daq.devices.source import SourceNotReady, XraySource
 
-from conftest import TEST_TIME_SCALE, connected, wait_until
+from conftest import TEST_TIME_SCALE, ca_read, ca_write, connected, wait_until
 
 CONFIG = load_config().source
 
@@ -26,7 +24,7 @@ def connected_source(sim) -> XraySource:
 
 def ioc_put(pvname: str, value) -> None:
     """A raw CA put with completion; raises ErrorResponseReceived when the IOC refuses it."""
-    ca_write(pvname, value, notify=True, repeater=False, timeout=5)
+    ca_write(pvname, value, notify=True, timeout=5)
 
 
 def ioc_refusal(pvname: str, value) -> str:
@@ -38,7 +36,7 @@ def ioc_refusal(pvname: str, value) -> str:
 
 def ioc_get(pvname: str):
     """A PV's value by a raw CA read: a number, or a str for enums, strings and char waveforms."""
-    data = ca_read(pvname, repeater=False, timeout=5).data
+    data = ca_read(pvname, timeout=5).data
     if getattr(data, "dtype", None) == "uint8":  # char waveform
         return bytes(data).rstrip(b"\0").decode()
     value = data[0]
