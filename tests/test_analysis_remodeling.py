@@ -6,8 +6,11 @@ import h5py
 import numpy as np
 import pytest
 
+from nanoscope_daq.analysis.labels import Code
+from nanoscope_daq.analysis.longitudinal import Session, bone_labels, remodeling_between
 from nanoscope_daq.analysis.registration import RigidTransform
 from nanoscope_daq.analysis.remodeling import remodeling
+from nanoscope_daq.config import load_config
 from nanoscope_daq.sim.imaging.imager import Imager
 from nanoscope_daq.sim.imaging.presets import tiny_leg_config
 
@@ -92,3 +95,18 @@ def test_bad_intervals_are_refused(formation):
         remodeling(before["labels"], after["labels"], 1.1, 0.0)
     with pytest.raises(ValueError, match="same shape"):
         remodeling(before["labels"], after["labels"][1:], 1.1, 1.0)
+
+
+def test_bone_of_a_noisy_absorption_volume_is_found_by_filter_and_threshold():
+    z, y, x = np.mgrid[:24, :64, :64]
+    r = np.hypot(y - 31.5, x - 31.5)
+    truth = (r > 10) & (r < 20)  # a cortical ring in soft tissue (r < 28) and air
+    volume = np.where(truth, 7.0, np.where(r < 28, 1.0, 0.0)) + np.random.default_rng(0).normal(0, 6.0, r.shape)
+    found = bone_labels(volume) == Code.BONE
+    assert 2 * np.sum(found & truth) / (found.sum() + truth.sum()) > 0.9
+    assert 2 * np.sum((volume > 4.0) & truth) / (np.sum(volume > 4.0) + truth.sum()) < 0.7  # unfiltered: noise
+
+
+def test_sessions_out_of_order_are_refused_before_any_reconstruction(tmp_path):
+    with pytest.raises(ValueError, match=r"follow-up \(day 0\) must come after the baseline \(day 10\)"):
+        remodeling_between(Session(tmp_path / "a.nxs", 10.0), Session(tmp_path / "b.nxs", 0.0), load_config().recon)
