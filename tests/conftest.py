@@ -48,6 +48,22 @@ def ca_write(pvname: str, value, **kwargs):
     return caproto_sync.write(pvname, value, repeater=False, **kwargs)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads(request):
+    """Tests marked ``torch_threads(n)`` run torch on n threads: fixed for reproducible timing and no
+    oversubscription of CI's two cores (torch is imported only for them)."""
+    marker = request.node.get_closest_marker("torch_threads")
+    if marker is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(marker.args[0])
+    yield
+    torch.set_num_threads(previous)
+
+
 # Fast enough for tests, slow enough that ramps and holds are still observable.
 TEST_TIME_SCALE = 50.0
 

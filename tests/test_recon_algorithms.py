@@ -17,12 +17,7 @@ from nanoscope_daq.recon.weights import parker, projection_weights
 N, PIXEL = 128, 0.01
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 def _inside(n: int) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from nanoscope_daq.recon import ConeGeometry, ParallelGeometry, find_cor
 from nanoscope_daq.recon.cor import opposite_pairs
@@ -13,12 +12,7 @@ from nanoscope_daq.recon.phantoms import Ellipses, Ellipsoids, parallel_sinogram
 N, PIXEL = 128, 0.01
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 @pytest.mark.parametrize(("axis", "span", "count"), [

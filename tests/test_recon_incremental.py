@@ -11,12 +11,7 @@ from nanoscope_daq.recon.phantoms import project_ellipsoids, shepp_logan_3d
 from nanoscope_daq.recon.weights import projection_weights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 PHANTOM = shepp_logan_3d(0.2)

@@ -15,12 +15,7 @@ from nanoscope_daq.recon.phantoms import parallel_sinogram, shepp_logan
 ROWS, COLS = 6, 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 def test_flats_are_interpolated_in_time_between_groups():

@@ -8,7 +8,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 from scipy.ndimage import binary_erosion
 
 from nanoscope_daq.recon import ConeGeometry, ParallelGeometry, reconstruct
@@ -25,12 +24,7 @@ ROWS, COLS = 8, 144
 MAGNIFICATION = 5.0  # TXM objective: 2.2 um pixels, a 317 um field around the 260 um leg
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 def _exposure(angle: float = 0.0, out: bool = False, beam: bool = True) -> Exposure:

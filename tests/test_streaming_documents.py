@@ -32,12 +32,7 @@ GEOMETRY = ParallelGeometry(GRID, ROWS, COLS, PIXEL_UM * 1e-3 / MAGNIFICATION)
 LINES = project_ellipsoids(shepp_logan_3d(0.4 * COLS * GEOMETRY.pixel_mm, value_per_mm=30.0), GEOMETRY)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 class Recorder(DocumentLog):

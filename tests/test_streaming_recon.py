@@ -14,7 +14,6 @@ import json
 import h5py
 import numpy as np
 import pytest
-import torch
 from conftest import DocumentLog
 from scipy.ndimage import gaussian_filter
 
@@ -31,12 +30,7 @@ from nanoscope_daq.sim.imaging.imager import Imager
 MOUSE = {"subject_id": "M21", "cohort": "OVX", "treatment": "PTH", "day": 0, "anaesthesia": "isoflurane 2%"}
 
 
-@pytest.fixture(autouse=True)
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.torch_threads(2)
 
 
 class Online(DocumentLog):
