@@ -21,12 +21,15 @@ import tempfile
 import time
 from collections.abc import Generator, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 
 from .config import Config, overrides_toml
 from .epics_env import configure_client, free_port
+
+if TYPE_CHECKING:
+    from .analysis.remodeling import Remodeling
 
 DEMO_TIME_SCALE = 20.0
 """Source warm-up (2 min) runs 20x faster in the demo."""
@@ -108,7 +111,7 @@ def session(xrm, day: float, config: Config) -> Generator:
                                    md={"demo_session_day": day}))
 
 
-def truth_remodeling(directory: Path, baseline_day: float, followup_day: float):
+def truth_remodeling(directory: Path, baseline_day: float, followup_day: float) -> tuple[Remodeling, dict]:
     """remodeling.py on the simulator's ground-truth labels of both days, and the rates it applied.
 
     Call while the simulator runs: it writes those files in the background, and removes
@@ -127,12 +130,12 @@ def truth_remodeling(directory: Path, baseline_day: float, followup_day: float):
         with h5py.File(path, "r") as h5:
             labels.append(h5["labels"][()])
             voxel_um = float(h5["labels"].attrs["voxel_size_um"])
-            applied = dict(h5["remodeling"].attrs)
+            applied = dict(h5["remodeling"].attrs)  # kept for the follow-up: day 0 to that day
     return remodeling(*labels, voxel_um, followup_day - baseline_day, register=False), applied
 
 
-def remodeling_table(measured, truth, applied: dict) -> str:
-    """Measured rates next to the ground-truth labels' and the simulator's."""
+def remodeling_table(measured: Remodeling, truth: Remodeling, applied: dict) -> str:
+    """Measured rates next to the ground-truth labels' and the simulator's (it forms bone on every surface)."""
     rows = [
         ("BFR (%/day)", 100 * measured.bfr_per_day, 100 * truth.bfr_per_day, None),
         ("BRR (%/day)", 100 * measured.brr_per_day, 100 * truth.brr_per_day, None),
