@@ -8,10 +8,12 @@ import time
 import h5py
 import numpy as np
 import pytest
+from bluesky.suspenders import SuspendBoolHigh
 from bluesky.utils import RunEngineInterrupted
 
 from conftest import wait_until
 from nanoscope_daq.plans import fly_tomo
+from nanoscope_daq.plans.safety import AlarmSuspender
 
 ATTRS = "entry/instrument/NDAttributes/"
 
@@ -81,3 +83,35 @@ def test_abort_closes_the_shutter_and_leaves_a_readable_file_marked_incomplete(f
         assert frames.shape[0] == len(keys)
         assert np.isfinite(frames[-1]).all()
     assert 50 < (keys == 0).sum() < 360
+
+
+@pytest.mark.parametrize("suspender", [AlarmSuspender, SuspendBoolHigh])
+def test_a_trip_while_the_runengine_loop_is_busy_still_suspends(suspender):
+    """bluesky's own suspender loses a trip that arrives while a plan holds the loop; ours waits for it."""
+    from bluesky import RunEngine
+    from bluesky import plan_stubs as bps
+    from ophyd import Signal
+
+    alarm = Signal(name="alarm", value=0)
+    recovered = []
+
+    def recover():
+        recovered.append(time.monotonic())
+        yield from bps.null()
+
+    def trip_then_clear():
+        time.sleep(0.1)
+        alarm.put(1)  # the suspender runs in this thread, while the plan below holds the loop
+        time.sleep(1.0)
+        alarm.put(0)
+
+    def plan():
+        threading.Thread(target=trip_then_clear, daemon=True).start()
+        time.sleep(0.5)  # a plan step that blocks the RunEngine's loop, as a slow CA read does
+        for _ in range(20):
+            yield from bps.sleep(0.1)
+
+    engine = RunEngine({})
+    engine.install_suspender(suspender(alarm, sleep=0.1, post_plan=recover))
+    engine(plan())
+    assert bool(recovered) == (suspender is AlarmSuspender)

@@ -20,6 +20,31 @@ from ..devices.flyer import TomoFlyer
 
 log = logging.getLogger(__name__)
 SHUTTER_TIMEOUT_S = 5.0
+SUSPENSION_ATTEMPTS = 50
+"""bluesky gives the RunEngine's event loop 0.1 s to make a suspender's event, and a loop held
+longer (a plan's Channel Access reads on a loaded machine) loses the trip: the suspender raises
+in the monitor callback and the scan runs on without beam (seen once in CI). 50 tries: 5 s."""
+
+
+class PatientSuspension:
+    """Mixin for bluesky suspenders: try again to make the suspension event rather than lose a trip."""
+
+    def __call__(self, value, **kwargs):
+        for _ in range(SUSPENSION_ATTEMPTS - 1):
+            try:
+                return super().__call__(value, **kwargs)
+            except RuntimeError as exc:
+                if "suspender event" not in str(exc):
+                    raise
+        return super().__call__(value, **kwargs)
+
+
+class InterlockSuspender(PatientSuspension, SuspendWhenChanged):
+    """Suspends while the source interlock is not OK."""
+
+
+class AlarmSuspender(PatientSuspension, SuspendBoolHigh):
+    """Suspends while the physiology alarm is raised."""
 
 
 class BeamGuard:
@@ -62,14 +87,14 @@ def close_shutter_quietly(xrm: Instrument) -> None:
 def safety_suspenders(xrm: Instrument, *, in_vivo: bool, recover, sleep_s: float = 1.0) -> list:
     """Suspend on an interlock trip and (in vivo) on a physiology alarm; ``recover()`` is the post-plan."""
     suspenders = [
-        SuspendWhenChanged(
+        InterlockSuspender(
             xrm.source.interlock, expected_value="OK", allow_resume=True, sleep=sleep_s, post_plan=recover,
             tripped_message="the source interlock tripped: waiting for it to be reset",
         )
     ]
     if in_vivo:
         suspenders.append(
-            SuspendBoolHigh(
+            AlarmSuspender(
                 xrm.physio.alarm, sleep=sleep_s, post_plan=recover,
                 tripped_message="physiology alarm: waiting for the animal's vitals to recover",
             )
