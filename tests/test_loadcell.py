@@ -80,7 +80,7 @@ def test_load_to_10_n_completes_when_stable_and_holds_against_relaxation(load):
     with pytest.raises(CAError, match="loading mode cannot change"):
         ca_write(pv(load, "MODE"), "Tension", notify=True, timeout=5)
     with pytest.raises(CommandRefused, match="loading mode cannot change to Tension while the frame is moving"):
-        load.mode.set("Tension")
+        load.mode.set("Tension").wait(5)
     assert load.mode.get() == "Compression"
     load.stop()
     assert load.holding.get() == 0

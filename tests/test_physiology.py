@@ -159,7 +159,7 @@ def test_alarm_raised_by_a_limit_inside_the_value_and_cleared_when_restored(moni
     }[vital]
     assert monitor.alarm.get(use_monitor=False) == 0  # OK
     try:
-        monitor.set_alarm_limits(vital, low, high)
+        monitor.set_alarm_limits(vital, low, high).wait(10)
         assert monitor.alarm.get(use_monitor=False) == 1  # ALARM
         message = monitor.alarm_message.get(use_monitor=False)
         for word in words:
@@ -167,7 +167,7 @@ def test_alarm_raised_by_a_limit_inside_the_value_and_cleared_when_restored(moni
         vital_pv = {"temperature": monitor.temperature, "heart_rate": monitor.heart_rate, "rate": monitor.rate}[vital]
         assert epics.PV(vital_pv.pvname).get_with_metadata(form="time", use_monitor=False)["severity"] == 2  # MAJOR
     finally:
-        monitor.set_alarm_limits(vital, *defaults)
+        monitor.set_alarm_limits(vital, *defaults).wait(10)
     assert monitor.alarm.get(use_monitor=False) == 0
     assert monitor.alarm_message.get(use_monitor=False) == ""
 
@@ -188,13 +188,13 @@ def test_bad_limits_are_refused_by_ioc_and_device(monitor, sim):
 
     # Moving both limits above the present high limit works: the device orders the puts.
     try:
-        monitor.set_alarm_limits("temperature", 40.0, 41.0)
+        monitor.set_alarm_limits("temperature", 40.0, 41.0).wait(10)
         assert (monitor.temperature_low.get(use_monitor=False), monitor.temperature_high.get(use_monitor=False)) == (
             40.0,
             41.0,
         )
     finally:
-        monitor.set_alarm_limits("temperature", PHYS.temperature_alarm_low_c, PHYS.temperature_alarm_high_c)
+        monitor.set_alarm_limits("temperature", PHYS.temperature_alarm_low_c, PHYS.temperature_alarm_high_c).wait(10)
 
 
 def test_a_history_longer_than_the_pv_holds_is_a_configuration_error():

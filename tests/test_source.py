@@ -61,7 +61,7 @@ def test_high_voltage_refused_until_warm_up_completes(fresh_sim):
     assert "start the jet" in ioc_refusal(pv + "HV", "On")
     assert "start the jet" in source.message.get(use_monitor=False)
 
-    source.jet.set("On")
+    source.jet.set("On").wait(5)
     time.sleep(0.3)
     assert source.state.get(use_monitor=False) == "WarmingUp"
     with pytest.raises(SourceNotReady, match="WarmingUp"):
@@ -94,8 +94,8 @@ def test_warm_up_takes_the_configured_process_time(fresh_sim):
 
 def test_ramp_to_60_kv_10_w_at_the_set_ramp_rates(warm_source):
     source = warm_source
-    source.kv_ramp.set(2.0)  # kV per process second
-    source.power_ramp.set(0.5)  # W per process second
+    source.kv_ramp.set(2.0).wait(5)  # kV per process second
+    source.power_ramp.set(0.5).wait(5)  # W per process second
     kv_seen: list[float] = []
     token = source.kv.subscribe(lambda value, **kw: kv_seen.append(value), run=False)
     try:
@@ -141,7 +141,7 @@ def test_interlock_trip_mid_ramp_drops_hv_closes_shutter_and_resets_to_ready(fre
     pv = fresh_sim.prefix + "SRC:"
     source.warm_up(timeout=30).wait()
     source.shutter.set("open").wait(5)
-    source.kv_ramp.set(1.0)
+    source.kv_ramp.set(1.0).wait(5)
     ramp = source.set_output(60, 10, timeout=30)
     time.sleep(0.3)
     assert not ramp.done and 0 < source.kv.get() < 60
@@ -161,12 +161,12 @@ def test_interlock_trip_mid_ramp_drops_hv_closes_shutter_and_resets_to_ready(fre
     with pytest.raises(SourceNotReady, match="interlock is tripped"):
         source.set_output(60, 10)
     with pytest.raises(CommandRefused, match="shutter open refused"):
-        source.shutter.set("open")
+        source.shutter.set("open").wait(5)
     assert "interlock is tripped" in ioc_refusal(pv + "HV", "On")
 
     source.reset_interlock().wait(5)
     assert source.state.get(use_monitor=False) == "Ready"
-    source.kv_ramp.set(CONFIG.kv_ramp_per_s)
+    source.kv_ramp.set(CONFIG.kv_ramp_per_s).wait(5)
     source.set_output(30, 5, timeout=30).wait()
     assert source.kv.get() == pytest.approx(30, abs=0.01)
 
@@ -192,8 +192,8 @@ def test_out_of_range_set_points_are_refused_by_the_ioc(warm_source, sim, pv, va
 
 def test_power_above_the_spot_limit_is_refused(warm_source, sim):
     source = warm_source
-    source.power.set(0.0)
-    source.spot.set(5.0)
+    source.power.set(0.0).wait(5)
+    source.spot.set(5.0).wait(5)
     assert source.power_limit.get(use_monitor=False) == pytest.approx(5.0 * CONFIG.power_per_um_spot_w)
 
     refusal = ioc_refusal(sim.prefix + "SRC:POWER", 200.0)
@@ -201,17 +201,17 @@ def test_power_above_the_spot_limit_is_refused(warm_source, sim):
     with pytest.raises(ValueError, match=r"power 200 W is outside the allowed range 0 to 125 W for the 5 um spot"):
         source.set_output(40, 200)
     with pytest.raises(CommandRefused, match="200 W refused"):
-        source.power.set(200.0)
+        source.power.set(200.0).wait(5)
 
     with pytest.raises(CommandRefused, match="spot size 3 um refused: the allowed range is 5 to 40 um"):
-        source.spot.set(3.0)
-    source.spot.set(10.0)
-    source.power.set(200.0)
+        source.spot.set(3.0).wait(5)
+    source.spot.set(10.0).wait(5)
+    source.power.set(200.0).wait(5)
     too_small = "spot size 6 um refused: it allows at most 150 W but the power set point is 200 W; lower the power"
     with pytest.raises(CommandRefused, match=too_small):
-        source.spot.set(6.0)
+        source.spot.set(6.0).wait(5)
     assert source.spot.get(use_monitor=False) == 10.0
-    source.power.set(10.0)
+    source.power.set(10.0).wait(5)
 
 
 def test_device_refuses_bad_output_before_touching_the_source(warm_source):

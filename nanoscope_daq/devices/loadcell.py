@@ -19,7 +19,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus
 from ophyd.utils import LimitError
 
-from .signals import CommandRefused, ConfirmedSignal, put_confirmed
+from .signals import CommandRefused, ConfirmedSignal, confirmed_put, in_order, put_completed
 
 #: Enum labels of the IOC (the PV contract, docs/pv-reference.md).
 NO_ALARM = "No alarm"
@@ -212,14 +212,24 @@ class LoadCell(Device):
             raise LimitError(f"{self.name}: speed {speed:g} mm/min is outside the allowed range {low:g} .. {high:g}")
 
     def _move(self, control: str, target_signal: EpicsSignal, target: float, timeout: float | None) -> DeviceStatus:
-        """Select the control mode, write the target and GO; the Status follows DMOV and ALM."""
-        if self.control_mode.get() != control:
-            put_confirmed(self.control_mode, control, self.message)
-        target_signal.put(target, wait=True)
+        """Select the control mode, write the target and GO; the Status follows DMOV and ALM.
+
+        Returns at once: the puts run in order through their completion callbacks, and
+        a refused control mode or GO fails the Status with the IOC's reason.
+        """
         status = DeviceStatus(self, timeout=timeout)
         watch = self._watch = _MoveWatch(self, status)
-        accepted_before = self.moves_started.get()
-        self.go.put(1, wait=True)
-        if self.moves_started.get() == accepted_before:
-            watch.finish(CommandRefused(f"{self.name}: GO refused: {self.message.get()}"))
+        accepted_before = self.moves_started.get(use_monitor=False)
+        steps = []
+        if self.control_mode.get() != control:
+            steps.append(lambda: confirmed_put(self.control_mode, control, self.message))
+        steps += [lambda: put_completed(target_signal, target), lambda: put_completed(self.go, 1)]
+
+        def sent(done) -> None:
+            if not done.success:
+                watch.finish(done.exception())
+            elif self.moves_started.get(use_monitor=False) == accepted_before:
+                watch.finish(CommandRefused(f"{self.name}: GO refused: {self.message.get()}"))
+
+        in_order(self, steps).add_callback(sent)
         return status

@@ -7,9 +7,9 @@ import numbers
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignalRO
-from ophyd.status import DeviceStatus
+from ophyd.status import DeviceStatus, StatusBase
 
-from .signals import ConfirmedSignal, condition_status, put_confirmed
+from .signals import ConfirmedSignal, condition_status, confirmed_put, in_order
 
 #: vital name -> (low-limit component, high-limit component, unit)
 LIMIT_COMPONENTS = {
@@ -60,8 +60,11 @@ class PhysiologyMonitor(Device):
 
         return condition_status(self, [self.gate], opened, timeout=timeout)
 
-    def set_alarm_limits(self, vital: str, low: float, high: float) -> None:
-        """Set both alarm limits of ``vital`` ('rate', 'heart_rate' or 'temperature'); raises if refused."""
+    def set_alarm_limits(self, vital: str, low: float, high: float) -> StatusBase:
+        """Set both alarm limits of ``vital`` ('rate', 'heart_rate' or 'temperature').
+
+        Bad arguments raise at once; the Status fails with the IOC's reason if it refuses a limit.
+        """
         if vital not in LIMIT_COMPONENTS:
             raise ValueError(f"{self.name}: unknown vital {vital!r}; choose one of {', '.join(LIMIT_COMPONENTS)}")
         low_name, high_name, unit = LIMIT_COMPONENTS[vital]
@@ -78,5 +81,6 @@ class PhysiologyMonitor(Device):
             order = ((high_signal, high), (low_signal, low))
         else:
             order = ((low_signal, low), (high_signal, high))
-        for signal, value in order:
-            put_confirmed(signal, value, self.message)
+        return in_order(self, [
+            lambda s=signal, v=value: confirmed_put(s, v, self.message) for signal, value in order
+        ])

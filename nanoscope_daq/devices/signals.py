@@ -1,21 +1,22 @@
-"""Signal helpers shared by the project's devices: confirmed puts and condition-driven statuses.
+"""Signal helpers shared by the project's devices: confirmed puts, chained and condition-driven statuses.
 
 pyepics ignores the error an IOC returns for a refused put, so a client cannot tell a
-refused set point from an accepted one. :func:`put_confirmed` puts with completion,
-reads the set point back and raises :class:`CommandRefused` with the IOC's own reason
-(the ``MSG`` PV of this project's IOCs).
+refused set point from an accepted one. :func:`confirmed_put` puts with completion,
+reads the set point back and fails its Status with :class:`CommandRefused` and the
+IOC's own reason (the ``MSG`` PV of this project's IOCs). Every helper here returns a
+Status at once (ophyd's ``set()`` contract); nothing blocks its caller.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ophyd import EpicsSignal, EpicsSignalRO
 from ophyd.ophydobj import OphydObject
-from ophyd.status import DeviceStatus, Status
+from ophyd.status import Status, StatusBase
 from ophyd.utils import InvalidState
 
 PUT_TIMEOUT_S = 5.0
@@ -31,33 +32,104 @@ def _same(kept: Any, wanted: Any) -> bool:
     return kept == wanted
 
 
-def put_confirmed(
+def _settle(status: StatusBase, error: BaseException | None = None) -> None:
+    """Finish ``status`` (or fail it with ``error``) unless it is already done (e.g. timed out)."""
+    try:
+        if error is None:
+            status.set_finished()
+        else:
+            status.set_exception(error)
+    except InvalidState:
+        pass
+
+
+def put_completed(signal: EpicsSignal, value: Any, timeout: float = PUT_TIMEOUT_S) -> Status:
+    """Put ``value`` with completion; the Status finishes when the IOC has processed the put."""
+    status = Status(signal, timeout=timeout)
+    signal.put(value, use_complete=True, callback=lambda **_: _settle(status))
+    return status
+
+
+def confirmed_put(
     signal: EpicsSignal, value: Any, reason: EpicsSignalRO | None = None, timeout: float = PUT_TIMEOUT_S
-) -> None:
-    """Put ``value``, wait for completion and check the IOC kept it; else raise with ``reason``'s text."""
-    completed = threading.Event()
-    signal.put(value, use_complete=True, callback=lambda **kwargs: completed.set())
-    if not completed.wait(timeout):
-        raise TimeoutError(f"{signal.name}: the put of {value!r} did not complete within {timeout:g} s")
-    kept = signal.get_setpoint(use_monitor=False)
-    if not _same(kept, value):
-        why = reason.get(use_monitor=False) if reason is not None else f"the set point stayed at {kept!r}"
-        raise CommandRefused(f"{signal.name}: {value!r} was refused: {why}")
+) -> Status:
+    """Put ``value`` with completion; the Status fails with :class:`CommandRefused` if the IOC did not keep it.
+
+    The refusal carries ``reason``'s text (the IOC's message), read when the put completed.
+    """
+    status = Status(signal, timeout=timeout)
+
+    def completed(**_: Any) -> None:
+        try:
+            kept = signal.get_setpoint(use_monitor=False)
+            if _same(kept, value):
+                _settle(status)
+                return
+            why = reason.get(use_monitor=False) if reason is not None else f"the set point stayed at {kept!r}"
+            _settle(status, CommandRefused(f"{signal.name}: {value!r} was refused: {why}"))
+        except Exception as exc:  # noqa: BLE001 -- a lost connection fails the Status with its reason
+            _settle(status, exc)
+
+    signal.put(value, use_complete=True, callback=completed)
+    return status
+
+
+def then(first: StatusBase, step: Callable[[], StatusBase], obj: OphydObject | None = None) -> Status:
+    """A Status for ``first`` followed by ``step()``: ``step`` starts once ``first`` succeeded.
+
+    A failure of either (or an exception raised by ``step``) fails the returned Status.
+    """
+    result = Status(obj if obj is not None else first.obj)
+
+    def next_step(done: StatusBase) -> None:
+        if not done.success:
+            _settle(result, done.exception() or RuntimeError(f"{done} failed"))
+            return
+        try:
+            following = step()
+        except Exception as exc:  # noqa: BLE001 -- carried by the Status
+            _settle(result, exc)
+            return
+        following.add_callback(
+            lambda st: _settle(result, None if st.success else st.exception() or RuntimeError(f"{st} failed"))
+        )
+
+    first.add_callback(next_step)
+    return result
+
+
+def finished(obj: OphydObject) -> Status:
+    """A Status that is already done (nothing to wait for)."""
+    status = Status(obj)
+    status.set_finished()
+    return status
+
+
+def in_order(obj: OphydObject, steps: Sequence[Callable[[], StatusBase]]) -> StatusBase:
+    """Run ``steps`` one after the other, each starting when the previous Status succeeded."""
+    status: StatusBase = finished(obj)
+    for step in steps:
+        status = then(status, step, obj)
+    return status
+
+
+def puts_in_order(
+    obj: OphydObject, pairs: Iterable[tuple[EpicsSignal, Any]], timeout: float = PUT_TIMEOUT_S
+) -> StatusBase:
+    """Put each ``(signal, value)`` with completion, in order (the IOC may depend on the order)."""
+    return in_order(obj, [lambda s=signal, v=value: put_completed(s, v, timeout) for signal, value in pairs])
 
 
 class ConfirmedSignal(EpicsSignal):
-    """An EpicsSignal whose ``set`` raises :class:`CommandRefused` when the IOC refuses the value.
+    """An EpicsSignal whose ``set`` Status fails with :class:`CommandRefused` when the IOC refuses the value.
 
     The reason comes from the parent device's ``message`` signal when it has one. The
     returned Status is finished once the IOC has accepted the set point (not when a
     readback has followed it).
     """
 
-    def set(self, value: Any, *, timeout: float | None = None, settle_time: float | None = None) -> Status:
-        put_confirmed(self, value, getattr(self.parent, "message", None), timeout or PUT_TIMEOUT_S)
-        status = Status(self, settle_time=settle_time)
-        status.set_finished()
-        return status
+    def set(self, value: Any, *, timeout: float | None = None) -> Status:
+        return confirmed_put(self, value, getattr(self.parent, "message", None), timeout or PUT_TIMEOUT_S)
 
 
 def condition_status(
@@ -66,12 +138,14 @@ def condition_status(
     done: Callable[[], bool],
     failure: Callable[[], str | None] | None = None,
     timeout: float | None = None,
-) -> DeviceStatus:
+) -> Status:
     """A status finished when ``done()`` holds, or failed with ``failure()``'s reason.
 
     Both are re-evaluated whenever one of ``signals`` updates; subscriptions end with the status.
+    A plain Status, not a DeviceStatus: a refusal or timeout does not call ``obj.stop()``
+    (stopping is for the RunEngine and the operator to decide).
     """
-    status = DeviceStatus(obj, timeout=timeout)
+    status = Status(obj, timeout=timeout)
     lock = threading.Lock()
 
     def check(*args: Any, **kwargs: Any) -> None:
@@ -89,7 +163,7 @@ def condition_status(
 
     subscriptions = [(signal, signal.subscribe(check, run=False)) for signal in signals]
 
-    def unsubscribe(_status: DeviceStatus) -> None:
+    def unsubscribe(_status: StatusBase) -> None:
         for signal, token in subscriptions:
             signal.unsubscribe(token)
 

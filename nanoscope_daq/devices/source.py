@@ -7,9 +7,9 @@ import numbers
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
-from ophyd.status import DeviceStatus
+from ophyd.status import StatusBase
 
-from .signals import CommandRefused, ConfirmedSignal, condition_status, put_confirmed
+from .signals import CommandRefused, ConfirmedSignal, condition_status, confirmed_put, in_order, then
 
 READY_STATES = ("Ready", "On")
 
@@ -28,12 +28,12 @@ class SourceShutter(Device):
     #: user word -> (command value, position reached)
     TARGETS = {"open": ("Open", "Open"), "close": ("Close", "Closed")}
 
-    def set(self, value: str, *, timeout: float = 5.0) -> DeviceStatus:
+    def set(self, value: str, *, timeout: float = 5.0) -> StatusBase:
+        """Command ``"open"`` or ``"close"``; the Status finishes when SHUTTER_RBV gets there."""
         key = str(value).strip().lower()
         if key not in self.TARGETS:
             raise ValueError(f"{self.name}: shutter position must be 'open' or 'close', not {value!r}")
         command, target = self.TARGETS[key]
-        put_confirmed(self.command, command, self.message)
         command_seen = False  # the monitored command may still show the previous one
 
         def interrupted() -> str | None:
@@ -45,9 +45,16 @@ class SourceShutter(Device):
                 return f"the shutter was commanded {current} before reaching {target}: {self.message.get()}"
             return None
 
-        return condition_status(
-            self, [self.status, self.command], lambda: self.status.get() == target, interrupted, timeout
+        return then(
+            confirmed_put(self.command, command, self.message),
+            lambda: condition_status(
+                self, [self.status, self.command], lambda: self.status.get() == target, interrupted, timeout
+            ),
         )
+
+    def stop(self, *, success: bool = False) -> None:
+        """Close the shutter: the RunEngine stops every device a plan moved when it pauses, aborts or ends."""
+        self.command.put("Close", wait=False)
 
 
 class XraySource(Device):
@@ -99,16 +106,16 @@ class XraySource(Device):
             )
         return state
 
-    def warm_up(self, timeout: float | None = None) -> DeviceStatus:
+    def warm_up(self, timeout: float | None = None) -> StatusBase:
         """Start the jet if needed; the Status finishes at state Ready (fails on an interlock trip)."""
         state = self._state_unless_tripped("cannot warm up")
-        if state not in READY_STATES:
-            put_confirmed(self.jet, "On", self.message)
-        return condition_status(
+        steps = [] if state in READY_STATES else [lambda: confirmed_put(self.jet, "On", self.message)]
+        steps.append(lambda: condition_status(
             self, [self.state], lambda: self.state.get() in READY_STATES, self._fault_reason, timeout
-        )
+        ))
+        return in_order(self, steps)
 
-    def reset_interlock(self, timeout: float | None = 10.0) -> DeviceStatus:
+    def reset_interlock(self, timeout: float | None = 10.0) -> StatusBase:
         """Clear an interlock trip; the Status finishes when the interlock reads OK again (HV stays off)."""
         self.interlock_reset.put("Reset")
         return condition_status(
@@ -118,18 +125,25 @@ class XraySource(Device):
             timeout=timeout,
         )
 
-    def check_output(self, kv: float, watts: float) -> None:
-        """Raise (without touching the source) if ``kv``/``watts`` cannot be delivered now."""
+    def _check_numbers(self, kv: float, watts: float) -> None:
         for what, value in (("high voltage", kv), ("power", watts)):
             if not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"{self.name}: {what} must be a finite number, not {value!r}")
+
+    def check_output(self, kv: float, watts: float) -> None:
+        """Raise (without touching the source) if ``kv``/``watts`` cannot be delivered now."""
+        self._check_numbers(kv, watts)
         state = self._state_unless_tripped("X-ray output refused")
         if state not in READY_STATES:
             progress = self.warmup_progress.get(use_monitor=False)
             raise SourceNotReady(
                 f"{self.name}: X-ray output refused: the source is {state} (warm-up {progress:.0f}% complete); "
-                "high voltage needs state Ready: call warm_up() and wait for it"
+                "high voltage needs state Ready: run the source_on plan (nanoscope scan source_on), "
+                "or call warm_up() and wait for it"
             )
+        self._check_range(kv, watts)
+
+    def _check_range(self, kv: float, watts: float) -> None:
         low, high = self.kv.limits
         if not low <= kv <= high:
             raise ValueError(f"{self.name}: high voltage {kv:g} kV is outside the allowed range {low:g} to {high:g} kV")
@@ -141,13 +155,15 @@ class XraySource(Device):
                 f"for the {spot:g} um spot; lower the power or enlarge the spot"
             )
 
-    def set_output(self, kv: float, watts: float, timeout: float | None = None) -> DeviceStatus:
+    def set_output(self, kv: float, watts: float, timeout: float | None = None) -> StatusBase:
         """Set kV and W and switch the high voltage on; the Status finishes when both readbacks arrive."""
         self.check_output(kv, watts)
-        put_confirmed(self.kv, kv, self.message)
-        put_confirmed(self.power, watts, self.message)
+        steps = [
+            lambda: confirmed_put(self.kv, kv, self.message),
+            lambda: confirmed_put(self.power, watts, self.message),
+        ]
         if self.hv.get(use_monitor=False) != "On":
-            put_confirmed(self.hv, "On", self.message)
+            steps.append(lambda: confirmed_put(self.hv, "On", self.message))
 
         def arrived() -> bool:
             return (
@@ -156,9 +172,36 @@ class XraySource(Device):
                 and self.hv.get() == "On"
             )
 
-        return condition_status(self, [self.kv, self.power, self.state], arrived, self._fault_reason, timeout)
+        steps.append(lambda: condition_status(
+            self, [self.kv, self.power, self.state], arrived, self._fault_reason, timeout
+        ))
+        return in_order(self, steps)
 
-    def set(self, value: tuple[float, float], *, timeout: float | None = None) -> DeviceStatus:
+    def set(self, value: tuple[float, float], *, timeout: float | None = None) -> StatusBase:
         """``set((kv, watts))`` for ``bps.mv``: the same as :meth:`set_output`."""
         kv, watts = value
         return self.set_output(kv, watts, timeout=timeout)
+
+    def switch_on(self, kv: float, watts: float, timeout: float | None = None) -> StatusBase:
+        """Bring the source from any state to X-rays at ``kv``/``watts``: reset a cleared trip, warm up, ramp.
+
+        The kV and power are checked against the limits first (nothing changes on a
+        refusal). A tripped interlock whose cause has cleared is reset; a cause still
+        present fails the Status with the IOC's reason.
+        """
+        self._check_numbers(kv, watts)
+        self._check_range(kv, watts)
+        steps = []
+        if self.state.get(use_monitor=False) == "Fault":
+            steps.append(lambda: self.reset_interlock())
+        steps.append(lambda: self.warm_up(timeout))
+        steps.append(lambda: self.set_output(kv, watts, timeout))
+        return in_order(self, steps)
+
+    def switch_off(self, timeout: float | None = 10.0) -> StatusBase:
+        """Close the shutter, then switch the high voltage off; finishes when no X-rays are produced."""
+        return in_order(self, [
+            lambda: self.shutter.set("close"),
+            lambda: confirmed_put(self.hv, "Off", self.message),
+            lambda: condition_status(self, [self.xrays, self.hv], lambda: self.xrays.get() == "Off", timeout=timeout),
+        ])
