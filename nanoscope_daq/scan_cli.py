@@ -28,8 +28,8 @@ def _parse_json(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not JSON ({exc}); e.g. '{{\"subject_id\": \"M07\", ...}}'") from None
 
 
-def _option(parser: argparse.ArgumentParser, parameter: inspect.Parameter, annotation: str) -> None:
-    """One ``--name`` option for a keyword parameter, typed from its annotation."""
+def _option(parser: argparse.ArgumentParser, parameter: inspect.Parameter, annotation: str, meaning: str) -> None:
+    """One ``--name`` option for a keyword parameter, typed from its annotation, ``meaning`` from the docstring."""
     flag = "--" + parameter.name.replace("_", "-")
     default = parameter.default
     shown = "required" if default is inspect.Parameter.empty else f"default: {default!r}"
@@ -46,9 +46,6 @@ def _option(parser: argparse.ArgumentParser, parameter: inspect.Parameter, annot
         kwargs.update(type=_parse_json, metavar="JSON")
     else:
         kwargs.update(type=str)
-    from .plans.parameters import PARAMETER_HELP
-
-    meaning = PARAMETER_HELP.get(parameter.name, "")
     parser.add_argument(flag, help=f"{meaning} [{annotation}; {shown}]".strip(), **kwargs)
 
 
@@ -58,6 +55,7 @@ def add_scan_parser(subparsers, add_connection_options: Callable[[argparse.Argum
     The plans import ophyd, which starts libca: call this only once Channel Access is configured.
     """
     from .plans import PLANS
+    from .plans.registry import parameter_help
 
     scan = subparsers.add_parser("scan", help="run a registered plan against the IOCs, with a progress bar")
     plans = scan.add_subparsers(dest="plan", required=True, metavar="PLAN")
@@ -68,10 +66,11 @@ def add_scan_parser(subparsers, add_connection_options: Callable[[argparse.Argum
         add_connection_options(sub)
         sub.add_argument("--data-dir", help="directory the camera writes into (as the IOC's --data-dir)")
         hints = plan.__annotations__  # strings: the plans use postponed annotations
+        meanings = parameter_help(plan)
         for parameter in inspect.signature(plan).parameters.values():
             if parameter.name in SKIPPED_PARAMETERS:
                 continue
-            _option(sub, parameter, str(hints.get(parameter.name, "str")))
+            _option(sub, parameter, str(hints.get(parameter.name, "str")), meanings.get(parameter.name, ""))
         sub.set_defaults(func=run_scan_command)
 
 
@@ -135,8 +134,10 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
     from .plans import PLANS, PlanParameterError
 
     plan = PLANS[args.plan]
-    names = set(inspect.signature(plan).parameters) - SKIPPED_PARAMETERS
-    kwargs = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    parameters = inspect.signature(plan).parameters
+    kwargs = {name: getattr(args, name) for name in set(parameters) - SKIPPED_PARAMETERS if hasattr(args, name)}
+    if "config" in parameters:
+        kwargs["config"] = config
     xrm = Instrument(config.epics.prefix, name="xrm")
     try:
         xrm.wait_for_connection(timeout=10.0)
@@ -157,7 +158,7 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
         RE.subscribe(online)
     try:
         try:
-            uids = RE(plan(xrm, config=config, **kwargs))
+            uids = RE(plan(xrm, **kwargs))
         except RunEngineInterrupted:
             uids = _ask_resume_or_abort(RE)
     except PlanParameterError as exc:

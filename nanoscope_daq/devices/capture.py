@@ -19,7 +19,10 @@ from pathlib import Path
 from event_model import ComposeStreamResource, StreamRange
 
 from ..camera_layout import ATTRIBUTE_KEYS, datasets
+from ophyd.status import StatusBase
+
 from .detector import CREATE_DIRECTORY_DEPTH, XrmDetector, path_template
+from .signals import condition_status, done_status, put_completed, puts_in_order, then
 
 FILE_TEMPLATE = "%s%s.h5"
 
@@ -53,6 +56,7 @@ class FrameCapture:
         self.flush_frames = flush_frames
         self.delivery_timeout_s = delivery_timeout_s
         """Longest a frame may take from exposure to the file (the simulator renders after exposing)."""
+        self.directory = ""
         self.path: Path | None = None
         self.segments: list[Segment] = []
         self._resources: dict[tuple[str, str], object] = {}
@@ -60,44 +64,91 @@ class FrameCapture:
         """Frames the camera was made to take since the file was opened (acquisitions ended)."""
         self._announcing = ""
 
-    # -- the file ---------------------------------------------------------------------
+    # -- the file (bluesky verbs: prepare opens it, complete waits for every frame and closes it) ----------
 
-    def open(self, file_stem: str, timeout: float = 10.0) -> Path:
-        """Open ``<data_dir>/YYYY/MM/DD/<file_stem>.h5`` for streaming; raises CaptureError if the IOC cannot."""
+    def prepare(self, file_stem: str, timeout: float = 10.0) -> StatusBase:
+        """Set the plugin up to stream into ``<data_dir>/YYYY/MM/DD/<file_stem>.h5`` (``kickoff`` opens it).
+
+        Raises at once if the plugin is already capturing.
+        """
         hdf = self.det.hdf1
         if hdf.capture.get(as_string=True) == "Capture":
             raise CaptureError(f"{hdf.name} is already capturing to {hdf.full_file_name.get()}; stop it first")
-        directory = time.strftime(path_template(self.data_dir))
-        for signal, value in (
-            (hdf.enable, "Enable"), (hdf.create_directory, CREATE_DIRECTORY_DEPTH),
-            (hdf.file_path, directory), (hdf.file_name, file_stem), (hdf.file_template, FILE_TEMPLATE),
-            (hdf.file_write_mode, "Stream"), (hdf.num_capture, 0), (hdf.auto_increment, "No"),
-            (hdf.swmr_mode, "On"), (hdf.num_frames_flush, self.flush_frames), (hdf.lazy_open, "No"),
-            (hdf.store_attr, "Yes"), (hdf.nd_array_port, self.det.cam.port_name.get()),
-        ):
-            signal.put(value, wait=True, timeout=timeout)  # completes once the IOC took (and normalised) it
-        hdf.write_status.put(0, wait=True)
+        self.directory = time.strftime(path_template(self.data_dir))
         self.expected = 0
-        hdf.capture.put(1, wait=False)
-        deadline = time.monotonic() + timeout
-        while hdf.capture.get(as_string=True) != "Capture" or hdf.write_status.get(as_string=True) != "Ok":
-            if hdf.write_status.get(as_string=True) != "Ok":
-                raise CaptureError(f"the camera IOC cannot write in {directory}: {hdf.write_message.get()}")
-            if time.monotonic() > deadline:
-                raise CaptureError(f"{hdf.name} did not start capturing within {timeout} s")
-            time.sleep(0.01)
-        self.path = Path(hdf.full_file_name.get())
+        self.path = None
         self.segments = []
         self._resources = {}
-        return self.path
+        return puts_in_order(self, [
+            (hdf.enable, "Enable"), (hdf.create_directory, CREATE_DIRECTORY_DEPTH),
+            (hdf.file_path, self.directory), (hdf.file_name, file_stem), (hdf.file_template, FILE_TEMPLATE),
+            (hdf.file_write_mode, "Stream"), (hdf.num_capture, 0), (hdf.auto_increment, "No"),
+            (hdf.swmr_mode, "On"), (hdf.num_frames_flush, self.flush_frames), (hdf.lazy_open, "No"),
+            (hdf.store_attr, "Yes"), (hdf.nd_array_port, self.det.cam.port_name.get()), (hdf.write_status, 0),
+        ], timeout)
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop capturing; returns once the IOC has closed the file (every frame in it)."""
+    def kickoff(self, timeout: float = 10.0) -> StatusBase:
+        """Open the prepared file and start capturing; the Status fails with the IOC's reason if it cannot write."""
         hdf = self.det.hdf1
-        if hdf.capture.get(as_string=True) == "Capture":
-            hdf.capture.put(0, wait=True, timeout=timeout)
+        hdf.capture.put(1, wait=False)
+        started = condition_status(
+            self, [hdf.capture, hdf.write_status],
+            lambda: hdf.capture.get(as_string=True) == "Capture" and hdf.write_status.get(as_string=True) == "Ok",
+            lambda: None if hdf.write_status.get(as_string=True) == "Ok"
+            else f"the camera IOC cannot write in {self.directory}: {hdf.write_message.get()}",
+            timeout,
+        )
+
+        def opened(status: StatusBase) -> None:
+            if status.success:
+                self.path = Path(hdf.full_file_name.get(use_monitor=False))
+
+        started.add_callback(opened)
+        return started
+
+    def complete(self, timeout: float = 30.0) -> StatusBase:
+        """Finished once every frame acquired is in the file and the IOC has closed it.
+
+        Fails if a frame was dropped or a write failed, or if the frames have not all
+        arrived within ``delivery_timeout_s``.
+        """
+        hdf = self.det.hdf1
+        if self.path is None:
+            return done_status(self)
+        expected = self.expected
+        delivered = condition_status(
+            self, [hdf.num_captured, hdf.write_status, hdf.dropped_arrays],
+            lambda: self.written() >= expected, self.delivery_problem, self.delivery_timeout_s,
+        )
+        return then(delivered, lambda: self._close(timeout), self)
+
+    def _close(self, timeout: float) -> StatusBase:
+        """Stop capturing (the IOC closes the file with every frame in it); then check delivery."""
         if self.segments and self.segments[-1].stop is None:
             self.segments[-1].stop = self.expected
+        hdf = self.det.hdf1
+        if hdf.capture.get(as_string=True, use_monitor=False) != "Capture":
+            status = done_status(self)
+        else:
+            status = put_completed(hdf.capture, 0, timeout)
+
+        def checked() -> StatusBase:
+            problem = self.delivery_problem()
+            if problem:
+                raise CaptureError(problem)
+            return done_status(self)
+
+        return then(status, checked, self)
+
+    def unstage(self) -> list:
+        """Stop capturing if a run ended without completing (abort, failure): the file is closed, frames kept."""
+        hdf = self.det.hdf1
+        if self.path is not None and hdf.capture.get(as_string=True, use_monitor=False) == "Capture":
+            hdf.capture.put(0, wait=True)
+        return [self]
+
+    def stage(self) -> list:
+        return [self]
 
     def acquired(self, frames: int) -> None:
         """An acquisition ended having exposed ``frames`` frames (all on their way to the file)."""
@@ -107,26 +158,15 @@ class FrameCapture:
         """Frames in the camera file (written and flushed: readable with SWMR)."""
         return int(self.det.hdf1.num_captured.get())
 
-    def check_delivery(self) -> None:
-        """Raise if a frame the camera produced is missing from the file (dropped or failed write)."""
+    def delivery_problem(self) -> str | None:
+        """Why a frame the camera produced is missing from the file (dropped or failed write); None if none is."""
         hdf = self.det.hdf1
         if hdf.write_status.get(as_string=True) != "Ok":
-            raise CaptureError(f"the camera file failed: {hdf.write_message.get()}")
+            return f"the camera file failed: {hdf.write_message.get()}"
         dropped = int(hdf.dropped_arrays.get())
         if dropped:
-            raise CaptureError(f"{dropped} frames did not reach {self.path}; see {hdf.name}.DroppedArrays")
-
-    def wait_for_written(self, frames: int, timeout: float) -> None:
-        """Block until the file holds ``frames`` frames (the simulator's render may lag the sensor)."""
-        deadline = time.monotonic() + timeout
-        while self.written() < frames:
-            self.check_delivery()
-            if time.monotonic() > deadline:
-                raise CaptureError(
-                    f"the camera file holds {self.written()} of {frames} frames after {timeout} s "
-                    "(scan.frame_delivery_timeout_s)"
-                )
-            time.sleep(0.02)
+            return f"{dropped} frames did not reach {self.path}; see {hdf.name}.DroppedArrays"
+        return None
 
     # -- streams ----------------------------------------------------------------------
 

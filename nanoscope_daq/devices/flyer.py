@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from ophyd.status import Status
 from ophyd.utils import WaitTimeoutError
 
-from .capture import FrameCapture
+from .camera_control import FrameTrigger
 from .instrument import Instrument
+from .scan_camera import ScanCamera
+from .signals import done_status
 
 log = logging.getLogger(__name__)
 ARM_TIMEOUT_S = 10.0
@@ -72,12 +74,12 @@ class TomoFlyer:
     opens the shutter only once the stage waits at its run-up position, and closes it
     as soon as the last frame is exposed: the animal sees no beam while the stage
     travels back.
-    Frames are announced by the run's :class:`FrameCapture`, not by this object.
+    Frames are announced by the run's :class:`ScanCamera`, not by this object.
     """
 
-    def __init__(self, xrm: Instrument, capture: FrameCapture, *, taxi_margin_deg: float = 1.0) -> None:
+    def __init__(self, xrm: Instrument, camera: ScanCamera, *, taxi_margin_deg: float = 1.0) -> None:
         self.xrm = xrm
-        self.capture = capture
+        self.camera = camera
         self.name = f"{xrm.name}_flyer"
         self.parent = None
         self.taxi_margin_deg = taxi_margin_deg
@@ -92,11 +94,12 @@ class TomoFlyer:
 
     # -- set-up ------------------------------------------------------------------------
 
-    def prepare(self, grid: AngleGrid, velocity: float, exposure_s: float) -> AngleGrid:
-        """Set the grid of the next tomogram; nothing moves until ``kickoff``. Returns the grid flown.
+    def prepare(self, grid: AngleGrid, velocity: float, exposure_s: float) -> Status:
+        """Set the grid of the next tomogram (``bps.prepare``); nothing moves until ``kickoff``.
 
-        The grid is shifted by whole turns to the run-up position nearest the stage (the
-        same views: a turn later or earlier), so the stage never travels back a whole scan.
+        The grid flown (:attr:`grid`) is ``grid`` shifted by whole turns to the run-up
+        position nearest the stage (the same views: a turn later or earlier), so the
+        stage never travels back a whole scan. The Status is finished at once.
         """
         with self._lock:
             if self._segment is not None:
@@ -108,7 +111,7 @@ class TomoFlyer:
             self.exposure_s = exposure_s
             self.next_index = 0
             self._complete = Status(obj=self)
-            return self.grid
+        return done_status(self)
 
     @property
     def finished(self) -> bool:
@@ -141,6 +144,13 @@ class TomoFlyer:
             raise RuntimeError(f"{self.name}: complete before prepare(grid, velocity, exposure_s)")
         return self._complete
 
+    def describe_collect(self) -> dict:
+        """Nothing: the frames are collected from the run's :class:`FrameCapture`, not from the flyer."""
+        return {}
+
+    def collect(self) -> list:
+        return []
+
     def interrupt(self) -> None:
         """End the running segment now: disarm, let the last exposure finish, stop the stage.
 
@@ -156,7 +166,7 @@ class TomoFlyer:
 
     def _segment_ended(self, segment: _Segment, imaged: int, fired: int, error: Exception | None) -> None:
         """Account a segment: ``fired`` frames went to the camera file, ``imaged`` angles are done."""
-        self.capture.acquired(fired)
+        self.camera.capture.acquired(fired)
         with self._lock:
             if self._segment is segment:
                 self._segment = None
@@ -226,9 +236,8 @@ class _Segment:
             if grid.direction * (grid.angle(self.first_index) - rot.position) < run_up:
                 move_to(rot, flyer.taxi_start_deg(self.first_index), velocity=flyer.velocity)
             # else the stage already waits far enough before the first angle (a turnaround)
+            flyer.camera.prepare(FrameTrigger(self.count, flyer.exposure_s, external=True)).wait(ARM_TIMEOUT_S)
             for signal, value in (
-                (cam.trigger_mode, "External"), (cam.image_mode, "Multiple"), (cam.num_images, self.count),
-                (cam.acquire_time, flyer.exposure_s),
                 (pso.start, grid.angle(self.first_index)), (pso.step, grid.step_deg), (pso.count, self.count),
                 (pso.width, flyer.exposure_s),
             ):

@@ -98,7 +98,7 @@ def then(first: StatusBase, step: Callable[[], StatusBase], obj: OphydObject | N
     return result
 
 
-def finished(obj: OphydObject) -> Status:
+def done_status(obj: OphydObject) -> Status:
     """A Status that is already done (nothing to wait for)."""
     status = Status(obj)
     status.set_finished()
@@ -107,7 +107,7 @@ def finished(obj: OphydObject) -> Status:
 
 def in_order(obj: OphydObject, steps: Sequence[Callable[[], StatusBase]]) -> StatusBase:
     """Run ``steps`` one after the other, each starting when the previous Status succeeded."""
-    status: StatusBase = finished(obj)
+    status: StatusBase = done_status(obj)
     for step in steps:
         status = then(status, step, obj)
     return status

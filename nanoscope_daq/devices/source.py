@@ -52,17 +52,14 @@ class SourceShutter(Device):
             ),
         )
 
-    def stop(self, *, success: bool = False) -> None:
-        """Close the shutter: the RunEngine stops every device a plan moved when it pauses, aborts or ends."""
-        self.command.put("Close", wait=False)
-
 
 class XraySource(Device):
     """Microfocus X-ray source: warm-up, high voltage and power, spot, shutter and interlock.
 
-    ``warm_up()`` then ``set_output(kv, watts)`` (or ``set((kv, watts))``) and
-    ``shutter.set("open")``; each returns a Status, and a request the source cannot
-    honour raises at once with the reason. ``kv.set(...)``, ``spot.set(...)`` and the
+    ``set((kv, watts))`` (:meth:`switch_on`: reset a cleared trip, warm up, ramp) or,
+    step by step, ``warm_up()`` then ``set_output(kv, watts)``; ``shutter.set("open")``
+    and :meth:`switch_off`. Each returns a Status at once; a request the source cannot
+    honour raises at once, or fails its Status, with the reason. ``kv.set(...)``, ``spot.set(...)`` and the
     other set points only change the set point (refusals raise too); ``set_output``
     is what waits for the readbacks to arrive.
     """
@@ -141,9 +138,9 @@ class XraySource(Device):
                 "high voltage needs state Ready: run the source_on plan (nanoscope scan source_on), "
                 "or call warm_up() and wait for it"
             )
-        self._check_range(kv, watts)
+        self.check_range(kv, watts)
 
-    def _check_range(self, kv: float, watts: float) -> None:
+    def check_range(self, kv: float, watts: float) -> None:
         low, high = self.kv.limits
         if not low <= kv <= high:
             raise ValueError(f"{self.name}: high voltage {kv:g} kV is outside the allowed range {low:g} to {high:g} kV")
@@ -178,9 +175,9 @@ class XraySource(Device):
         return in_order(self, steps)
 
     def set(self, value: tuple[float, float], *, timeout: float | None = None) -> StatusBase:
-        """``set((kv, watts))`` for ``bps.mv``: the same as :meth:`set_output`."""
+        """``set((kv, watts))`` for ``bps.mv``: :meth:`switch_on`, from whatever state the source is in."""
         kv, watts = value
-        return self.set_output(kv, watts, timeout=timeout)
+        return self.switch_on(kv, watts, timeout=timeout)
 
     def switch_on(self, kv: float, watts: float, timeout: float | None = None) -> StatusBase:
         """Bring the source from any state to X-rays at ``kv``/``watts``: reset a cleared trip, warm up, ramp.
@@ -190,7 +187,7 @@ class XraySource(Device):
         present fails the Status with the IOC's reason.
         """
         self._check_numbers(kv, watts)
-        self._check_range(kv, watts)
+        self.check_range(kv, watts)
         steps = []
         if self.state.get(use_monitor=False) == "Fault":
             steps.append(lambda: self.reset_interlock())

@@ -20,19 +20,24 @@ import bluesky.preprocessors as bpp
 import xraydb
 from ophyd import Signal
 
+from bluesky.utils import MsgGenerator
+
 from .. import __version__
 from ..config import Config, load_config
 from ..devices import Instrument
+from ..devices.camera_control import CameraControl, ReadoutSettings
 from ..devices.capture import FrameCapture
 from ..devices.flyer import TomoFlyer
+from ..devices.scan_camera import CameraFile, ScanCamera
 from . import validation as check
 from .dose import DoseLedger, DoseMeter, DoseModel
-from .safety import BeamGuard, close_shutter_quietly, safety_suspenders
-from .stubs import announce, blocking, shutter, take_darks, take_flats, wait_status
+from .safety import BeamGuard, safety_suspenders
+from .stubs import announce, shutter, take_darks, take_flats
 from .subject import Subject, parse_subject
 
 FRAME_STREAMS = ("darks", "flats", "projections")
 FLATS_WHEN = ("before", "after", "both", "none")
+CAMERA_SETUP_TIMEOUT_S = 10.0
 
 
 TOMOGRAM_KEYS: dict[str, object] = {
@@ -73,7 +78,7 @@ class ScanContext:
     plan_name: str
     acquisition: Acquisition
     subject: Subject | None
-    capture: FrameCapture
+    camera: ScanCamera
     flyer: TomoFlyer
     dose_model: DoseModel
     ledger: DoseLedger
@@ -85,13 +90,18 @@ class ScanContext:
     delivered_gy: float = 0.0
     run_uid: str = ""
 
-    def darks(self):
-        a = self.acquisition
-        yield from take_darks(self.xrm, self.capture, a.darks, a.exposure_s)
+    @property
+    def capture(self) -> FrameCapture:
+        """The run's camera file and its frame bookkeeping."""
+        return self.camera.capture
 
-    def flats(self):
+    def darks(self) -> MsgGenerator[None]:
         a = self.acquisition
-        yield from take_flats(self.xrm, self.capture, a.flats, a.exposure_s, a.flats_axis, a.flats_offset_mm,
+        yield from take_darks(self.xrm, self.camera, a.darks, a.exposure_s)
+
+    def flats(self) -> MsgGenerator[None]:
+        a = self.acquisition
+        yield from take_flats(self.xrm, self.camera, a.flats, a.exposure_s, a.flats_axis, a.flats_offset_mm,
                               self.meter)
 
     def frame_range(self, stream: str) -> tuple[int, int]:
@@ -152,18 +162,6 @@ def instrument_metadata(xrm: Instrument, config: Config, acquisition: Acquisitio
     }
 
 
-def configure_camera(xrm: Instrument, binning: int, exposure_s: float) -> float:
-    """Binning, 12-bit fast readout, overlapped exposure; returns the shortest frame period (s)."""
-    cam = xrm.det.cam
-    for signal, value in (
-        (cam.a3_binning, f"{binning}x{binning}"), (cam.pixel_encoding, "Mono12"), (cam.overlap, "Yes"),
-        (cam.acquire_time, exposure_s), (cam.array_callbacks, "Enable"),
-    ):
-        signal.set(value).wait(10.0)
-    cam.acquire_period.put(0.0, wait=True)  # the IOC clamps it to the shortest period
-    return float(cam.acquire_period.get(use_monitor=False))
-
-
 def prepare_scan(
     xrm: Instrument,
     plan_name: str,
@@ -195,13 +193,18 @@ def prepare_scan(
     if acquisition.flats and flats_when != "none":
         axis = getattr(xrm, acquisition.flats_axis)
         check.within_limits(xrm, acquisition.flats_axis, [axis.position + acquisition.flats_offset_mm], "flats_offset_mm")
-    min_period = configure_camera(xrm, acquisition.binning, acquisition.exposure_s)
+    control = CameraControl(xrm.det, delivery_timeout_s=scan.frame_delivery_timeout_s)
+    # The shortest frame period follows from the readout settings, and the plans' checks need it:
+    # the one device set-up done while validating, on the camera alone, before anything moves.
+    control.prepare(ReadoutSettings(acquisition.binning, acquisition.exposure_s)).wait(CAMERA_SETUP_TIMEOUT_S)
+    min_period = control.shortest_period_s()
     capture = FrameCapture(xrm.det, config.paths.data_dir, flush_frames=scan.flush_frames,
                            delivery_timeout_s=scan.frame_delivery_timeout_s)
-    flyer = TomoFlyer(xrm, capture, taxi_margin_deg=scan.taxi_margin_deg)
+    camera = ScanCamera(control, capture)
+    flyer = TomoFlyer(xrm, camera, taxi_margin_deg=scan.taxi_margin_deg)
     context = ScanContext(
         xrm=xrm, config=config, plan_name=plan_name, acquisition=acquisition, subject=parsed_subject,
-        capture=capture, flyer=flyer, dose_model=DoseModel.from_config(config), ledger=DoseLedger(config.dose.ledger),
+        camera=camera, flyer=flyer, dose_model=DoseModel.from_config(config), ledger=DoseLedger(config.dose.ledger),
     )
     return context, min_period
 
@@ -234,19 +237,29 @@ def book_dose(context: ScanContext, tomograms: int, beam_time_per_tomogram_s: fl
     }
 
 
-def scan_run(context: ScanContext, body: Callable[[], Any], *, scan: dict[str, Any], dose: dict[str, Any],
-             md: Mapping[str, Any] | None = None, in_vivo: bool = False, outcome: Mapping[str, str] | None = None):
+def scan_run(context: ScanContext, body: Callable[[], MsgGenerator], *, scan: dict[str, Any], dose: dict[str, Any],
+             md: Mapping[str, Any] | None = None, in_vivo: bool = False,
+             outcome: Mapping[str, str] | None = None) -> MsgGenerator[str]:
     """Run ``body()`` as one run with the camera file open, the beam guarded and the dose booked.
 
-    ``outcome["reason"]``, if the body sets it, ends the run early but cleanly and goes
-    into the stop document (e.g. the specimen failed under load).
+    ``md`` (with the ``plan_args`` the plan registry records) goes into the start
+    document after ``plan_name``. ``outcome["reason"]``, if the body sets it, ends the
+    run early but cleanly and goes into the stop document (e.g. the specimen failed
+    under load).
+
+    Safety rides on bluesky's own stop handling: the beam guard and the camera are
+    staged, so the RunEngine's pause calls the guard's ``pause`` (fly segment ended,
+    shutter closed) and any end of the run (abort included) their ``unstage``; the
+    shutter, moved with ``set``, is stopped (closed) by the RunEngine as well. The
+    finalize step only keeps the data: every frame in the file announced, the file
+    closed, the dose booked.
     """
-    xrm, capture = context.xrm, context.capture
+    xrm, camera, capture = context.xrm, context.camera, context.capture
     a = context.acquisition
     guard = BeamGuard(xrm, context.flyer)
     metadata = {
-        "plan_name": context.plan_name, "scan": scan, "dose": dose, "nanoscope_daq": __version__,
-        "data_dir": str(context.config.paths.data_path),
+        "plan_name": context.plan_name, "scan": scan, "dose": dose,
+        "nanoscope_daq": __version__, "data_dir": str(context.config.paths.data_path),
         **instrument_metadata(xrm, context.config, a),
     }
     if context.subject is not None:
@@ -254,36 +267,44 @@ def scan_run(context: ScanContext, body: Callable[[], Any], *, scan: dict[str, A
     metadata.update(md or {})
     context.metadata = metadata
 
-    def recover():
+    def recover() -> MsgGenerator[None]:
         """After a suspension: beam back on, fresh flats, then on with the interrupted stream."""
         stream = capture.stream
-        yield from wait_status(lambda: xrm.source.set_output(a.kv, a.power_w))
+        yield from bps.mv(xrm.source, (a.kv, a.power_w))
         if a.flats:
             yield from context.flats()
         yield from shutter(xrm, "open")
         if stream is not None and stream != capture.stream:
             capture.select(stream)
 
-    def run():
+    def run() -> MsgGenerator[str]:
         uid = context.run_uid = yield from bps.open_run(metadata)
         for stream in FRAME_STREAMS:
-            yield from bps.declare_stream(capture, name=stream, collect=True)
-        stem = f"{metadata['plan_name']}_{uid[:8]}"
-        yield from blocking(capture.open, stem)
+            yield from bps.declare_stream(camera, name=stream, collect=True)
+        yield from bps.stage(camera)
+        yield from bps.prepare(camera, CameraFile(f"{metadata['plan_name']}_{uid[:8]}"), wait=True)
+        yield from bps.kickoff(camera, wait=True)
         context.meter = DoseMeter(xrm.source.shutter.status, dose["rate_gy_per_s"])
         context.meter.start()
         yield from bps.stage(guard)
-        yield from wait_status(lambda: xrm.source.set_output(a.kv, a.power_w))
+        yield from bps.mv(xrm.source, (a.kv, a.power_w))
         yield from body()
         yield from shutter(xrm, "close")
         yield from bps.unstage(guard)
-        yield from announce(capture, wait_s=capture.delivery_timeout_s)
-        yield from blocking(capture.close)
-        yield from blocking(capture.check_delivery)
-        yield from _book()
+        yield from keep_frames()
         yield from bps.close_run(reason=(outcome or {}).get("reason", ""))
+        return uid
 
-    def _book():
+    def keep_frames() -> MsgGenerator[None]:
+        """Every acquired frame in the file and announced, the file closed, the dose booked."""
+        if capture.path is not None:
+            try:
+                yield from bps.complete(camera, wait=True)
+            finally:
+                yield from announce(camera)
+        book()
+
+    def book() -> None:
         meter = context.meter
         if meter is None:
             return
@@ -292,17 +313,12 @@ def scan_run(context: ScanContext, body: Callable[[], Any], *, scan: dict[str, A
         if context.subject is not None:
             context.ledger.record(context.subject.subject_id, context.run_uid, context.plan_name,
                                   context.dose_estimate_gy, context.delivered_gy)
-        yield from bps.null()
 
-    def cleanup():
-        yield from blocking(context.flyer.interrupt)
-        yield from blocking(close_shutter_quietly, xrm)
-        if capture.path is not None and capture.segments and capture.segments[-1].stop is None:
-            try:
-                yield from announce(capture, wait_s=capture.delivery_timeout_s)
-            finally:
-                yield from blocking(capture.close)
-        yield from _book()
+    def cleanup() -> MsgGenerator[None]:
+        yield from bps.unstage(guard)  # beam off the animal before anything else
+        if context.meter is not None or (capture.path is not None and capture.segments
+                                         and capture.segments[-1].stop is None):
+            yield from keep_frames()
 
     suspenders = safety_suspenders(xrm, in_vivo=in_vivo, recover=recover)
     return (yield from bpp.finalize_wrapper(bpp.suspend_wrapper(run(), suspenders), cleanup()))

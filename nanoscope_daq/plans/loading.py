@@ -16,6 +16,7 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
+from bluesky.utils import FailedStatus, MsgGenerator
 
 from ..config import Config
 from ..devices import Instrument
@@ -24,20 +25,18 @@ from ..devices.loadcell import LoadCellAlarm
 from . import validation as check
 from .context import ScanContext, book_dose, prepare_scan, scan_metadata, scan_run
 from .errors import PlanParameterError
-from .stubs import announce, blocking, wait_status
+from .registry import registered
 from .series import merged_grid
+from .stubs import announce
 from .subject import Subject
 from .tomo import angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
 
 log = logging.getLogger(__name__)
 
 
-def _end_hold(xrm: Instrument) -> None:
-    """Stop the crosshead and end the load hold (as an operator's STOP)."""
-    try:
-        xrm.load.stop()
-    except Exception as exc:  # noqa: BLE001 -- the plan's own error is the one to report
-        log.error("could not stop the loading cell: %s", exc)
+def end_hold(xrm: Instrument) -> MsgGenerator[None]:
+    """Stop the crosshead and end the load hold (as an operator's STOP: ``stop()`` without success)."""
+    yield from bps.stop(xrm.load)
 
 
 def _check_specimen(xrm: Instrument) -> None:
@@ -48,15 +47,17 @@ def _check_specimen(xrm: Instrument) -> None:
                                  "clear it (load.clear_alarm()) after checking the specimen")
 
 
-def _scan_tomogram(context: ScanContext, grid, velocity: float, *, time_point: int, force_n: float):
+def _scan_tomogram(context: ScanContext, grid: AngleGrid, velocity: float, *, time_point: int,
+                   force_n: float) -> MsgGenerator[None]:
     """One fly tomogram at the present load, flats before taken at the start of the run."""
     started = time.time()
     frames, flown = yield from fly_tomogram(context, grid, velocity)
-    yield from announce(context.capture)
+    yield from announce(context.camera)
     yield from context.emit_tomogram(projections=frames, grid=flown, start_time=started,
                                      flats_before=context.frame_range("flats"), time_point=time_point, force_n=force_n)
 
 
+@registered
 def insitu_loading(
     xrm: Instrument,
     *,
@@ -76,8 +77,18 @@ def insitu_loading(
     subject: Subject | Mapping[str, Any] | None = None,
     config: Config | None = None,
     md: Mapping[str, Any] | None = None,
-):
-    """Step-hold-scan: for each load, load until the force is stable, hold ``hold_s`` more, take a fly tomogram."""
+) -> MsgGenerator[str]:
+    """Step-hold-scan: for each load, load until the force is stable, hold ``hold_s`` more, take a fly tomogram.
+
+    Parameters
+    ----------
+    loads_n : sequence of float
+        Loads to hold, in order (N), each below the loading cell's force limit.
+    hold_s : float
+        Extra hold at each load once the force is stable (s).
+    unload_at_end : bool
+        Unload to 0 N after the last load step.
+    """
     force_limit = float(xrm.load.force_limit.get())
     loads = check.loads(list(loads_n) if isinstance(loads_n, (tuple, list)) else loads_n, force_limit)
     hold_s = check.number("hold_s", hold_s, low=0, unit="s")
@@ -91,14 +102,16 @@ def insitu_loading(
     dose = book_dose(context, len(loads), fly_beam_time_s(xrm, grid, velocity))
     outcome: dict[str, str] = {}
 
-    def body():
+    def body() -> MsgGenerator[None]:
         yield from context.darks()
         yield from context.flats()
         for step, force in enumerate(loads):
             try:
-                yield from wait_status(lambda: xrm.load.set(force))
-            except LoadCellAlarm as exc:
-                outcome["reason"] = f"loading ended at step {step} ({force:g} N): {exc}"
+                yield from bps.mv(xrm.load, force)
+            except FailedStatus as exc:
+                if not isinstance(exc.__cause__, LoadCellAlarm):
+                    raise
+                outcome["reason"] = f"loading ended at step {step} ({force:g} N): {exc.__cause__}"
                 break
             if hold_s:
                 yield from bps.sleep(hold_s)
@@ -106,10 +119,10 @@ def insitu_loading(
             yield from _scan_tomogram(context, grid, velocity, time_point=step, force_n=force)
         if "reason" in outcome:
             yield from bps.trigger_and_read([xrm.load], name="loading")
-            yield from blocking(_end_hold, xrm)
+            yield from end_hold(xrm)
         elif unload_at_end:
-            yield from wait_status(lambda: xrm.load.set(0.0))
-            yield from blocking(_end_hold, xrm)
+            yield from bps.mv(xrm.load, 0.0)
+            yield from end_hold(xrm)
 
     scan = scan_metadata("insitu_loading", grid, context.acquisition, loads_n=loads, hold_s=hold_s,
                          velocity_deg_s=velocity)
@@ -117,6 +130,7 @@ def insitu_loading(
     return (yield from bpp.finalize_wrapper(plan, _release_load(xrm, outcome)))
 
 
+@registered
 def continuous_loading(
     xrm: Instrument,
     *,
@@ -135,12 +149,21 @@ def continuous_loading(
     subject: Subject | Mapping[str, Any] | None = None,
     config: Config | None = None,
     md: Mapping[str, Any] | None = None,
-):
+) -> MsgGenerator[str]:
     """Load continuously towards ``target_n`` at ``speed_mm_per_min`` while taking back-to-back tomograms.
 
     Each tomogram is tagged with the force at its start (every frame also carries the
     force at mid-exposure). Ends when the target is reached, the specimen fails or the
     force limit stops the cell, or after ``max_tomograms``.
+
+    Parameters
+    ----------
+    target_n : float
+        Force to load towards (N).
+    speed_mm_per_min : float
+        Crosshead speed (mm/min).
+    max_tomograms : int
+        Tomograms at most while loading.
     """
     force_limit = float(xrm.load.force_limit.get())
     (target,) = check.loads([target_n], force_limit)
@@ -159,10 +182,13 @@ def continuous_loading(
     dose = book_dose(context, max_tomograms, fly_beam_time_s(xrm, grid, velocity))
     outcome: dict[str, str] = {}
 
-    def body():
+    def body() -> MsgGenerator[None]:
         yield from context.darks()
         yield from context.flats()
-        yield from blocking(xrm.load.speed.set(speed).wait, 10.0)
+        yield from bps.mv(xrm.load.speed, speed)
+        # Started outside the RunEngine's status groups on purpose: the specimen failing under the
+        # load is this plan's expected end, and a failed Status in a group would be thrown into the
+        # tomogram under way. The finalize step stops the cell whatever happens.
         loading = xrm.load.set(target)
         for index, tomogram_grid in enumerate(grids):
             force = float(xrm.load.force.get())
@@ -172,7 +198,7 @@ def continuous_loading(
                 break
         if loading.done and not loading.success:
             outcome["reason"] = f"loading ended: {loading.exception()}"
-        yield from blocking(_end_hold, xrm)
+        yield from end_hold(xrm)
 
     scan = scan_metadata("continuous_loading", grid, context.acquisition, target_n=target,
                          speed_mm_per_min=speed, max_tomograms=max_tomograms, velocity_deg_s=velocity)
@@ -180,8 +206,8 @@ def continuous_loading(
     return (yield from bpp.finalize_wrapper(plan, _release_load(xrm, outcome)))
 
 
-def _release_load(xrm: Instrument, outcome: dict[str, str]):
+def _release_load(xrm: Instrument, outcome: dict[str, str]) -> MsgGenerator[None]:
     """Whatever happened: no crosshead left moving, no hold left on."""
-    yield from blocking(_end_hold, xrm)
+    yield from end_hold(xrm)
     if "reason" in outcome:
         log.warning("%s", outcome["reason"])

@@ -3,10 +3,10 @@
 :class:`BeamGuard` is staged by every scan. The RunEngine calls its ``pause()`` on a
 pause (Ctrl-C) or a suspension: it ends a running fly segment (so the next kickoff
 resumes at the first angle not imaged) and closes the shutter; ``resume()`` re-opens
-it if the source still emits. Abort, stop and errors close the shutter through the
-plans' ``finalize`` step (:func:`close_shutter_quietly`). Suspenders watch the source
-interlock and the physiology alarm; after either clears, the beam is restored and
-flats are re-taken before the scan goes on.
+it if the source still emits. Its ``unstage()`` (the run's end, or the RunEngine's own
+clean-up after an abort, a stop or an error) ends the fly segment and closes the
+shutter too. Suspenders watch the source interlock and the physiology alarm; after
+either clears, the beam is restored and flats are re-taken before the scan goes on.
 """
 
 from __future__ import annotations
@@ -61,27 +61,36 @@ class BeamGuard:
         return [self]
 
     def unstage(self) -> list:
+        """The run ends, however: no fly segment running, the shutter closed (logged, not raised, if it cannot)."""
+        self._beam_off()
         return [self]
 
     def pause(self) -> None:
+        """End a fly segment (it closes the shutter itself), then close the shutter a step scan left open.
+
+        Only a shutter still open after the segment ended is re-opened on resume: a fly
+        segment opens it again itself once the stage waits at its run-up.
+        """
         if self.flyer is not None:
             self.flyer.interrupt()
-        shutter = self.xrm.source.shutter
-        self._reopen = shutter.status.get() == "Open"
-        shutter.set("close").wait(SHUTTER_TIMEOUT_S)
+        self._reopen = self.xrm.source.shutter.status.get() == "Open"
+        self._close_shutter()
+
+    def _beam_off(self) -> None:
+        if self.flyer is not None:
+            self.flyer.interrupt()
+        self._close_shutter()
+
+    def _close_shutter(self) -> None:
+        try:
+            self.xrm.source.shutter.set("close").wait(SHUTTER_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 -- the scan's own error is the one to report
+            log.error("could not close the shutter: %s", exc)
 
     def resume(self) -> None:
         if self._reopen and self.xrm.source.xrays.get() == "On":
             self.xrm.source.shutter.set("open").wait(SHUTTER_TIMEOUT_S)
         self._reopen = False
-
-
-def close_shutter_quietly(xrm: Instrument) -> None:
-    """Close the shutter at the end of a scan, whatever happened; log (not raise) if it cannot."""
-    try:
-        xrm.source.shutter.set("close").wait(SHUTTER_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 -- the scan's own error is the one to report
-        log.error("could not close the shutter at the end of the scan: %s", exc)
 
 
 def safety_suspenders(xrm: Instrument, *, in_vivo: bool, recover, sleep_s: float = 1.0) -> list:

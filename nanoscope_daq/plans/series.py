@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import bluesky.plan_stubs as bps
+from bluesky.utils import MsgGenerator
 
 from ..config import Config
 from ..devices import Instrument
@@ -14,6 +15,7 @@ from ..devices.flyer import AngleGrid
 from . import validation as check
 from .context import book_dose, prepare_scan, scan_metadata, scan_run
 from .errors import PlanParameterError
+from .registry import registered
 from .stubs import announce
 from .subject import Subject
 from .tomo import GATING, angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
@@ -21,6 +23,7 @@ from .tomo import GATING, angle_grid, fly_beam_time_s, fly_range_limits, fly_set
 ROTATIONS = ("continuous", "back-and-forth")
 
 
+@registered
 def time_series(
     xrm: Instrument,
     *,
@@ -42,7 +45,7 @@ def time_series(
     gating: str = "none",
     config: Config | None = None,
     md: Mapping[str, Any] | None = None,
-):
+) -> MsgGenerator[str]:
     """``tomograms`` fly tomograms of one animal, each tagged with its time point.
 
     ``interval_s`` = 0 takes them back to back (the shutter stays open); otherwise one
@@ -51,6 +54,17 @@ def time_series(
     rotation, tomogram k covering start + k * range); ``"back-and-forth"`` reverses after
     each tomogram. Flats are taken before the first tomogram, after the last, and after
     every ``flats_every`` tomograms (0: only those two). Needs ``subject``.
+
+    Parameters
+    ----------
+    tomograms : int
+        Tomograms in the time series.
+    interval_s : float
+        Start a tomogram every ``interval_s`` seconds (0: back to back).
+    rotation : str
+        'continuous' (one way) or 'back-and-forth' (reverse after each tomogram).
+    flats_every : int
+        Flats after every this many tomograms (0: only before the first and after the last).
     """
     tomograms = check.count("tomograms", tomograms, 1, what="tomograms")
     interval_s = check.number("interval_s", interval_s, low=0, unit="s")
@@ -84,7 +98,7 @@ def time_series(
         size = flats_every or tomograms
         return [list(range(i, min(i + size, tomograms))) for i in range(0, tomograms, size)]
 
-    def body():
+    def body() -> MsgGenerator[None]:
         yield from context.darks()
         yield from context.flats()
         series_start = time.monotonic()
@@ -101,7 +115,7 @@ def time_series(
                 grid = merged_grid([grids[k] for k in run])
                 (start, _), flown = yield from fly_tomogram(context, grid, velocity)
                 turns = flown.start_deg - grid.start_deg
-                yield from announce(context.capture)
+                yield from announce(context.camera)
                 last_block_tomogram = run[-1] == block[-1]
                 flats_after = (-1, -1)
                 if last_block_tomogram:

@@ -1,23 +1,26 @@
 """Plan stubs the tomography plans are made of: camera, shutter, darks, flats, announcing frames.
 
-Blocking device work (CA puts that wait, file bookkeeping) runs in a worker thread via
-:func:`blocking`, so the RunEngine's loop stays free for pauses and suspenders.
+Every device action is a bluesky message (``set``, ``prepare``, ``trigger``,
+``collect``, ``wait``) on the instrument's devices or the run's :class:`ScanCamera`, so
+the RunEngine sees each one, stops what a plan moved when it pauses or aborts, and the
+plans can be checked as message lists. The one wait that is not a device action (for
+the respiratory gate to open) is a ``wait_for`` message on the monitor's Status.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
-from typing import Any
 
 import bluesky.plan_stubs as bps
-from bluesky.utils import Msg
-from ophyd.status import StatusBase, SubscriptionStatus
+from bluesky.utils import MsgGenerator
+from ophyd.status import StatusBase
 
 from ..devices import Instrument
-from ..devices.capture import FrameCapture
+from ..devices.camera_control import FrameTrigger
+from ..devices.scan_camera import ScanCamera
 from .dose import DoseMeter
+
 
 def status_future(status: StatusBase) -> asyncio.Future:
     """An asyncio future (of the running loop) that follows an ophyd Status."""
@@ -38,140 +41,74 @@ def status_future(status: StatusBase) -> asyncio.Future:
     return future
 
 
-def blocking(function: Callable[..., Any], *args: Any, **kwargs: Any):
-    """Run ``function(*args, **kwargs)`` in a worker thread and wait for it; returns its result."""
-    call = functools.partial(function, *args, **kwargs)
+def wait_for_status(make_status: Callable[[], StatusBase]) -> MsgGenerator[None]:
+    """Wait (a ``wait_for`` message) for the Status ``make_status()`` returns: for conditions, not device actions.
 
-    def start() -> asyncio.Future:
-        return asyncio.get_running_loop().run_in_executor(None, call)
-
-    return (yield from _wait_for(start))
-
-
-def _wait_for(factory: Callable[[], Any]):
-    """``wait_for`` one awaitable; after a pause interrupted the wait, wait again (the RunEngine answers None)."""
+    After a pause interrupted the wait, the RunEngine answers None: the condition is asked for again.
+    """
     futures = None
     while futures is None:
-        futures = yield Msg("wait_for", None, [factory])
+        futures = yield from bps.wait_for([lambda: status_future(make_status())])
     (future,) = futures
-    return future.result()
+    future.result()
 
 
-def wait_status(make_status: Callable[[], StatusBase], timeout: float | None = None):
-    """Call ``make_status()`` (a device verb) and wait for its Status.
-
-    With ``timeout``, returns False instead of raising when the Status is not done by
-    then (it keeps running); a failed Status raises its exception.
-    """
-    async def wait() -> bool:
-        future = status_future(make_status())
-        if timeout is None:
-            await future
-            return True
-        done, _ = await asyncio.wait({future}, timeout=timeout)
-        if done:
-            future.result()
-            return True
-        return False
-
-    return (yield from _wait_for(wait))
-
-
-def acquisition_status(xrm: Instrument, frames: int, timeout: float) -> StatusBase:
-    """Start an Internal-trigger acquisition of ``frames``; done when the camera returns to Done.
-
-    The camera returns to Done once its last frame has reached the plugins.
-    """
-    cam = xrm.det.cam
-    seen_busy = [False]
-
-    def finished(value, **_) -> bool:
-        if value == 1:
-            seen_busy[0] = True
-        return seen_busy[0] and value == 0
-
-    status = SubscriptionStatus(cam.acquire, finished, timeout=timeout, run=False)
-    cam.acquire.put(1, wait=False)
-    return status
-
-
-def configure_internal(xrm: Instrument, frames: int, exposure_s: float) -> None:
-    """Camera: Internal trigger, ``frames`` frames at ``exposure_s``, as fast as the sensor reads out."""
-    cam = xrm.det.cam
-    for signal, value in (
-        (cam.trigger_mode, "Internal"), (cam.image_mode, "Multiple"), (cam.num_images, frames),
-        (cam.acquire_time, exposure_s),
-    ):
-        signal.set(value).wait(10.0)
-    cam.acquire_period.put(0.0, wait=True)  # as fast as the sensor reads out (the IOC clamps it)
-
-
-def acquire(xrm: Instrument, capture: FrameCapture, frames: int, exposure_s: float):
+def acquire(camera: ScanCamera, frames: int, exposure_s: float) -> MsgGenerator[None]:
     """Take ``frames`` frames (Internal trigger) into the camera file's selected stream."""
-    yield from blocking(configure_internal, xrm, frames, exposure_s)
-    yield from acquire_started(xrm, capture, frames, exposure_s)
+    yield from bps.prepare(camera, FrameTrigger(frames, exposure_s), wait=True)
+    yield from bps.trigger(camera, wait=True)
 
 
-def acquire_started(xrm: Instrument, capture: FrameCapture, frames: int, exposure_s: float):
-    """Start an acquisition the camera is configured for and wait until its frames are delivered."""
-    timeout = frames * (exposure_s + 1.0) + capture.delivery_timeout_s
-    yield from wait_status(lambda: acquisition_status(xrm, frames, timeout))
-    capture.acquired(frames)
-
-
-def shutter(xrm: Instrument, position: str):
+def shutter(xrm: Instrument, position: str) -> MsgGenerator[None]:
     """Open or close the source's shutter and wait until it gets there."""
-    yield from wait_status(lambda: xrm.source.shutter.set(position))
+    yield from bps.mv(xrm.source.shutter, position)
 
 
-def announce(capture: FrameCapture, *, wait_s: float | None = None):
+def announce(camera: ScanCamera) -> MsgGenerator[None]:
     """Emit stream assets for every stream's frames that are in the file now and not yet announced.
 
-    With ``wait_s``, first wait (up to that long) until every frame acquired so far is
-    in the file (the run's last announcement). Announcing never holds up acquisition:
-    the simulated camera may deliver frames well after exposing them.
+    Announcing never holds up acquisition: the simulated camera may deliver frames well
+    after exposing them; the run's ``complete`` waits for the last ones.
     """
-    if wait_s is not None:
-        yield from blocking(capture.wait_for_written, capture.expected, wait_s)
-    yield from blocking(capture.check_delivery)
+    capture = camera.capture
     for stream in capture.ready_streams():
         capture.announcing(stream)
         while stream in capture.ready_streams():
-            yield from bps.collect(capture, name=stream)
+            yield from bps.collect(camera, name=stream)
 
 
-def take_darks(xrm: Instrument, capture: FrameCapture, frames: int, exposure_s: float):
+def take_darks(xrm: Instrument, camera: ScanCamera, frames: int, exposure_s: float) -> MsgGenerator[None]:
     """``frames`` darks (shutter closed) into the ``darks`` stream."""
     if frames <= 0:
         return
     yield from shutter(xrm, "close")
-    capture.select("darks")
-    yield from acquire(xrm, capture, frames, exposure_s)
-    yield from announce(capture)
+    camera.capture.select("darks")
+    yield from acquire(camera, frames, exposure_s)
+    yield from announce(camera)
 
 
 def take_flats(
     xrm: Instrument,
-    capture: FrameCapture,
+    camera: ScanCamera,
     frames: int,
     exposure_s: float,
     axis: str,
     offset_mm: float,
     meter: DoseMeter | None = None,
-):
+) -> MsgGenerator[None]:
     """``frames`` flats into the ``flats`` stream: specimen moved out along ``axis``, then back, shutter closed."""
     if frames <= 0:
         return
     motor = getattr(xrm, axis)
-    home = motor.position
+    home = yield from bps.rd(motor)
     if meter is not None:
         meter.sample_in_beam(False)
     yield from bps.mv(motor, home + offset_mm)
     yield from shutter(xrm, "open")
-    capture.select("flats")
-    yield from acquire(xrm, capture, frames, exposure_s)
+    camera.capture.select("flats")
+    yield from acquire(camera, frames, exposure_s)
     yield from shutter(xrm, "close")
     yield from bps.mv(motor, home)
     if meter is not None:
         meter.sample_in_beam(True)
-    yield from announce(capture)
+    yield from announce(camera)

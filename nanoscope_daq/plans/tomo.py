@@ -7,19 +7,23 @@ from collections.abc import Mapping
 from typing import Any
 
 import bluesky.plan_stubs as bps
+from bluesky.utils import MsgGenerator, new_uid
 
 from ..config import Config
 from ..devices import Instrument
+from ..devices.camera_control import FrameTrigger
 from ..devices.flyer import AngleGrid, fly_velocity, taxi_distance_deg
 from . import validation as check
 from .context import ScanContext, book_dose, prepare_scan, scan_metadata, scan_run
 from .errors import PlanParameterError
-from .stubs import acquire_started, announce, blocking, configure_internal, shutter, wait_status
+from .registry import registered
+from .stubs import announce, shutter, wait_for_status
 from .subject import Subject
 
 GATING = ("none", "prospective", "retrospective")
 
 
+@registered
 def darks_flats(
     xrm: Instrument,
     *,
@@ -31,10 +35,8 @@ def darks_flats(
     power_w: float = 10.0,
     config: Config | None = None,
     md: Mapping[str, Any] | None = None,
-):
+) -> MsgGenerator[str]:
     """Darks (shutter closed) then flats (specimen moved out and back), each its own stream.
-
-    Parameters default to the configuration's [scan] darks/flats counts.
     """
     context, _ = prepare_scan(xrm, "darks_flats", config=config, kv=kv, power_w=power_w, exposure_s=exposure_s,
                               binning=binning, darks=darks, flats=flats, flats_when="before", subject=None,
@@ -44,13 +46,13 @@ def darks_flats(
         raise PlanParameterError("darks/flats", "both are 0, so there is nothing to take", "ask for at least one frame")
     dose = book_dose(context, 0, 0.0)
 
-    def body():
+    def body() -> MsgGenerator[None]:
         yield from context.darks()
         yield from context.flats()
 
-    return (yield from scan_run(context, body, scan={"kind": "darks_flats", "darks": a.darks, "flats": a.flats,
-                                                     "exposure_s": a.exposure_s, "binning": a.binning},
-                                dose=dose, md=md))
+    scan = {"kind": "darks_flats", "darks": a.darks, "flats": a.flats, "exposure_s": a.exposure_s,
+            "binning": a.binning}
+    return (yield from scan_run(context, body, scan=scan, dose=dose, md=md))
 
 
 def angle_grid(start_deg: object, range_deg: object, projections: object) -> AngleGrid:
@@ -64,14 +66,14 @@ def angle_grid(start_deg: object, range_deg: object, projections: object) -> Ang
     return AngleGrid(start, span / count, count)
 
 
-def _flats_before(context: ScanContext, flats_when: str):
+def _flats_before(context: ScanContext, flats_when: str) -> MsgGenerator[tuple[int, int]]:
     """Flats before the projections (as the plan asked); returns the frame range of the flats taken last."""
     if flats_when in ("before", "both"):
         yield from context.flats()
     return context.frame_range("flats")
 
 
-def _flats_after(context: ScanContext, flats_when: str):
+def _flats_after(context: ScanContext, flats_when: str) -> MsgGenerator[tuple[int, int]]:
     """Flats after the projections (as the plan asked); returns their frame range, or (-1, -1)."""
     if flats_when not in ("after", "both"):
         return (-1, -1)
@@ -79,6 +81,7 @@ def _flats_after(context: ScanContext, flats_when: str):
     return context.frame_range("flats")
 
 
+@registered
 def step_tomo(
     xrm: Instrument,
     *,
@@ -96,7 +99,7 @@ def step_tomo(
     subject: Subject | Mapping[str, Any] | None = None,
     config: Config | None = None,
     md: Mapping[str, Any] | None = None,
-):
+) -> MsgGenerator[str]:
     """Step-and-shoot tomography: move to each angle, stop, take one frame.
 
     ``gating="prospective"`` takes each frame only when the respiratory gate has just
@@ -118,26 +121,27 @@ def step_tomo(
     a = context.acquisition
     gate_timeout = context.config.scan.gate_timeout_s
 
-    def frame_at(angle: float):
+    def frame_at(angle: float) -> MsgGenerator[None]:
         yield from bps.mv(rot, angle)
+        # Armed at every angle: flats re-taken after a suspension arm the camera for theirs.
+        yield from bps.prepare(context.camera, FrameTrigger(1, a.exposure_s), wait=True)
         if gating == "prospective":
             yield from gated_frame(xrm, context, gate_timeout)
         else:
-            yield from single_frame(xrm, context)
+            yield from bps.trigger(context.camera, wait=True)
 
-    def body():
+    def body() -> MsgGenerator[None]:
         yield from context.darks()
         flats_before = yield from _flats_before(context, a.flats_when)
         yield from shutter(xrm, "open")
         context.capture.select("projections")
         start, started = context.capture.expected, time.time()
-        yield from blocking(configure_internal, xrm, 1, a.exposure_s)
         for index in range(grid.count):
             yield from bps.checkpoint()
             yield from frame_at(grid.angle(index))
-            yield from announce(context.capture)
+            yield from announce(context.camera)
         projections_range = (start, context.capture.expected)
-        yield from announce(context.capture)
+        yield from announce(context.camera)
         flats_after = yield from _flats_after(context, a.flats_when)
         yield from context.emit_tomogram(projections=projections_range, grid=grid, start_time=started,
                                          flats_before=flats_before, flats_after=flats_after)
@@ -146,15 +150,13 @@ def step_tomo(
     return (yield from scan_run(context, body, scan=scan, dose=dose, md=md, in_vivo=in_vivo))
 
 
-def single_frame(xrm: Instrument, context: ScanContext):
-    """One Internal-trigger frame (camera configured for 1 frame), counted into the file."""
-    yield from acquire_started(xrm, context.capture, 1, context.acquisition.exposure_s)
+def gated_frame(xrm: Instrument, context: ScanContext, gate_timeout_s: float) -> MsgGenerator[None]:
+    """A frame inside the respiratory gate: wait for the gate to open, expose, re-take if it closed meanwhile.
 
-
-def gated_frame(xrm: Instrument, context: ScanContext, gate_timeout_s: float):
-    """A frame inside the respiratory gate: wait for the gate to open, expose, re-take if it closed meanwhile."""
+    The camera must be armed for one Internal-trigger frame.
+    """
     while True:
-        yield from wait_status(lambda: xrm.physio.wait_for_gate(timeout=gate_timeout_s))
+        yield from wait_for_status(lambda: xrm.physio.wait_for_gate(timeout=gate_timeout_s))
         closed: list[bool] = []
 
         def on_gate(value, **_) -> None:
@@ -163,14 +165,16 @@ def gated_frame(xrm: Instrument, context: ScanContext, gate_timeout_s: float):
 
         cid = xrm.physio.gate.subscribe(on_gate, run=True)  # a gate already closed again counts too
         try:
-            yield from single_frame(xrm, context)
+            yield from bps.trigger(context.camera, wait=True)
         finally:
             xrm.physio.gate.unsubscribe(cid)
         if not closed:
             return
 
 
-def fly_tomogram(context: ScanContext, grid: AngleGrid, velocity: float):
+def fly_tomogram(
+    context: ScanContext, grid: AngleGrid, velocity: float
+) -> MsgGenerator[tuple[tuple[int, int], AngleGrid]]:
     """Image ``grid`` on the fly; announce frames every ``scan.announce_period_s``.
 
     Returns the frame range and the grid flown (``grid`` shifted by whole turns to
@@ -180,16 +184,19 @@ def fly_tomogram(context: ScanContext, grid: AngleGrid, velocity: float):
     not imaged (the flyer ends its segment on pause and picks up from there on kickoff).
     """
     flyer, capture = context.flyer, context.capture
-    flown = flyer.prepare(grid, velocity, context.acquisition.exposure_s)
+    yield from bps.prepare(flyer, grid, velocity, context.acquisition.exposure_s, wait=True)
+    flown = flyer.grid
     capture.select("projections")
     start = capture.expected
     period = context.config.scan.announce_period_s
+    group = new_uid()
     done = False
     while not done:
-        yield from announce(capture)
+        yield from announce(context.camera)
         yield from bps.checkpoint()
-        yield from wait_status(flyer.kickoff)
-        done = yield from wait_status(flyer.complete, timeout=period)
+        yield from bps.kickoff(flyer, wait=True)
+        yield from bps.complete(flyer, group=group)
+        done = yield from bps.wait(group=group, timeout=period, error_on_timeout=False)
     return (start, capture.expected), flown
 
 
@@ -218,6 +225,7 @@ def fly_beam_time_s(xrm: Instrument, grid: AngleGrid, velocity: float) -> float:
     return abs(grid.step_deg * grid.count) / velocity + 2 * acceleration
 
 
+@registered
 def fly_tomo(
     xrm: Instrument,
     *,
@@ -236,7 +244,7 @@ def fly_tomo(
     subject: Subject | Mapping[str, Any] | None = None,
     config: Config | None = None,
     md: Mapping[str, Any] | None = None,
-):
+) -> MsgGenerator[str]:
     """Fly tomography: continuous rotation, one PSO-triggered frame per grid angle, measured angles recorded.
 
     ``velocity`` (deg/s) defaults to the fastest the camera keeps up with
@@ -257,12 +265,12 @@ def fly_tomo(
     dose = book_dose(context, 1, fly_beam_time_s(xrm, grid, velocity))
     a = context.acquisition
 
-    def body():
+    def body() -> MsgGenerator[None]:
         yield from context.darks()
         flats_before = yield from _flats_before(context, a.flats_when)
         started = time.time()
         projections_range, flown = yield from fly_tomogram(context, grid, velocity)
-        yield from announce(context.capture)
+        yield from announce(context.camera)
         flats_after = yield from _flats_after(context, a.flats_when)
         yield from context.emit_tomogram(projections=projections_range, grid=flown, start_time=started,
                                          flats_before=flats_before, flats_after=flats_after)

@@ -70,17 +70,27 @@ def within_limits(xrm: Instrument, axis: str, positions: Iterable[float], parame
             )
 
 
-def source_output(xrm: Instrument, kv: object, power_w: object) -> tuple[float, float]:
-    """kV and W the source can deliver now (warm, interlock OK, within range)."""
+def source_range(xrm: Instrument, kv: object, power_w: object) -> tuple[float, float]:
+    """kV and W inside the source's limits (whatever state it is in now)."""
     kv = number("kv", kv, low=0, low_open=True, unit="kV")
     power_w = number("power_w", power_w, low=0, low_open=True, unit="W")
     try:
-        xrm.source.check_output(kv, power_w)
-    except CommandRefused as exc:
-        raise PlanParameterError("source", str(exc), "bring the source to Ready first (warm_up, reset_interlock)") from None
+        xrm.source.check_range(kv, power_w)
     except ValueError as exc:
         name = "kv" if "high voltage" in str(exc) else "power_w"
         raise PlanParameterError(name, str(exc), "choose a value inside the range named") from None
+    return kv, power_w
+
+
+def source_output(xrm: Instrument, kv: object, power_w: object) -> tuple[float, float]:
+    """kV and W the source can deliver now (warm, interlock OK, within range)."""
+    kv, power_w = source_range(xrm, kv, power_w)
+    try:
+        xrm.source.check_output(kv, power_w)
+    except CommandRefused as exc:
+        raise PlanParameterError(
+            "source", str(exc), "switch it on first: nanoscope scan source_on (or the source_on plan)"
+        ) from None
     return kv, power_w
 
 
