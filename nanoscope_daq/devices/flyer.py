@@ -94,20 +94,25 @@ class TomoFlyer:
 
     # -- set-up ------------------------------------------------------------------------
 
+    def nearest_turn(self, grid: AngleGrid, velocity: float, position_deg: float) -> AngleGrid:
+        """``grid`` shifted by whole turns to the run-up position nearest ``position_deg``.
+
+        The same views a turn later or earlier, so the stage never travels back a whole scan.
+        """
+        taxi = taxi_distance_deg(velocity, self.xrm.rot.acceleration.get(), self.taxi_margin_deg)
+        turns = round((position_deg - (grid.start_deg - grid.direction * taxi)) / 360.0)
+        return grid.shifted(360.0 * turns)
+
     def prepare(self, grid: AngleGrid, velocity: float, exposure_s: float) -> Status:
         """Set the grid of the next tomogram (``bps.prepare``); nothing moves until ``kickoff``.
 
-        The grid flown (:attr:`grid`) is ``grid`` shifted by whole turns to the run-up
-        position nearest the stage (the same views: a turn later or earlier), so the
-        stage never travels back a whole scan. The Status is finished at once.
+        The Status is finished at once.
         """
         with self._lock:
             if self._segment is not None:
                 raise RuntimeError(f"{self.name}: a fly segment is running; interrupt it first")
             self.velocity = abs(velocity)
             self.grid = grid
-            turns = round((self.xrm.rot.position - self.taxi_start_deg(0)) / 360.0)
-            self.grid = grid.shifted(360.0 * turns)
             self.exposure_s = exposure_s
             self.next_index = 0
             self._complete = Status(obj=self)

@@ -23,7 +23,7 @@ from ophyd import Signal
 from bluesky.utils import MsgGenerator
 
 from .. import __version__
-from ..config import Config, load_config
+from ..config import Config
 from ..devices import Instrument
 from ..devices.camera_control import CameraControl, ReadoutSettings
 from ..devices.capture import FrameCapture
@@ -37,7 +37,6 @@ from .subject import Subject, parse_subject
 
 FRAME_STREAMS = ("darks", "flats", "projections")
 FLATS_WHEN = ("before", "after", "both", "none")
-CAMERA_SETUP_TIMEOUT_S = 10.0
 
 
 TOMOGRAM_KEYS: dict[str, object] = {
@@ -166,7 +165,7 @@ def prepare_scan(
     xrm: Instrument,
     plan_name: str,
     *,
-    config: Config | None,
+    config: Config,
     kv: float,
     power_w: float,
     exposure_s: float,
@@ -176,9 +175,8 @@ def prepare_scan(
     flats_when: str,
     subject: Subject | Mapping[str, Any] | None,
     in_vivo: bool,
-) -> tuple[ScanContext, float]:
-    """Validate the shared parameters and build the run's context; returns it and the camera's shortest period."""
-    config = config or load_config()
+) -> ScanContext:
+    """Validate the shared parameters and build the run's context (nothing on the instrument changes)."""
     scan = config.scan
     flats_when = check.choice("flats_when", flats_when, FLATS_WHEN)
     acquisition = Acquisition(
@@ -194,10 +192,6 @@ def prepare_scan(
         axis = getattr(xrm, acquisition.flats_axis)
         check.within_limits(xrm, acquisition.flats_axis, [axis.position + acquisition.flats_offset_mm], "flats_offset_mm")
     control = CameraControl(xrm.det, delivery_timeout_s=scan.frame_delivery_timeout_s)
-    # The shortest frame period follows from the readout settings, and the plans' checks need it:
-    # the one device set-up done while validating, on the camera alone, before anything moves.
-    control.prepare(ReadoutSettings(acquisition.binning, acquisition.exposure_s)).wait(CAMERA_SETUP_TIMEOUT_S)
-    min_period = control.shortest_period_s()
     capture = FrameCapture(xrm.det, config.paths.data_dir, flush_frames=scan.flush_frames,
                            delivery_timeout_s=scan.frame_delivery_timeout_s)
     camera = ScanCamera(control, capture)
@@ -206,7 +200,17 @@ def prepare_scan(
         xrm=xrm, config=config, plan_name=plan_name, acquisition=acquisition, subject=parsed_subject,
         camera=camera, flyer=flyer, dose_model=DoseModel.from_config(config), ledger=DoseLedger(config.dose.ledger),
     )
-    return context, min_period
+    return context
+
+
+def readout(context: ScanContext) -> MsgGenerator[float]:
+    """Apply the scan's readout settings to the camera; returns the shortest frame period they allow (s).
+
+    The plans' speed checks need that period, so this comes first, before anything moves.
+    """
+    a = context.acquisition
+    yield from bps.prepare(context.camera, ReadoutSettings(a.binning, a.exposure_s), wait=True)
+    return float((yield from bps.rd(context.xrm.det.cam.acquire_period)))
 
 
 def scan_metadata(kind: str, grid, acquisition: Acquisition, **extra: Any) -> dict[str, Any]:
@@ -297,11 +301,10 @@ def scan_run(context: ScanContext, body: Callable[[], MsgGenerator], *, scan: di
 
     def keep_frames() -> MsgGenerator[None]:
         """Every acquired frame in the file and announced, the file closed, the dose booked."""
-        if capture.path is not None:
-            try:
-                yield from bps.complete(camera, wait=True)
-            finally:
-                yield from announce(camera)
+        try:
+            yield from bps.complete(camera, wait=True)
+        finally:
+            yield from announce(camera)
         book()
 
     def book() -> None:
@@ -316,8 +319,7 @@ def scan_run(context: ScanContext, body: Callable[[], MsgGenerator], *, scan: di
 
     def cleanup() -> MsgGenerator[None]:
         yield from bps.unstage(guard)  # beam off the animal before anything else
-        if context.meter is not None or (capture.path is not None and capture.segments
-                                         and capture.segments[-1].stop is None):
+        if context.meter is not None:  # the run ended before keeping its frames
             yield from keep_frames()
 
     suspenders = safety_suspenders(xrm, in_vivo=in_vivo, recover=recover)

@@ -23,7 +23,7 @@ from ..devices import Instrument
 from ..devices.flyer import AngleGrid
 from ..devices.loadcell import LoadCellAlarm
 from . import validation as check
-from .context import ScanContext, book_dose, prepare_scan, scan_metadata, scan_run
+from .context import ScanContext, book_dose, prepare_scan, readout, scan_metadata, scan_run
 from .errors import PlanParameterError
 from .registry import registered
 from .series import merged_grid
@@ -75,7 +75,7 @@ def insitu_loading(
     darks: int | None = None,
     flats: int | None = None,
     subject: Subject | Mapping[str, Any] | None = None,
-    config: Config | None = None,
+    config: Config,
     md: Mapping[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Step-hold-scan: for each load, load until the force is stable, hold ``hold_s`` more, take a fly tomogram.
@@ -94,9 +94,10 @@ def insitu_loading(
     hold_s = check.number("hold_s", hold_s, low=0, unit="s")
     grid = angle_grid(start_deg, range_deg, projections)
     _check_specimen(xrm)
-    context, min_period = prepare_scan(xrm, "insitu_loading", config=config, kv=kv, power_w=power_w,
+    context = prepare_scan(xrm, "insitu_loading", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when="before", subject=subject, in_vivo=False)
+    min_period = yield from readout(context)
     velocity = fly_settings(xrm, context, grid, velocity, min_period)
     fly_range_limits(xrm, context, grid, velocity)
     dose = book_dose(context, len(loads), fly_beam_time_s(xrm, grid, velocity))
@@ -147,7 +148,7 @@ def continuous_loading(
     darks: int | None = None,
     flats: int | None = None,
     subject: Subject | Mapping[str, Any] | None = None,
-    config: Config | None = None,
+    config: Config,
     md: Mapping[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Load continuously towards ``target_n`` at ``speed_mm_per_min`` while taking back-to-back tomograms.
@@ -172,9 +173,10 @@ def continuous_loading(
     max_tomograms = check.count("max_tomograms", max_tomograms, 1, what="tomograms")
     grid = angle_grid(0.0, range_deg, projections)
     _check_specimen(xrm)
-    context, min_period = prepare_scan(xrm, "continuous_loading", config=config, kv=kv, power_w=power_w,
+    context = prepare_scan(xrm, "continuous_loading", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when="before", subject=subject, in_vivo=False)
+    min_period = yield from readout(context)
     velocity = fly_settings(xrm, context, grid, velocity, min_period)
     span = grid.step_deg * grid.count
     grids = [AngleGrid(grid.start_deg + k * span, grid.step_deg, grid.count) for k in range(max_tomograms)]

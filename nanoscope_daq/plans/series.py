@@ -13,7 +13,7 @@ from ..config import Config
 from ..devices import Instrument
 from ..devices.flyer import AngleGrid
 from . import validation as check
-from .context import book_dose, prepare_scan, scan_metadata, scan_run
+from .context import book_dose, prepare_scan, readout, scan_metadata, scan_run
 from .errors import PlanParameterError
 from .registry import registered
 from .stubs import announce
@@ -43,7 +43,7 @@ def time_series(
     darks: int | None = None,
     flats: int | None = None,
     gating: str = "none",
-    config: Config | None = None,
+    config: Config,
     md: Mapping[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """``tomograms`` fly tomograms of one animal, each tagged with its time point.
@@ -75,9 +75,10 @@ def time_series(
         raise PlanParameterError("gating", "a fly time series cannot wait for the gate at each angle",
                                  "use gating='retrospective' (every frame tagged with its phase)")
     first = angle_grid(start_deg, range_deg, projections)
-    context, min_period = prepare_scan(xrm, "time_series", config=config, kv=kv, power_w=power_w,
+    context = prepare_scan(xrm, "time_series", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when="both", subject=subject, in_vivo=True)
+    min_period = yield from readout(context)
     velocity = fly_settings(xrm, context, first, velocity, min_period)
     grids = tomogram_grids(first, tomograms, rotation)
     for grid in grids:

@@ -14,7 +14,7 @@ from ..devices import Instrument
 from ..devices.camera_control import FrameTrigger
 from ..devices.flyer import AngleGrid, fly_velocity, taxi_distance_deg
 from . import validation as check
-from .context import ScanContext, book_dose, prepare_scan, scan_metadata, scan_run
+from .context import ScanContext, book_dose, prepare_scan, readout, scan_metadata, scan_run
 from .errors import PlanParameterError
 from .registry import registered
 from .stubs import announce, shutter, wait_for_status
@@ -33,17 +33,17 @@ def darks_flats(
     binning: int = 4,
     kv: float = 60.0,
     power_w: float = 10.0,
-    config: Config | None = None,
+    config: Config,
     md: Mapping[str, Any] | None = None,
 ) -> MsgGenerator[str]:
-    """Darks (shutter closed) then flats (specimen moved out and back), each its own stream.
-    """
-    context, _ = prepare_scan(xrm, "darks_flats", config=config, kv=kv, power_w=power_w, exposure_s=exposure_s,
-                              binning=binning, darks=darks, flats=flats, flats_when="before", subject=None,
-                              in_vivo=False)
+    """Darks (shutter closed) then flats (specimen moved out and back), each its own stream."""
+    context = prepare_scan(xrm, "darks_flats", config=config, kv=kv, power_w=power_w, exposure_s=exposure_s,
+                           binning=binning, darks=darks, flats=flats, flats_when="before", subject=None,
+                           in_vivo=False)
     a = context.acquisition
     if a.darks + a.flats == 0:
         raise PlanParameterError("darks/flats", "both are 0, so there is nothing to take", "ask for at least one frame")
+    yield from readout(context)
     dose = book_dose(context, 0, 0.0)
 
     def body() -> MsgGenerator[None]:
@@ -97,7 +97,7 @@ def step_tomo(
     flats_when: str = "both",
     gating: str = "none",
     subject: Subject | Mapping[str, Any] | None = None,
-    config: Config | None = None,
+    config: Config,
     md: Mapping[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Step-and-shoot tomography: move to each angle, stop, take one frame.
@@ -110,9 +110,10 @@ def step_tomo(
     gating = check.choice("gating", gating, GATING)
     in_vivo = gating != "none"
     grid = angle_grid(start_deg, range_deg, projections)
-    context, min_period = prepare_scan(xrm, "step_tomo", config=config, kv=kv, power_w=power_w,
+    context = prepare_scan(xrm, "step_tomo", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when=flats_when, subject=subject, in_vivo=in_vivo)
+    min_period = yield from readout(context)
     check.within_limits(xrm, "rot", [grid.start_deg, grid.end_deg], "range_deg")
     rot = xrm.rot
     move_s = abs(grid.step_deg) / rot.velocity.get() + rot.acceleration.get()
@@ -178,14 +179,15 @@ def fly_tomogram(
     """Image ``grid`` on the fly; announce frames every ``scan.announce_period_s``.
 
     Returns the frame range and the grid flown (``grid`` shifted by whole turns to
-    the stage, see :meth:`TomoFlyer.prepare`).
+    the stage, see :meth:`TomoFlyer.nearest_turn`).
 
     Between announcements there is a checkpoint, so a pause resumes at the first angle
     not imaged (the flyer ends its segment on pause and picks up from there on kickoff).
     """
     flyer, capture = context.flyer, context.capture
-    yield from bps.prepare(flyer, grid, velocity, context.acquisition.exposure_s, wait=True)
-    flown = flyer.grid
+    position = yield from bps.rd(context.xrm.rot)
+    flown = flyer.nearest_turn(grid, velocity, position)
+    yield from bps.prepare(flyer, flown, velocity, context.acquisition.exposure_s, wait=True)
     capture.select("projections")
     start = capture.expected
     period = context.config.scan.announce_period_s
@@ -242,7 +244,7 @@ def fly_tomo(
     flats_when: str = "both",
     gating: str = "none",
     subject: Subject | Mapping[str, Any] | None = None,
-    config: Config | None = None,
+    config: Config,
     md: Mapping[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Fly tomography: continuous rotation, one PSO-triggered frame per grid angle, measured angles recorded.
@@ -257,9 +259,10 @@ def fly_tomo(
                                  "use step_tomo(gating='prospective') or gating='retrospective' here")
     in_vivo = gating != "none"
     grid = angle_grid(start_deg, range_deg, projections)
-    context, min_period = prepare_scan(xrm, "fly_tomo", config=config, kv=kv, power_w=power_w,
+    context = prepare_scan(xrm, "fly_tomo", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when=flats_when, subject=subject, in_vivo=in_vivo)
+    min_period = yield from readout(context)
     velocity = fly_settings(xrm, context, grid, velocity, min_period)
     fly_range_limits(xrm, context, grid, velocity)
     dose = book_dose(context, 1, fly_beam_time_s(xrm, grid, velocity))
