@@ -12,6 +12,7 @@ import itertools
 import os
 import time
 import uuid
+from pathlib import Path
 
 from nanoscope_daq.epics_env import configure_client, free_port
 
@@ -41,6 +42,15 @@ CAError = caproto_sync.ErrorResponseReceived
 def ca_read(pvname: str, **kwargs):
     """caproto's blocking read, without the CA repeater its default spawns (it would outlive the tests)."""
     return caproto_sync.read(pvname, repeater=False, **kwargs)
+
+
+def ioc_get(pvname: str):
+    """A PV's value by a raw CA read: a number, or a str for enums, strings and char waveforms."""
+    data = ca_read(pvname, timeout=5).data
+    if getattr(data, "dtype", None) == "uint8":  # char waveform
+        return bytes(data).rstrip(b"\0").decode()
+    value = data[0]
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def ca_write(pvname: str, value, **kwargs):
@@ -216,7 +226,8 @@ class ScanBench(DocumentLog):
 
 
 
-def _scan_bench(sim_factory, tmp_path_factory) -> ScanBench:
+def start_tiny_sim(sim_factory, tmp_path_factory) -> tuple[SimProcess, Path]:
+    """A fresh simulator imaging the tiny leg (source cold), and the configuration file clients share with it."""
     from nanoscope_daq.config import overrides_toml
     from nanoscope_daq.sim.imaging.presets import tiny_leg_overrides
 
@@ -228,7 +239,11 @@ def _scan_bench(sim_factory, tmp_path_factory) -> ScanBench:
         "paths": {"data_dir": str(sim_factory.data_dir(prefix))}, "dose": {"ledger_path": str(root / "dose.sqlite")},
     }
     config_path.write_text(overrides_toml(overrides))
-    return ScanBench(sim_factory.start(config=config_path, prefix=prefix), config_path)
+    return sim_factory.start(config=config_path, prefix=prefix), config_path
+
+
+def _scan_bench(sim_factory, tmp_path_factory) -> ScanBench:
+    return ScanBench(*start_tiny_sim(sim_factory, tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

@@ -85,6 +85,45 @@ def test_abort_closes_the_shutter_and_leaves_a_readable_file_marked_incomplete(f
     assert 50 < (keys == 0).sum() < 360
 
 
+def test_abort_while_flying_stops_the_stage_and_beam_through_the_runengine(fresh_scan_bench):
+    """RunEngine.abort() from another thread while the stage spins (no pause first), as a console's abort button."""
+    bench, xrm = fresh_scan_bench, fresh_scan_bench.xrm
+    aborted = []
+
+    def abort_mid_scan():
+        wait_until(lambda: bench.named("start") and xrm.rot.pso.status.get() == "Armed"
+                   and xrm.rot.pso.fired.get() > 80, timeout=60, what="the scan under way")
+        aborted.append(xrm.rot.pso.fired.get())
+        bench.RE.abort("abort button")
+
+    threading.Thread(target=abort_mid_scan, daemon=True).start()
+    with pytest.raises(RunEngineInterrupted):
+        bench.run(fly_tomo(xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004,
+                           config=bench.config))
+    (stop,) = bench.named("stop")
+    assert stop["exit_status"] == "abort" and stop["reason"] == "abort button"
+    assert xrm.source.shutter.status.get(use_monitor=False) == "Closed"
+    assert xrm.rot.pso.status.get(use_monitor=False) != "Armed"
+    assert xrm.rot.motor_done_move.get(use_monitor=False) == 1  # the stage stands still
+    assert abs(xrm.rot.user_readback.get(use_monitor=False) - time_and_again(xrm)) < 1e-6
+    assert xrm.det.cam.acquire.get(use_monitor=False) == 0
+    assert xrm.det.hdf1.capture.get(as_string=True, use_monitor=False) == "Done"
+    (nxs,) = bench.nxtomo.written
+    with h5py.File(nxs, "r") as h5:
+        assert not h5["entry/experiment_complete"][()]
+        keys = h5["entry/instrument/detector/image_key"][()]
+        frames = h5["entry/instrument/detector/data"]
+        assert frames.shape[0] == len(keys) == xrm.det.hdf1.num_captured.get(use_monitor=False)
+        assert np.isfinite(frames[-1]).all()
+    assert aborted[0] <= (keys == 0).sum() < 360  # every frame exposed before the abort is kept
+
+
+def time_and_again(xrm) -> float:
+    """The stage's position a moment later (it must not have moved meanwhile)."""
+    time.sleep(0.3)
+    return xrm.rot.user_readback.get(use_monitor=False)
+
+
 @pytest.mark.parametrize("suspender", [AlarmSuspender, SuspendBoolHigh])
 def test_a_trip_while_the_runengine_loop_is_busy_still_suspends(suspender):
     """bluesky's own suspender loses a trip that arrives while a plan holds the loop; ours waits for it."""

@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
+import h5py
 import pytest
+
+from conftest import ioc_get
 
 from nanoscope_daq.plans import (
     PlanParameterError, continuous_loading, darks_flats, fly_tomo, insitu_loading, step_tomo, time_series,
@@ -85,3 +88,35 @@ def test_cli_refuses_bad_values_with_the_same_message_and_runs_a_scan(scan_bench
     online = [line.removeprefix("online volume: ") for line in lines if line.startswith("online volume: ")]
     assert len(online) == 1 and online[0].endswith("_000_recon.h5") and os.path.exists(online[0])
     assert "60/60" in ran.stderr  # the progress bar reached every projection
+
+
+@pytest.mark.slow
+def test_a_fresh_instrument_from_the_command_line_source_on_fly_scan_source_off(sim_factory, tmp_path_factory):
+    """The README's scanning example on a simulator just started, cold source: nothing but commands."""
+    from conftest import start_tiny_sim
+
+    sim, config_path = start_tiny_sim(sim_factory, tmp_path_factory)
+    try:
+        def scan(*words: str) -> subprocess.CompletedProcess:
+            command = [sys.executable, "-m", "nanoscope_daq", "scan", *words, "--prefix", sim.prefix,
+                       "--port", str(sim.port), "--config", str(config_path)]
+            return subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=300)
+
+        refused = scan("fly_tomo")
+        assert refused.returncode == 2 and "nanoscope scan source_on" in refused.stderr
+        on = scan("source_on")
+        assert on.returncode == 0, on.stderr[-2000:]
+        assert ioc_get(sim.prefix + "SRC:STATE_RBV") == "On" and ioc_get(sim.prefix + "SRC:HV_RBV") == "On"
+        fly = scan("fly_tomo")  # default parameters
+        assert fly.returncode == 0, fly.stderr[-2000:]
+        (nxs,) = [line.removeprefix("NXtomo file: ") for line in fly.stdout.splitlines()
+                  if line.startswith("NXtomo file: ")]
+        with h5py.File(nxs, "r") as h5:
+            keys = h5["entry/instrument/detector/image_key"][()]
+            assert (keys == 0).sum() == 900 and bool(h5["entry/experiment_complete"][()])
+        off = scan("source_off")
+        assert off.returncode == 0, off.stderr[-2000:]
+        assert ioc_get(sim.prefix + "SRC:SHUTTER_RBV") == "Closed"
+        assert ioc_get(sim.prefix + "SRC:HV_RBV") == "Off" and ioc_get(sim.prefix + "SRC:XRAY_RBV") == "Off"
+    finally:
+        sim_factory.stop(sim)

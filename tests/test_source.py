@@ -13,7 +13,7 @@ from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.signals import CommandRefused
 from nanoscope_daq.devices.source import SourceNotReady, XraySource
 
-from conftest import TEST_TIME_SCALE, ca_read, ca_write, connected, wait_until
+from conftest import TEST_TIME_SCALE, ca_read, ca_write, connected, ioc_get, wait_until
 
 CONFIG = load_config().source
 
@@ -32,15 +32,6 @@ def ioc_refusal(pvname: str, value) -> str:
     with pytest.raises(Exception, match="ECA_PUTFAIL") as info:
         ioc_put(pvname, value)
     return bytes(info.value.args[0].error_message).rstrip(b"\0").decode()
-
-
-def ioc_get(pvname: str):
-    """A PV's value by a raw CA read: a number, or a str for enums, strings and char waveforms."""
-    data = ca_read(pvname, timeout=5).data
-    if getattr(data, "dtype", None) == "uint8":  # char waveform
-        return bytes(data).rstrip(b"\0").decode()
-    value = data[0]
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from event_model import ComposeStreamResource, StreamRange
 
-from ..camera_layout import ATTRIBUTE_KEYS, datasets
+from ..documents import ATTRIBUTE_KEYS, datasets
 from ophyd.status import StatusBase
 
 from .detector import CREATE_DIRECTORY_DEPTH, XrmDetector, path_template

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .contract import DocumentContractError, ImageKey
+from ..documents import DocumentContractError, ImageKey
 from .nxtomo import NXtomoWriter, nxtomo_path
 
 __all__ = ["DocumentContractError", "ImageKey", "NXtomoWriter", "nxtomo_path"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from .contract import FRAME_STREAMS, HDF5_MIMETYPE, IMAGE_DATA_KEY, DocumentContractError
+from ..documents import FRAME_STREAMS, HDF5_MIMETYPE, IMAGE_DATA_KEY, DocumentContractError
 from .frame_ranges import FrameRange, FrameSet
 
 

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from .announcements import CameraFile
-from .contract import FRAME_DATA_KEY_UNITS, IMAGE_DATA_KEY, REQUIRED_FRAME_DATA_KEYS, DocumentContractError
+from ..documents import FRAME_DATA_KEY_UNITS, IMAGE_DATA_KEY, REQUIRED_FRAME_DATA_KEYS, DocumentContractError
 
 
 @dataclass(frozen=True)

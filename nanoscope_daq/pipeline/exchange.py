@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from .camera_file import CameraFrames
-from .contract import ImageKey
+from ..documents import ImageKey
 from .virtual_frames import link_frames
 
 

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from .announcements import CameraFile
-from .contract import FRAME_DATA_KEY_UNITS, IMAGE_DATA_KEY, DocumentContractError
+from ..documents import FRAME_DATA_KEY_UNITS, IMAGE_DATA_KEY, DocumentContractError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .contract import ImageKey
+from ..documents import ImageKey
 from .tomogram import Grid
 
 

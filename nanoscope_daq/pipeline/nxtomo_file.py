@@ -40,7 +40,7 @@ import numpy as np
 from event_model import NumpyEncoder
 
 from .camera_file import CameraFrames
-from .contract import FRAME_DATA_KEY_UNITS, DocumentContractError, ImageKey
+from ..documents import FRAME_DATA_KEY_UNITS, DocumentContractError, ImageKey
 from .exchange import write_exchange
 from .image_keys import FrameClassification
 from .tomogram import Tomogram

@@ -17,7 +17,7 @@ import numpy as np
 from ..config import ReconConfig
 from ..recon import ConeGeometry, ParallelGeometry
 from ..recon.geometry import Geometry
-from .contract import DocumentContractError
+from ..documents import DocumentContractError
 from .tomogram import Grid
 
 

@@ -28,7 +28,7 @@ from ..recon.volume_file import VolumeWriter
 from ..recon.weights import projection_weights
 from .analysis_run import AnalysisRun
 from .announcements import CameraFile
-from .contract import DocumentContractError, ImageKey
+from ..documents import DocumentContractError, ImageKey
 from .frame_reader import CameraReader, FrameBlock
 from .frame_ranges import FrameRange, FrameSet
 from .online_flats import FlatFieldsByIndex

@@ -28,7 +28,7 @@ from event_model import DocumentRouter
 from ..config import Config, load_config
 from .analysis_run import AnalysisRun, Publish
 from .announcements import Announcements, CameraFile
-from .contract import TOMOGRAMS_STREAM, DocumentContractError
+from ..documents import TOMOGRAMS_STREAM, DocumentContractError
 from .frame_ranges import FrameRange
 from .online_geometry import online_setup
 from .online_recon import ANALYSIS, OnlineReconstruction

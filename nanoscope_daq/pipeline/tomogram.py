@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .announcements import CameraFile, normalized
-from .contract import STREAM_OF_KEY, DocumentContractError, ImageKey
+from ..documents import STREAM_OF_KEY, DocumentContractError, ImageKey
 from .frame_ranges import FrameRange
 
 EVENT_KEYS = (

@@ -23,6 +23,7 @@ from ophyd import Signal
 from bluesky.utils import MsgGenerator
 
 from .. import __version__
+from ..documents import FRAME_STREAMS, TOMOGRAM_KEYS, TOMOGRAMS_STREAM
 from ..config import Config
 from ..devices import Instrument
 from ..devices.camera_control import CameraControl, ReadoutSettings
@@ -35,17 +36,7 @@ from .safety import BeamGuard, safety_suspenders
 from .stubs import announce, shutter, take_darks, take_flats
 from .subject import Subject, parse_subject
 
-FRAME_STREAMS = ("darks", "flats", "projections")
 FLATS_WHEN = ("before", "after", "both", "none")
-
-
-TOMOGRAM_KEYS: dict[str, object] = {
-    "tomogram": 0, "time_point": 0, "file": "", "projections_start": -1, "projections_stop": -1,
-    "darks_start": -1, "darks_stop": -1, "flats_before_start": -1, "flats_before_stop": -1,
-    "flats_after_start": -1, "flats_after_stop": -1, "grid_start_deg": 0.0, "grid_step_deg": 0.0, "grid_count": 0,
-    "start_time": 0.0, "end_time": 0.0, "force_n": float("nan"),
-}
-"""The `tomograms` stream's keys (docs/documents.md) and their types, by example."""
 
 
 def tomogram_signals() -> dict[str, Signal]:
@@ -125,7 +116,7 @@ class ScanContext:
         for name, value in values.items():
             self.record[name].put(value)
         self.tomograms += 1
-        yield from bps.trigger_and_read(list(self.record.values()), name="tomograms")
+        yield from bps.trigger_and_read(list(self.record.values()), name=TOMOGRAMS_STREAM)
         yield from bps.checkpoint()
 
 

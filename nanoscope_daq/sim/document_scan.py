@@ -16,15 +16,11 @@ from typing import Any
 import numpy as np
 from event_model import compose_run, pack_event_page
 
-from ..camera_layout import ATTRIBUTE_KEYS, datasets
+from ..documents import ATTRIBUTE_KEYS, FRAME_STREAMS, TOMOGRAM_KEYS, TOMOGRAMS_STREAM, datasets
 from ..pipeline.frame_ranges import FrameRange
 from .hdf5_writer import FileRequest, Frame, Hdf5FrameWriter
 from .ioc.camera.frames import ATTRIBUTES
 
-FRAME_STREAMS = ("darks", "flats", "projections")
-TOMOGRAM_INTEGERS = ("tomogram", "time_point", "projections_start", "projections_stop", "darks_start", "darks_stop",
-                     "flats_before_start", "flats_before_stop", "flats_after_start", "flats_after_stop", "grid_count")
-TOMOGRAM_NUMBERS = ("grid_start_deg", "grid_step_deg", "start_time", "end_time", "force_n")
 
 
 def frame_data_keys(shape: tuple[int, int]) -> dict[str, dict]:
@@ -36,10 +32,9 @@ def frame_data_keys(shape: tuple[int, int]) -> dict[str, dict]:
 
 
 def tomogram_data_keys() -> dict[str, dict]:
-    keys = {"file": {"source": "plan", "dtype": "string", "shape": []}}
-    keys.update({key: {"source": "plan", "dtype": "integer", "shape": []} for key in TOMOGRAM_INTEGERS})
-    keys.update({key: {"source": "plan", "dtype": "number", "shape": []} for key in TOMOGRAM_NUMBERS})
-    return keys
+    kinds = {str: "string", int: "integer", float: "number"}
+    return {key: {"source": "plan", "dtype": kinds[type(example)], "shape": []}
+            for key, example in TOMOGRAM_KEYS.items()}
 
 
 class DocumentScan:
@@ -61,8 +56,8 @@ class DocumentScan:
             self.streams[stream] = self.bundle.compose_descriptor(name=stream, data_keys=frame_data_keys(frame_shape))
             self.emit("descriptor", self.streams[stream].descriptor_doc)
         keys = {tomogram_prefix + key: value for key, value in tomogram_data_keys().items()}
-        self.streams["tomograms"] = self.bundle.compose_descriptor(name="tomograms", data_keys=keys)
-        self.emit("descriptor", self.streams["tomograms"].descriptor_doc)
+        self.streams[TOMOGRAMS_STREAM] = self.bundle.compose_descriptor(name=TOMOGRAMS_STREAM, data_keys=keys)
+        self.emit("descriptor", self.streams[TOMOGRAMS_STREAM].descriptor_doc)
         self.resources: dict[str, Any] = {}
         self.seq = {stream: 1 for stream in self.streams}
         self.frames = 0
@@ -120,7 +115,7 @@ class DocumentScan:
                 "start_time": self._time(projections.start), "end_time": self._time(projections.stop - 1),
                 "force_n": math.nan, **override}
         data = {self.tomogram_prefix + key: value for key, value in data.items()}
-        event = self.streams["tomograms"].compose_event(data=data, timestamps=dict.fromkeys(data, self._time(-1)))
+        event = self.streams[TOMOGRAMS_STREAM].compose_event(data=data, timestamps=dict.fromkeys(data, self._time(-1)))
         if as_page:
             self.emit("event_page", pack_event_page(event))
         else:
