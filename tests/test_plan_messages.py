@@ -118,6 +118,7 @@ def test_a_fly_scan_is_a_sequence_of_bluesky_messages(xrm, config):
                              config=config))
     commands = [m.command for m in sent]
     assert "wait_for" not in commands  # nothing waits on a hidden thread
+    assert sent[0].command == "stage" and sent[0].obj is xrm.wd  # the instrument is taken before anything changes
     readout = index(sent, "prepare", ScanCamera, ReadoutSettings(4, 0.004))
     open_run = commands.index("open_run")
     assert readout < open_run  # the frame period is known before the run's checks finish
@@ -139,7 +140,8 @@ def test_a_fly_scan_is_a_sequence_of_bluesky_messages(xrm, config):
     close_run = commands.index("close_run")
     assert open_run < camera_file < camera_open < guard < source < darks < flats < fly_kickoff < fly_wait
     assert flyer == camera_open  # the camera file opens before the flyer starts
-    assert fly_wait < camera_done < close_run
+    released = next(i for i, m in enumerate(sent) if m.command == "unstage" and m.obj is xrm.wd)
+    assert fly_wait < camera_done < released < close_run
     # darks with the shutter closed; flats: the specimen out, the shutter open, frames, the shutter
     # closed, the specimen back
     assert actions(sent[source + 1:darks]) == [("set", "xrm_source_shutter", "close")]
@@ -185,9 +187,10 @@ def test_a_velocity_the_camera_cannot_follow_is_refused_before_anything_moves(xr
         while True:
             seen.append(msg)
             msg = plan.send(answer(msg))
-    # only the readout settings were applied, to learn the frame period they allow
-    assert [m.command for m in seen] == ["prepare", "wait", "read"]
-    assert isinstance(seen[0].args[0], ReadoutSettings) and seen[2].obj is xrm.det.cam.acquire_period
+    # the instrument taken, then only the readout settings applied, to learn the frame period they allow
+    assert [m.command for m in seen] == ["stage", "prepare", "wait", "read"]
+    assert seen[0].obj is xrm.wd
+    assert isinstance(seen[1].args[0], ReadoutSettings) and seen[3].obj is xrm.det.cam.acquire_period
 
 
 def test_a_step_scan_moves_arms_and_triggers_at_each_angle(xrm, config):

@@ -10,10 +10,15 @@ from .loadcell import LoadCell
 from .physiology import PhysiologyMonitor
 from .source import XraySource
 from .stages import RotationStage
+from .watchdog import InstrumentLock
 
 
 class Instrument(Device):
-    """Stages, source, camera, loading cell and physiology monitor under one PV prefix."""
+    """Stages, source, camera, loading cell and physiology monitor under one PV prefix.
+
+    ``wd`` is the instrument-side dead man's switch and scan lock (beyond DESIGN.md's
+    list: a real installation provides it in a PLC or sequencer).
+    """
 
     rot = Cpt(RotationStage, "ROT")
     sx = Cpt(EpicsMotor, "SX")
@@ -23,6 +28,7 @@ class Instrument(Device):
     det = Cpt(XrmDetector, "CAM:")
     load = Cpt(LoadCell, "LOAD:")
     physio = Cpt(PhysiologyMonitor, "PHYS:")
+    wd = Cpt(InstrumentLock, "WD:")
 
     def __init__(self, prefix: str, *, name: str = "xrm", **kwargs) -> None:
         super().__init__(prefix, name=name, **kwargs)

@@ -30,7 +30,9 @@ from ..devices.camera_control import CameraControl, ReadoutSettings
 from ..devices.capture import FrameCapture
 from ..devices.flyer import TomoFlyer
 from ..devices.scan_camera import CameraFile, ScanCamera
+from ..devices.signals import CommandRefused
 from . import validation as check
+from .errors import PlanParameterError
 from .dose import DoseLedger, DoseMeter, DoseModel
 from .safety import BeamGuard, safety_suspenders
 from .stubs import announce, shutter, take_darks, take_flats
@@ -194,11 +196,18 @@ def prepare_scan(
     return context
 
 
-def readout(context: ScanContext) -> MsgGenerator[float]:
-    """Apply the scan's readout settings to the camera; returns the shortest frame period they allow (s).
+def take_instrument(context: ScanContext) -> MsgGenerator[float]:
+    """Take the instrument for this scan, then apply its readout settings; returns the shortest frame period (s).
 
-    The plans' speed checks need that period, so this comes first, before anything moves.
+    The lock (``xrm.wd``: one scan at a time, and the heartbeat of the dead man's switch)
+    comes before anything on the instrument changes; a scan of another process holding
+    it is a refusal that names it. The plans' speed checks need the frame period, so the
+    readout settings come next, before anything moves.
     """
+    try:
+        yield from bps.stage(context.xrm.wd)
+    except CommandRefused as exc:
+        raise PlanParameterError("instrument", str(exc), "wait for the other scan to end, or stop it") from None
     a = context.acquisition
     yield from bps.prepare(context.camera, ReadoutSettings(a.binning, a.exposure_s), wait=True)
     return float((yield from bps.rd(context.xrm.det.cam.acquire_period)))
@@ -287,6 +296,7 @@ def scan_run(context: ScanContext, body: Callable[[], MsgGenerator], *, scan: di
         yield from shutter(xrm, "close")
         yield from bps.unstage(guard)
         yield from keep_frames()
+        yield from bps.unstage(xrm.wd)
         yield from bps.close_run(reason=(outcome or {}).get("reason", ""))
         return uid
 

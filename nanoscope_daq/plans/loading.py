@@ -23,7 +23,7 @@ from ..devices import Instrument
 from ..devices.flyer import AngleGrid
 from ..devices.loadcell import LoadCellAlarm
 from . import validation as check
-from .context import ScanContext, book_dose, prepare_scan, readout, scan_metadata, scan_run
+from .context import ScanContext, book_dose, prepare_scan, scan_metadata, take_instrument, scan_run
 from .errors import PlanParameterError
 from .registry import registered
 from .series import merged_grid
@@ -97,7 +97,7 @@ def insitu_loading(
     context = prepare_scan(xrm, "insitu_loading", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when="before", subject=subject, in_vivo=False)
-    min_period = yield from readout(context)
+    min_period = yield from take_instrument(context)
     velocity = fly_settings(xrm, context, grid, velocity, min_period)
     fly_range_limits(xrm, context, grid, velocity)
     dose = book_dose(context, len(loads), fly_beam_time_s(xrm, grid, velocity))
@@ -176,7 +176,7 @@ def continuous_loading(
     context = prepare_scan(xrm, "continuous_loading", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when="before", subject=subject, in_vivo=False)
-    min_period = yield from readout(context)
+    min_period = yield from take_instrument(context)
     velocity = fly_settings(xrm, context, grid, velocity, min_period)
     span = grid.step_deg * grid.count
     grids = [AngleGrid(grid.start_deg + k * span, grid.step_deg, grid.count) for k in range(max_tomograms)]

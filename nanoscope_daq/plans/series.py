@@ -13,7 +13,7 @@ from ..config import Config
 from ..devices import Instrument
 from ..devices.flyer import AngleGrid
 from . import validation as check
-from .context import book_dose, prepare_scan, readout, scan_metadata, scan_run
+from .context import book_dose, prepare_scan, scan_metadata, take_instrument, scan_run
 from .errors import PlanParameterError
 from .registry import registered
 from .stubs import announce
@@ -78,7 +78,7 @@ def time_series(
     context = prepare_scan(xrm, "time_series", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when="both", subject=subject, in_vivo=True)
-    min_period = yield from readout(context)
+    min_period = yield from take_instrument(context)
     velocity = fly_settings(xrm, context, first, velocity, min_period)
     grids = tomogram_grids(first, tomograms, rotation)
     for grid in grids:

@@ -14,7 +14,7 @@ from ..devices import Instrument
 from ..devices.camera_control import FrameTrigger
 from ..devices.flyer import AngleGrid, fly_velocity, taxi_distance_deg
 from . import validation as check
-from .context import ScanContext, book_dose, prepare_scan, readout, scan_metadata, scan_run
+from .context import ScanContext, book_dose, prepare_scan, scan_metadata, take_instrument, scan_run
 from .errors import PlanParameterError
 from .registry import registered
 from .stubs import announce, shutter, wait_for_status
@@ -43,7 +43,7 @@ def darks_flats(
     a = context.acquisition
     if a.darks + a.flats == 0:
         raise PlanParameterError("darks/flats", "both are 0, so there is nothing to take", "ask for at least one frame")
-    yield from readout(context)
+    yield from take_instrument(context)
     dose = book_dose(context, 0, 0.0)
 
     def body() -> MsgGenerator[None]:
@@ -113,7 +113,7 @@ def step_tomo(
     context = prepare_scan(xrm, "step_tomo", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when=flats_when, subject=subject, in_vivo=in_vivo)
-    min_period = yield from readout(context)
+    min_period = yield from take_instrument(context)
     check.within_limits(xrm, "rot", [grid.start_deg, grid.end_deg], "range_deg")
     rot = xrm.rot
     move_s = abs(grid.step_deg) / rot.velocity.get() + rot.acceleration.get()
@@ -262,7 +262,7 @@ def fly_tomo(
     context = prepare_scan(xrm, "fly_tomo", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when=flats_when, subject=subject, in_vivo=in_vivo)
-    min_period = yield from readout(context)
+    min_period = yield from take_instrument(context)
     velocity = fly_settings(xrm, context, grid, velocity, min_period)
     fly_range_limits(xrm, context, grid, velocity)
     dose = book_dose(context, 1, fly_beam_time_s(xrm, grid, velocity))

@@ -20,6 +20,7 @@ from .ioc.physiology import PhysiologyIOC
 from .ioc.pso import PsoIOC
 from .ioc.simcontrol import SimControlIOC
 from .ioc.source import SourceIOC
+from .ioc.watchdog import WatchdogIOC
 from .world import World
 
 READY_MARKER = "ready"
@@ -39,7 +40,17 @@ def build_iocs(world: World) -> list[PVGroup]:
     groups.append(pso)
     groups += camera_iocs(prefix + "CAM:", world, trigger_input=pso.output)
     groups.append(SimControlIOC(prefix + "SIM:", world))
+    groups.append(WatchdogIOC(prefix + "WD:", merged_pvdb(groups), safe_state(prefix),
+                              timeout_s=world.config.epics.heartbeat_timeout_s))
     return groups
+
+
+def safe_state(prefix: str) -> list[tuple[str, object]]:
+    """What the watchdog writes, in order, when the controlling client's heartbeat lapses."""
+    return [
+        (prefix + "SRC:SHUTTER", "Close"), (prefix + "ROT:PSO:DISARM", 1), (prefix + "ROT.STOP", 1),
+        (prefix + "CAM:cam1:Acquire", "Done"), (prefix + "CAM:HDF1:Capture", "Done"),
+    ]
 
 
 def merged_pvdb(groups: list[PVGroup]) -> dict:

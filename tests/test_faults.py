@@ -1,0 +1,72 @@
+"""Faults of the controlling process: the instrument keeps itself safe, and one scan runs at a time.
+
+The scans here run as a separate ``nanoscope scan`` process, frozen (SIGSTOP) or killed
+(SIGKILL) mid fly scan; what is asserted is read from the IOCs over Channel Access.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import pytest
+
+from conftest import connected_instrument, ioc_get, wait_until
+from nanoscope_daq.plans import PlanParameterError, fly_tomo
+
+
+def test_a_second_scan_is_refused_while_another_process_holds_the_instrument(fresh_scan_bench):
+    bench, xrm = fresh_scan_bench, fresh_scan_bench.xrm
+    other = connected_instrument(bench.sim.prefix).wd  # another client: its own identity
+    other.stage()
+    try:
+        binning = xrm.det.cam.a3_binning.get(as_string=True)
+        with pytest.raises(PlanParameterError) as refused:
+            bench.run(fly_tomo(xrm, projections=90, binning=2, exposure_s=0.004, config=bench.config))
+        assert refused.value.parameter == "instrument"
+        assert f"in use by {other.identity}" in str(refused.value) and "wait for the other scan" in str(refused.value)
+        assert bench.named("start") == []
+        assert xrm.det.cam.a3_binning.get(as_string=True, use_monitor=False) == binning  # nothing changed
+    finally:
+        other.unstage()
+    assert ioc_get(bench.sim.prefix + "WD:OWNER") == ""
+    bench.run(fly_tomo(xrm, projections=90, exposure_s=0.004, config=bench.config))  # free again
+    assert ioc_get(bench.sim.prefix + "WD:OWNER") == ""  # and given back after the scan
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", [signal.SIGSTOP, signal.SIGKILL], ids=["frozen", "killed"])
+def test_the_instrument_makes_itself_safe_when_the_scan_process_freezes_or_dies(fresh_scan_bench, fault):
+    bench, xrm = fresh_scan_bench, fresh_scan_bench.xrm
+    sim, prefix = bench.sim, bench.sim.prefix
+    source, pso, cam, hdf, wd = xrm.source, xrm.rot.pso, xrm.det.cam, xrm.det.hdf1, xrm.wd
+    command = [sys.executable, "-m", "nanoscope_daq", "scan", "fly_tomo", "--prefix", prefix, "--port", str(sim.port),
+               "--config", str(bench.config_path), "--projections", "900", "--velocity", "10", "--exposure-s", "0.004"]
+    client = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: pso.status.get() == "Armed" and source.shutter.status.get() == "Open",
+                   timeout=120, what="the fly scan under way")
+        lapse_s = float(wd.timeout.get())
+        os.kill(client.pid, fault)
+        faulted = time.monotonic()
+
+        def safe() -> bool:
+            return (source.shutter.status.get() == "Closed" and xrm.rot.motor_done_move.get(use_monitor=False) == 1
+                    and pso.status.get(use_monitor=False) != "Armed" and cam.acquire.get(use_monitor=False) == 0
+                    and hdf.capture.get(as_string=True, use_monitor=False) == "Done")
+
+        wait_until(safe, timeout=lapse_s + 10, what="the safe state")
+        safe_after = time.monotonic() - faulted
+        assert safe_after < lapse_s + 3.0  # the lapse, the shutter's travel, the stage's deceleration
+        assert wd.owner.get(use_monitor=False) == "" and wd.trips.get(use_monitor=False) == 1
+        assert "lapsed" in wd.message.get(use_monitor=False)
+        with h5py.File(hdf.full_file_name.get(use_monitor=False), "r") as h5:  # closed cleanly: no SWMR needed
+            frames = h5["entry/data/data"].shape[0]
+        assert frames == hdf.num_captured.get(use_monitor=False) > 0
+    finally:
+        client.kill()
+        client.wait(10)
