@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .config import Config, ConfigError, load_config
+from .errors import Interrupted, RefusedInput
+
+EXIT_REFUSED = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +62,7 @@ LAZY_COMMANDS = {
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``nanoscope`` parser; the plans' options (which import ophyd) only when ``command`` is scan."""
     parser = argparse.ArgumentParser(prog="nanoscope", description="X-ray microscope control and acquisition")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks and every library's log messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("sim", help="serve every simulated IOC from one process on 127.0.0.1")
@@ -105,14 +113,59 @@ def _configure_channel_access_early(argv: Sequence[str]) -> None:
     configure_client([config.epics.port])
 
 
+class _OneLine(logging.Formatter):
+    """Log records as one line: what happened, without the traceback (that is for --debug)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging(debug: bool) -> None:
+    """Warnings as one line each; bluesky's own record of an aborted run only with --debug.
+
+    bluesky logs every exception that ends a plan with its traceback ("Run aborted"); the
+    command prints the reason itself, once.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+        return
+    handler.setFormatter(_OneLine())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    logging.getLogger("bluesky").setLevel(logging.CRITICAL)
+
+
+def _command_words(argv: Sequence[str]) -> list[str]:
+    """The arguments from the sub-command on (global options like --debug may come first)."""
+    return [word for word in argv if word != "--debug"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _configure_channel_access_early(argv)
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    words = _command_words(argv)
+    _configure_channel_access_early(words)
+    args = build_parser(words[0] if words else None).parse_args(argv)
+    _configure_logging(args.debug)
+    name = " ".join(["nanoscope", args.command, *([args.plan] if getattr(args, "plan", None) else [])])
     try:
         if args.command == "scan":
             return args.func(args, _config_from_args(args))
         return args.func(args)
     except ConfigError as exc:
-        print(f"nanoscope {args.command}: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _report(name, f"configuration error: {exc}", EXIT_REFUSED, args.debug)
+    except RefusedInput as exc:
+        return _report(name, str(exc), EXIT_REFUSED, args.debug)
+    except KeyboardInterrupt:
+        return _report(name, "interrupted", EXIT_INTERRUPTED, args.debug)
+    except Interrupted as exc:
+        return _report(name, f"interrupted: {exc}", EXIT_INTERRUPTED, args.debug)
+    except Exception as exc:  # noqa: BLE001 -- every failure ends as one line and an exit code
+        return _report(name, f"failed: {exc}", EXIT_FAILED, args.debug)
+
+
+def _report(name: str, message: str, code: int, debug: bool) -> int:
+    """One line on stderr (and the traceback with --debug); returns the exit code."""
+    if debug:
+        traceback.print_exc()
+    print(f"{name}: {message}", file=sys.stderr)
+    return code

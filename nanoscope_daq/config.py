@@ -18,10 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .errors import RefusedInput
+
 CONFIG_ENV_VAR = "NANOSCOPE_CONFIG"
 
 
-class ConfigError(ValueError):
+class ConfigError(RefusedInput):
     """A configuration key is unknown, missing or out of range."""
 
 

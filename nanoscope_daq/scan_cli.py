@@ -19,6 +19,11 @@ from typing import Any
 from .config import Config
 
 SKIPPED_PARAMETERS = {"xrm", "config", "md"}
+CONNECT_TIMEOUT_S = 10.0
+
+
+class InstrumentUnreachable(RuntimeError):
+    """The IOCs did not answer: the message names the prefix, the port and what to check."""
 
 
 def _parse_json(text: str) -> Any:
@@ -106,14 +111,20 @@ class FrameProgress:
 
 
 def _ask_resume_or_abort(RE) -> tuple[str, ...]:
-    """After a Ctrl-C pause: resume or abort, as the operator answers; returns the run uids."""
+    """After a Ctrl-C pause: resume (returns the run uids) or abort (raises :class:`Interrupted`).
+
+    With no terminal to answer from (standard input closed), the scan is aborted.
+    """
     from bluesky.utils import RunEngineInterrupted
+
+    from .errors import Interrupted
 
     while True:
         print("\nPaused; the shutter is closed. [r]esume or [a]bort? ", end="", flush=True)
         answer = sys.stdin.readline().strip().lower()
         if answer in ("a", "abort", ""):
-            return RE.abort("aborted by the operator")
+            RE.abort("aborted by the operator")
+            raise Interrupted("the scan was aborted; the shutter is closed and every frame taken is in its files")
         if answer in ("r", "resume"):
             try:
                 return RE.resume()
@@ -131,20 +142,22 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
 
     from .devices import Instrument
     from .pipeline.nxtomo import NXtomoWriter
-    from .plans import PLANS, PlanParameterError
+    from .plans import PLANS
 
     plan = PLANS[args.plan]
     parameters = inspect.signature(plan).parameters
     kwargs = {name: getattr(args, name) for name in set(parameters) - SKIPPED_PARAMETERS if hasattr(args, name)}
     if "config" in parameters:
         kwargs["config"] = config
-    xrm = Instrument(config.epics.prefix, name="xrm")
     try:
-        xrm.wait_for_connection(timeout=10.0)
+        xrm = Instrument(config.epics.prefix, name="xrm")
+        xrm.wait_for_connection(timeout=CONNECT_TIMEOUT_S)
     except TimeoutError as exc:
-        print(f"nanoscope scan: cannot reach the instrument {config.epics.prefix} on port {config.epics.port}: "
-              f"{exc}; is `nanoscope sim` (or the IOCs) running?", file=sys.stderr)
-        return 2
+        raise InstrumentUnreachable(
+            f"cannot reach the instrument {config.epics.prefix} on port {config.epics.port} "
+            f"({str(exc).split(' could not')[0]} did not answer); is `nanoscope sim` (or the IOCs) running, "
+            "with this prefix and port?"
+        ) from None
     RE = RunEngine({})
     progress = FrameProgress()
     RE.subscribe(progress)
@@ -161,9 +174,6 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
             uids = RE(plan(xrm, **kwargs))
         except RunEngineInterrupted:
             uids = _ask_resume_or_abort(RE)
-    except PlanParameterError as exc:
-        print(f"nanoscope scan {args.plan}: {exc}", file=sys.stderr)
-        return 2
     finally:
         if online is not None:
             online.close()  # the last volumes are written before the command returns

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import RefusedInput
 
-class PlanParameterError(ValueError):
+
+class PlanParameterError(RefusedInput):
     """A plan parameter cannot be used: names the parameter, the problem and the fix."""
 
     def __init__(self, parameter: str, problem: str, fix: str) -> None:
