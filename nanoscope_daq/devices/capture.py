@@ -22,7 +22,7 @@ from ..documents import ATTRIBUTE_KEYS, datasets
 from ophyd.status import StatusBase
 
 from .detector import CREATE_DIRECTORY_DEPTH, XrmDetector, path_template
-from .signals import condition_status, done_status, put_completed, puts_in_order, then
+from .signals import condition_status, done_status, progress_status, put_completed, puts_in_order, then
 
 FILE_TEMPLATE = "%s%s.h5"
 
@@ -109,17 +109,23 @@ class FrameCapture:
     def complete(self, timeout: float = 30.0) -> StatusBase:
         """Finished once every frame acquired is in the file and the IOC has closed it.
 
-        Fails if a frame was dropped or a write failed, or if the frames have not all
-        arrived within ``delivery_timeout_s``.
+        Fails if a frame was dropped or a write failed, or when no frame has reached the
+        file for ``delivery_timeout_s`` (however long the whole wait takes while frames
+        keep arriving), naming how many arrived.
         """
         hdf = self.det.hdf1
         if self.path is None:
             return done_status(self)
         expected = self.expected
-        delivered = condition_status(
-            self, [hdf.num_captured, hdf.write_status, hdf.dropped_arrays],
-            lambda: self.written() >= expected, self.delivery_problem, self.delivery_timeout_s,
-        )
+
+        def stalled(seconds: float) -> str:
+            return self.delivery_problem() or (
+                f"no frame reached {self.path} for {seconds:g} s ({self.written()} of {expected} in it): "
+                f"the camera IOC at {self.det.prefix} stopped delivering"
+            )
+
+        delivered = progress_status(self, hdf.num_captured, lambda: self.written() >= expected,
+                                    self.delivery_problem, self.delivery_timeout_s, stalled)
         return then(delivered, lambda: self._close(timeout), self)
 
     def _close(self, timeout: float) -> StatusBase:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ophyd import EpicsSignal, EpicsSignalRO
+from ophyd.signal import EpicsSignalBase
 from ophyd.ophydobj import OphydObject
 from ophyd.status import Status, StatusBase
 from ophyd.utils import InvalidState
@@ -169,4 +170,51 @@ def condition_status(
 
     status.add_callback(unsubscribe)
     check()
+    return status
+
+
+def progress_status(
+    obj: OphydObject,
+    counter: EpicsSignalBase,
+    reached: Callable[[], bool],
+    failure: Callable[[], str | None],
+    stall_s: float,
+    stalled: Callable[[float], str],
+) -> Status:
+    """Finished when ``reached()``; failed when ``counter`` has not moved for ``stall_s`` or ``failure()`` says why.
+
+    A wait bounded by progress, not by a fixed total: as long as ``counter`` keeps
+    changing, it waits; once it stands still for ``stall_s`` the Status fails with
+    ``stalled(seconds)``. A disconnect of ``counter`` (its IOC died) fails it at once.
+    """
+    status = condition_status(obj, [counter], reached, failure)
+    lock = threading.Lock()
+    timer: list[threading.Timer] = []
+
+    def stand_still() -> None:
+        _settle(status, TimeoutError(f"{obj.name}: {stalled(stall_s)}"))
+
+    def restart(*_: Any, **__: Any) -> None:
+        with lock:
+            if timer:
+                timer[0].cancel()
+                timer.clear()
+            if not status.done:
+                timer.append(threading.Timer(stall_s, stand_still))
+                timer[0].daemon = True
+                timer[0].start()
+
+    def connection(*_: Any, connected: bool = True, **__: Any) -> None:
+        if not connected:
+            _settle(status, ConnectionError(f"{obj.name}: {counter.pvname} stopped answering (its IOC is gone)"))
+
+    tokens = [counter.subscribe(restart, run=False), counter.subscribe(connection, event_type="meta", run=False)]
+
+    def finish(_status: StatusBase) -> None:
+        restart()  # cancels the timer: the status is done
+        for token in tokens:
+            counter.unsubscribe(token)
+
+    restart()
+    status.add_callback(finish)
     return status
