@@ -70,3 +70,20 @@ def test_the_instrument_makes_itself_safe_when_the_scan_process_freezes_or_dies(
     finally:
         client.kill()
         client.wait(10)
+
+
+def test_render_workers_end_with_a_killed_simulator(fresh_scan_bench):
+    """SIGKILL leaves the simulator no chance to stop its workers: they notice and exit themselves."""
+    import psutil
+
+    bench = fresh_scan_bench
+    bench.run(fly_tomo(bench.xrm, projections=30, exposure_s=0.004, flats=0, darks=0, flats_when="none",
+                       config=bench.config))  # frames rendered: the workers are running
+    simulator = psutil.Process(bench.sim.pid)
+    workers = simulator.children(recursive=True)
+    assert workers, "the simulator rendered without worker processes"
+    os.kill(bench.sim.pid, signal.SIGKILL)
+    bench.sim.proc.wait(10)
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    running = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]  # a zombie has exited: init reaps it
+    assert running == [], [p.cmdline()[-3:] for p in running]

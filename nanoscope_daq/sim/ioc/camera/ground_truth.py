@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 
 from ....config import Config
+from ...orphans import exit_with_parent
 
 log = logging.getLogger(__name__)
 PARTIAL_SUFFIX = ".partial"
@@ -58,6 +59,7 @@ def write_index(directory: Path) -> Path:
 
 def _write_in_child(config: Config, path: str, day: float, binning: int, kv: float) -> None:
     """Entry point of the worker process: lowest priority, build the imager, write, rename."""
+    exit_with_parent()
     from ...imaging.imager import Imager
 
     os.nice(19)

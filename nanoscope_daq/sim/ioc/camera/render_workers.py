@@ -21,6 +21,7 @@ import numpy as np
 
 from ....config import Config
 from ...imaging.exposure import Exposure
+from ...orphans import exit_with_parent
 from .frames import FrameWindow, render
 
 MAX_SLOTS = 256
@@ -33,6 +34,7 @@ _worker: dict = {}
 def _start_worker(config: Config, block_name: str) -> None:
     from ...imaging.imager import Imager
 
+    exit_with_parent()
     _worker["imager"] = Imager(config)
     _worker["block"] = shared_memory.SharedMemory(name=block_name)
 
