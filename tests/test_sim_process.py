@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from nanoscope_daq.epics_env import free_port
 from nanoscope_daq.sim.process import SimProcess
@@ -34,3 +35,19 @@ def test_bad_option_is_refused_with_the_key_named():
     )
     assert result.returncode == 2
     assert "epics.port" in result.stderr and "between 1024 and 65535" in result.stderr
+
+
+def test_an_unusable_data_directory_is_refused_at_start_naming_why(tmp_path):
+    """A file, a directory nobody may write in, and one that cannot be created (even as root: /proc)."""
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("not a directory")
+    cases = ((a_file, "is a file, not a directory"), (Path("/proc/1"), "is not writable"),
+             (Path("/proc/1/data"), "cannot be created"))
+    for data_dir, words in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "nanoscope_daq", "sim", "--port", str(free_port()), "--data-dir", str(data_dir)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert words in result.stderr and "Traceback" not in result.stderr
+        assert "ready" not in result.stdout
