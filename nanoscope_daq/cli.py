@@ -160,7 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as exc:
         return _report(name, f"interrupted: {exc}", EXIT_INTERRUPTED, args.debug)
     except Exception as exc:  # noqa: BLE001 -- every failure ends as one line and an exit code
-        return _report(name, f"failed: {exc}", EXIT_FAILED, args.debug)
+        return _report(name, f"failed: {_reason(exc)}", EXIT_FAILED, args.debug)
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong: a device's own error rather than bluesky's wrapper of its failed Status."""
+    while type(exc).__name__ == "FailedStatus" and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
 
 
 def _report(name: str, message: str, code: int, debug: bool) -> int:

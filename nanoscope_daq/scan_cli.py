@@ -2,8 +2,8 @@
 
 Options come from the plan's signature (names, types, defaults); ``--help`` lists
 them with the plan's docstring. A progress bar counts announced frames; every file
-written is printed, then the run uid. Ctrl-C pauses at the next checkpoint (twice:
-at once) with the shutter closed, and asks whether to resume or abort.
+written is printed, then the run uid. Ctrl-C pauses at once with the shutter closed,
+and asks whether to resume or abort.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,47 @@ class FrameProgress:
             self.bar.close()
 
 
+class PauseAtOnce:
+    """RunEngine context manager: Ctrl-C pauses at once, not at the next checkpoint.
+
+    bluesky's default asks for a deferred pause first, which waits for the plan's next
+    checkpoint (tens of seconds in a long wait for frames). An immediate pause makes the
+    RunEngine call the beam guard's ``pause()`` straight away: the shutter closes within
+    the second, and a fly scan resumes at the first angle not imaged.
+    """
+
+    def __init__(self, RE) -> None:
+        self._RE = RE
+        self._requested = threading.Event()
+        self._released = threading.Event()
+
+    def _serve(self) -> None:
+        from bluesky.utils import TransitionError
+
+        while True:
+            self._requested.wait()
+            self._requested.clear()
+            if self._released.is_set():
+                return
+            print("\nPausing now; the shutter closes.", file=sys.stderr, flush=True)
+            try:
+                self._RE.request_pause(defer=False)
+            except TransitionError:
+                pass  # already pausing or paused
+
+    def __enter__(self) -> PauseAtOnce:
+        self._original = signal.getsignal(signal.SIGINT)
+        self._released.clear()
+        threading.Thread(target=self._serve, name="pause-at-once", daemon=True).start()
+        signal.signal(signal.SIGINT, lambda signum, frame: self._requested.set())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._original)
+        self._released.set()
+        self._requested.set()
+
+
 def _ask_resume_or_abort(RE) -> tuple[str, ...]:
     """After a Ctrl-C pause: resume (returns the run uids) or abort (raises :class:`Interrupted`).
 
@@ -121,7 +164,10 @@ def _ask_resume_or_abort(RE) -> tuple[str, ...]:
 
     while True:
         print("\nPaused; the shutter is closed. [r]esume or [a]bort? ", end="", flush=True)
-        answer = sys.stdin.readline().strip().lower()
+        try:
+            answer = sys.stdin.readline().strip().lower()
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: abort
+            answer = "abort"
         if answer in ("a", "abort", ""):
             RE.abort("aborted by the operator")
             raise Interrupted("the scan was aborted; the shutter is closed and every frame taken is in its files")
@@ -158,7 +204,7 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
             f"({str(exc).split(' could not')[0]} did not answer); is `nanoscope sim` (or the IOCs) running, "
             "with this prefix and port?"
         ) from None
-    RE = RunEngine({})
+    RE = RunEngine({}, context_managers=[PauseAtOnce])
     progress = FrameProgress()
     RE.subscribe(progress)
     RE.subscribe(NXtomoWriter(on_file_written=lambda path: print(f"NXtomo file: {Path(path)}", flush=True)))

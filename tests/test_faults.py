@@ -87,3 +87,39 @@ def test_render_workers_end_with_a_killed_simulator(fresh_scan_bench):
     _, alive = psutil.wait_procs(workers, timeout=5)
     running = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]  # a zombie has exited: init reaps it
     assert running == [], [p.cmdline()[-3:] for p in running]
+
+
+@pytest.mark.slow
+def test_ctrl_c_closes_the_shutter_at_once_resumes_and_aborts_with_exit_130(fresh_scan_bench, tmp_path):
+    bench, xrm = fresh_scan_bench, fresh_scan_bench.xrm
+    source, pso = xrm.source, xrm.rot.pso
+    command = [sys.executable, "-m", "nanoscope_daq", "scan", "fly_tomo", "--prefix", bench.sim.prefix,
+               "--port", str(bench.sim.port), "--config", str(bench.config_path), "--projections", "900",
+               "--velocity", "10", "--exposure-s", "0.004"]
+    log = tmp_path / "scan.log"  # a file, not a pipe: the progress bar would fill a pipe nobody reads
+    with log.open("w") as output:
+        client = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=output, stderr=output, text=True)
+
+    def interrupt_when_flying() -> float:
+        wait_until(lambda: pso.status.get() == "Armed" and source.shutter.status.get() == "Open",
+                   timeout=120, what="the fly scan under way")
+        client.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        wait_until(lambda: source.shutter.status.get() == "Closed", timeout=10, what="the shutter closed")
+        return time.monotonic() - sent
+
+    try:
+        assert interrupt_when_flying() < 1.5  # 1 s to pause, and the shutter's travel
+        client.stdin.write("r\n")
+        client.stdin.flush()
+        assert interrupt_when_flying() < 1.5
+        client.stdin.write("a\n")
+        client.stdin.flush()
+        client.wait(60)
+    finally:
+        client.kill()
+    stderr = log.read_text()
+    assert client.returncode == 130, stderr[-2000:]
+    assert "interrupted: the scan was aborted" in stderr and "Traceback" not in stderr
+    assert source.shutter.status.get(use_monitor=False) == "Closed" and pso.status.get(use_monitor=False) != "Armed"
+    assert xrm.det.hdf1.capture.get(as_string=True, use_monitor=False) == "Done"

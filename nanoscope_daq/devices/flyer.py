@@ -257,6 +257,12 @@ class _Segment:
             self._on_beam_change()
             rot.spin.set(grid.direction * flyer.velocity).wait(ARM_TIMEOUT_S + 4 * rot.acceleration.get())
         except Exception as exc:  # noqa: BLE001 -- the status carries it to the plan
+            if self._stop_requested.is_set():
+                # Interrupted while setting up or spinning up (a pause): the segment just ended
+                # early, and the next kickoff resumes at the first angle not imaged.
+                self._end()
+                kicked_off.set_finished()
+                return
             self._end(failure=exc)
             kicked_off.set_exception(exc)
             return
