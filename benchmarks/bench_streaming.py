@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -33,7 +34,9 @@ from nanoscope_daq.pipeline.frame_ranges import FrameRange
 from nanoscope_daq.pipeline.streaming import StreamingReconstruction
 from nanoscope_daq.recon import ParallelGeometry
 from nanoscope_daq.recon.phantoms import project_ellipsoids, rasterise_ellipsoids, shepp_logan_3d
-from nanoscope_daq.sim.document_scan import DocumentScan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test helper DocumentScan
+from document_scan import DocumentScan  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "bench_streaming.json"
 SIZE = 256

@@ -218,7 +218,7 @@ class ScanBench(DocumentLog):
 
 def _scan_bench(sim_factory, tmp_path_factory) -> ScanBench:
     from nanoscope_daq.config import overrides_toml
-    from nanoscope_daq.sim.imaging.presets import tiny_leg_overrides
+    from nanoscope_daq.physics.presets import tiny_leg_overrides
 
     root = tmp_path_factory.mktemp("scan")
     config_path = root / "tiny.toml"

@@ -13,8 +13,8 @@ from nanoscope_daq.analysis.euler import connectivity_density, delta_euler, eule
 from nanoscope_daq.analysis.labels import Code
 from nanoscope_daq.analysis.morphometry import MorphometrySettings, find_lacunae, morphometry
 from nanoscope_daq.analysis.thickness import local_thickness
+from nanoscope_daq.physics.presets import tiny_leg_config
 from nanoscope_daq.sim.imaging.imager import Imager
-from nanoscope_daq.sim.imaging.presets import tiny_leg_config
 
 Z, Y, X = np.mgrid[:40, :64, :64]
 SHAPES = {

@@ -11,8 +11,8 @@ from nanoscope_daq.analysis.longitudinal import Session, bone_labels, remodeling
 from nanoscope_daq.analysis.registration import RigidTransform
 from nanoscope_daq.analysis.remodeling import remodeling
 from nanoscope_daq.config import load_config
+from nanoscope_daq.physics.presets import tiny_leg_config
 from nanoscope_daq.sim.imaging.imager import Imager
-from nanoscope_daq.sim.imaging.presets import tiny_leg_config
 
 GRID = {"geometry": {"source_detector_mm": 250.0}}  # 1.1 um voxels
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from nanoscope_daq.config import ConfigError
+from nanoscope_daq.physics.contrast import TxmOptics, bin_samples
+from nanoscope_daq.physics.geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays
+from nanoscope_daq.physics.materials import MATERIALS, Label, MaterialId, material_mu, property_table
+from nanoscope_daq.physics.presets import tiny_leg_config
+from nanoscope_daq.physics.projector import line_integrals
+from nanoscope_daq.physics.remodeling import specimen_state
+from nanoscope_daq.physics.shapes import Capsules, Ellipsoids, ellipsoid_interval
 from nanoscope_daq.sim.imaging.exposure import Exposure
-from nanoscope_daq.sim.imaging.contrast import TxmOptics, bin_samples
-from nanoscope_daq.sim.imaging.geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays
 from nanoscope_daq.sim.imaging.imager import Imager
-from nanoscope_daq.sim.imaging.materials import MATERIALS, Label, MaterialId, material_mu, property_table
-from nanoscope_daq.sim.imaging.presets import tiny_leg_config
-from nanoscope_daq.sim.imaging.projector import line_integrals
-from nanoscope_daq.sim.imaging.remodeling import specimen_state
-from nanoscope_daq.sim.imaging.shapes import Capsules, Ellipsoids, ellipsoid_interval
 
 UM = 1e-3
 

@@ -8,12 +8,11 @@ import pytest
 from scipy.spatial import cKDTree
 
 from nanoscope_daq.config import load_config
-from nanoscope_daq.sim.imaging.imager import Imager
-from nanoscope_daq.sim.imaging.materials import Label
-from nanoscope_daq.sim.imaging.phantom import Phantom
-from nanoscope_daq.sim.imaging.presets import tiny_leg_config
-from nanoscope_daq.sim.imaging.remodeling import specimen_state
-from nanoscope_daq.sim.imaging.shapes import (
+from nanoscope_daq.physics.materials import Label
+from nanoscope_daq.physics.phantom import Phantom
+from nanoscope_daq.physics.presets import tiny_leg_config
+from nanoscope_daq.physics.remodeling import specimen_state
+from nanoscope_daq.physics.shapes import (
     Ellipse,
     Ellipsoids,
     capsule_interval,
@@ -21,11 +20,12 @@ from nanoscope_daq.sim.imaging.shapes import (
     ellipsoid_interval,
     segment_distance,
 )
-from nanoscope_daq.sim.imaging.volumes import (
+from nanoscope_daq.physics.volumes import (
     ellipsoid_ring_volume,
     horizontal_capsule_ring_volume,
     ring_area_in_rectangle,
 )
+from nanoscope_daq.sim.imaging.imager import Imager
 
 UM = 1e-3
 

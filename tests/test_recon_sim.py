@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
+from nanoscope_daq.physics.materials import Label
+from nanoscope_daq.physics.presets import tiny_leg_config
 from nanoscope_daq.recon import ConeGeometry, ParallelGeometry, reconstruct
 from nanoscope_daq.recon.cli import add_recon_parser
 from nanoscope_daq.recon.offline import reconstruct_file
 from nanoscope_daq.recon.phantoms import project_ellipsoids, rasterise_ellipsoids, shepp_logan_3d
 from nanoscope_daq.sim.imaging.exposure import Exposure
 from nanoscope_daq.sim.imaging.imager import Imager
-from nanoscope_daq.sim.imaging.materials import Label
-from nanoscope_daq.sim.imaging.presets import tiny_leg_config
 
 ANGLES = 180
 ROWS, COLS = 8, 144

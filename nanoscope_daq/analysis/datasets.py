@@ -1,6 +1,6 @@
 """Labelled training data from the simulator: slices that look reconstructed, with exact ground truth.
 
-The phantom (sim/imaging) is rasterised at the instrument's voxel size in windows of
+The phantom (physics/) is rasterised at the instrument's voxel size in windows of
 ``size`` x ``size`` pixels around the cortex (sub-voxel supersampling for partial
 volume; labels at voxel centres), ``depth`` consecutive slices per window, and turned
 into a reconstructed-looking image by an image-formation model in the slice domain
@@ -33,11 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..sim.imaging.materials import LABEL_OF_MATERIAL
-from ..sim.imaging.phantom import Phantom
-from ..sim.imaging.presets import tiny_leg_config
-from ..sim.imaging.raster import MaterialGrid
-from ..sim.imaging.remodeling import specimen_state
+from ..physics.materials import LABEL_OF_MATERIAL
+from ..physics.phantom import Phantom
+from ..physics.presets import tiny_leg_config
+from ..physics.raster import MaterialGrid
+from ..physics.remodeling import specimen_state
 from .labels import Code
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))

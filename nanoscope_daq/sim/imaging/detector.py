@@ -32,7 +32,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from ...config import DetectorConfig
-from .spectrum import DetectedBeam
+from ...physics.spectrum import DetectedBeam
 
 GAUSSIAN_MIN_PHOTONS = 100.0
 """Above this many photons per pixel the Gaussian approximation of the shot noise is used."""

@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from .materials import LABEL_OF_MATERIAL, MATERIALS, MaterialId, Label, material_delta, property_table
-from .raster import MaterialGrid
-from .remodeling import SpecimenState
-from .shapes import Capsules, Ellipsoids, ellipsoid_cap_fraction, segment_distance
-from .volumes import ring_area_in_rectangle
+from ...physics.materials import LABEL_OF_MATERIAL, MATERIALS, MaterialId, Label, material_delta, property_table
+from ...physics.raster import MaterialGrid
+from ...physics.remodeling import SpecimenState
+from ...physics.shapes import Capsules, Ellipsoids, ellipsoid_cap_fraction, segment_distance
+from ...physics.volumes import ring_area_in_rectangle
 
 if TYPE_CHECKING:
     from .imager import Imager

@@ -35,15 +35,15 @@ from typing import Callable
 import numpy as np
 
 from ...config import Config, ConfigError
-from .contrast import TxmOptics, absorption, bin_samples, blur
+from ...physics.contrast import TxmOptics, absorption, bin_samples, blur
+from ...physics.geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays, rotation_z
+from ...physics.materials import property_table
+from ...physics.phantom import Phantom
+from ...physics.projector import line_integrals
+from ...physics.remodeling import SpecimenState, specimen_state
+from ...physics.spectrum import DetectedBeam, detect, source_beam
 from .detector import Detector, check_binning
 from .exposure import Exposure
-from .geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays, rotation_z
-from .materials import property_table
-from .phantom import Phantom
-from .projector import line_integrals
-from .remodeling import SpecimenState, specimen_state
-from .spectrum import DetectedBeam, detect, source_beam
 
 STATE_CACHE_DAYS = 4
 ZERNIKE_FFT_MARGIN_PX = 8

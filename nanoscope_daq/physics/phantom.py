@@ -44,7 +44,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ...config import PhantomConfig
+from ..config import PhantomConfig
 from .remodeling import Pits, draw_pits
 from .shapes import Capsules, Ellipse, Ellipsoids, segment_distance, segment_segment_distance
 

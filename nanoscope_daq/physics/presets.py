@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...config import Config, load_config
+from ..config import Config, load_config
 
 TINY_LEG_PHANTOM: dict[str, Any] = {
     "periosteal_semi_axis_x_mm": 0.085, "periosteal_semi_axis_y_mm": 0.075,

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.fft
 from scipy.ndimage import gaussian_filter
 
-from ...config import GeometryConfig
+from ..config import GeometryConfig
 from .materials import delta_beta, wavenumber_per_mm
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import xraydb
 
-from ...config import Config
+from ..config import Config
 from .materials import mu_spectrum_per_mm
 
 KEV_TO_J = 1.602176634e-16
