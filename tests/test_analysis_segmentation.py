@@ -22,7 +22,7 @@ from nanoscope_daq.analysis.postprocess import outer_geometry, postprocess, remo
 from nanoscope_daq.analysis.simulated_training import (evaluate_otsu, incremental_training, model_info, prepare,
                                                        spread_slices, train_on)
 from nanoscope_daq.analysis.training import TrainSettings, _epoch_order, normalise
-from nanoscope_daq.analysis.volume_files import Volume, read_labels, write_labels, write_volume
+from nanoscope_daq.volume_files import Volume, read_labels, write_labels, write_volume
 
 torch.set_num_threads(1)
 TINY = {"base_channels": 4, "depth": 2, "patch": 32, "stride": 32, "batch_size": 8}

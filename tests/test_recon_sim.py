@@ -18,6 +18,7 @@ from nanoscope_daq.recon.offline import reconstruct_file
 from nanoscope_daq.recon.phantoms import project_ellipsoids, rasterise_ellipsoids, shepp_logan_3d
 from nanoscope_daq.sim.imaging.exposure import Exposure
 from nanoscope_daq.sim.imaging.imager import Imager
+from nanoscope_daq.volume_files import read_volume
 
 ANGLES = 180
 ROWS, COLS = 8, 144
@@ -138,8 +139,11 @@ def test_command_line_reconstructs_and_refuses_a_file_without_flats(scan, tmp_pa
     args = parser.parse_args(["recon", str(scan["path"]), "-o", str(out), "--algorithm", "fourier", "--cor", "71.5"])
     assert args.func(args) == 0
     assert str(out) in capsys.readouterr().out
-    with h5py.File(out) as h5:
-        assert h5["provenance"].attrs["cor_method"] == "given" and h5["provenance"].attrs["algorithm"] == "fourier"
+    provenance = read_volume(out).provenance  # the reader segmentation and morphometry use
+    assert provenance["cor_method"] == "given" and provenance["algorithm"] == "fourier"
+    assert provenance["input_file"] == str(scan["path"].resolve()) and provenance["projections"] == ANGLES
+    assert provenance["geometry"]["type"] == "parallel" and "torch" in provenance["software"]
+    assert np.allclose(provenance["angles_deg"], scan["angles"])
     no_flats = tmp_path / "no_flats.nxs"
     with h5py.File(scan["path"]) as src, h5py.File(no_flats, "w") as dst:
         src.copy("entry", dst)

@@ -19,7 +19,7 @@ from nanoscope_daq.config import load_config
 from nanoscope_daq.pipeline.streaming import StreamingReconstruction
 from nanoscope_daq.recon import FilterSpec, ParallelGeometry, reconstruct
 from nanoscope_daq.recon.phantoms import project_ellipsoids, shepp_logan_3d
-from nanoscope_daq.analysis.volume_files import read_labels
+from nanoscope_daq.volume_files import read_labels
 
 ROWS, COLS, ANGLES = 4, 32, 48
 PIXEL_UM, MAGNIFICATION = 11.0, 20.0

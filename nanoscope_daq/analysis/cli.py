@@ -55,7 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .simulated_training import (Prepared, evaluate_otsu, evaluate_stack, incremental_training, model_info,
                                      prepare, spread_slices, train_on)
     from .training import TrainSettings, normalise
-    from .volume_files import read_labels, read_volume
+    from ..volume_files import read_labels, read_volume
 
     cfg = _analysis_config(args)
     if cfg.threads:
@@ -157,7 +157,7 @@ def add_morphometry_parser(subparsers: argparse._SubParsersAction) -> argparse.A
 def _cmd_morphometry(args: argparse.Namespace) -> int:
     from .morphometry import MorphometrySettings, morphometry
     from .remodeling import remodeling
-    from .volume_files import read_labels
+    from ..volume_files import read_labels
 
     cfg = _analysis_config(args)
     labels = read_labels(args.labels)

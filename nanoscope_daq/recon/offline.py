@@ -5,7 +5,7 @@ average darks and flat groups, normalise each projection by the flat interpolate
 its time, remove zingers, optional Paganin phase retrieval, -log (preprocess.py,
 phase.py); optional ring removal (rings.py); the centre of rotation unless given
 (cor.py); FBP, FDK or the Fourier method in slabs of slices (algorithms.py,
-incremental.py); write ``/volume`` with provenance (volume_file.py).
+incremental.py); write ``/volume`` with provenance (nanoscope_daq/volume_files.py).
 
 Line integrals of the whole tomogram are held in memory up to ``recon.memory_limit_gb``
 and in a temporary file beside the output beyond it.
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..config import ReconConfig, load_config
+from ..volume_files import VolumeWriter
 from .algorithms import FilterSpec, check_algorithm, reconstruct
 from .cor import find_cor
 from .errors import ReconInputError
@@ -33,7 +34,6 @@ from .nxtomo import DARK, FLAT, PROJECTION, NxTomoScan
 from .phase import paganin_filter
 from .preprocess import FlatField, build_flat_field, normalise, to_line_integrals
 from .rings import remove_rings
-from .volume_file import VolumeWriter
 from .weights import check_angles, projection_weights
 
 FRAMES_PER_READ = 32
