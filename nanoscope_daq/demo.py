@@ -165,7 +165,7 @@ def run_demo(
     from .analysis.longitudinal import Session, remodeling_between
     from .devices import Instrument
     from .devices.detector import path_template
-    from .pipeline.nxtomo import NXtomoWriter
+    from .pipeline import NXtomoWriter
     from .pipeline.streaming import StreamingReconstruction
     from .sim.process import SimProcess
 

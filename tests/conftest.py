@@ -197,7 +197,7 @@ class ScanBench(DocumentLog):
         from bluesky import RunEngine
 
         from nanoscope_daq.config import load_config
-        from nanoscope_daq.pipeline.nxtomo import NXtomoWriter
+        from nanoscope_daq.pipeline import NXtomoWriter
 
         self.sim = sim
         self.config_path = config_path

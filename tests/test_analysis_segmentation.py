@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage
 
 from nanoscope_daq.analysis.cli import main
-from nanoscope_daq.analysis.datasets import instrument, simulate_stack
+from nanoscope_daq.analysis.datasets import simulate_stack, simulated_instrument
 from nanoscope_daq.analysis.experiment import markdown, run_grid
 from nanoscope_daq.analysis.inference import inference_model, pick_device, predict_probabilities, segment_volume
 from nanoscope_daq.analysis.labels import Code, class_index, codes_of
@@ -30,12 +30,12 @@ TINY = {"base_channels": 4, "depth": 2, "patch": 32, "stride": 32, "batch_size":
 
 @pytest.fixture(scope="module")
 def zernike():
-    return simulate_stack(instrument("zernike-a"), 3, windows=3, depth=5, size=64)
+    return simulate_stack(simulated_instrument("zernike-a"), 3, windows=3, depth=5, size=64)
 
 
 def test_simulated_stacks_are_seeded_and_show_halo_and_shade_off(zernike):
-    again = simulate_stack(instrument("zernike-a"), 3, windows=3, depth=5, size=64)
-    other = simulate_stack(instrument("zernike-a"), 4, windows=3, depth=5, size=64)
+    again = simulate_stack(simulated_instrument("zernike-a"), 3, windows=3, depth=5, size=64)
+    other = simulate_stack(simulated_instrument("zernike-a"), 4, windows=3, depth=5, size=64)
     assert np.array_equal(zernike.images, again.images) and np.array_equal(zernike.labels, again.labels)
     assert not np.array_equal(zernike.images, other.images)
     labels, images = zernike.labels, zernike.images
@@ -51,16 +51,16 @@ def test_simulated_stacks_are_seeded_and_show_halo_and_shade_off(zernike):
     # Shade-off is bone that looks nearer void (0) than bone (1): its edge is the image's half-way level.
     assert images[labels == Code.SHADE_OFF].mean() < 0.5 < images[labels == Code.BONE].mean()
     # The second instrument differs in contrast, offset and noise.
-    b = simulate_stack(instrument("zernike-b"), 3, windows=3, depth=5, size=64)
+    b = simulate_stack(simulated_instrument("zernike-b"), 3, windows=3, depth=5, size=64)
     assert np.array_equal(merged_codes(b.labels), merged_codes(zernike.labels))  # same specimen
     assert abs(b.images.mean() - images.mean()) > 0.05
     with pytest.raises(ValueError, match="unknown simulated instrument"):
-        instrument("nope")
+        simulated_instrument("nope")
 
 
 def test_the_micro_ct_stack_has_marrow_and_no_shade_off():
-    stack = simulate_stack(instrument("microct"), 5, windows=2, depth=3, size=32)
-    assert instrument("microct").task == "bone"
+    stack = simulate_stack(simulated_instrument("microct"), 5, windows=2, depth=3, size=32)
+    assert simulated_instrument("microct").task == "bone"
     assert not np.any(stack.labels == Code.SHADE_OFF) and np.any(stack.labels == Code.SOFT_TISSUE)
     bone, soft = stack.images[stack.labels == Code.BONE], stack.images[stack.labels == Code.SOFT_TISSUE]
     assert bone.mean() > soft.mean() + 0.4
@@ -191,7 +191,7 @@ def test_inference_folds_batch_norm_without_changing_the_output():
             assert torch.allclose(net(x), fast(x), atol=1e-5)
     # A slice that fits in one tile goes through whole: the same as the network's own argmax / softmax.
     model, info = load_model()
-    volume = simulate_stack(instrument("zernike-a"), 5, windows=1, depth=3, size=64).images[0]
+    volume = simulate_stack(simulated_instrument("zernike-a"), 5, windows=1, depth=3, size=64).images[0]
     with torch.no_grad():
         logits = model(torch.from_numpy(normalise(volume))[:, None])
     assert np.array_equal(segment_volume(model, info, volume, tile=64), codes_of(logits.argmax(1).numpy(), "lcn"))
@@ -266,7 +266,7 @@ def test_train_segment_and_morphometry_commands(tmp_path, capsys):
     metrics = json.loads(model.with_suffix(".json").read_text())
     assert len(metrics["history"]) == 2 and 0 <= metrics["held_out"]["accuracy"] <= 1
     assert "lcn" in metrics["otsu"]["merged"]["dice"] and metrics["provenance"]["instrument"] == "zernike-a"
-    stack = simulate_stack(instrument("zernike-a"), 9, windows=1, depth=4, size=64)
+    stack = simulate_stack(simulated_instrument("zernike-a"), 9, windows=1, depth=4, size=64)
     volume_file, labels_file = tmp_path / "volume.h5", tmp_path / "labels.h5"
     write_volume(volume_file, Volume(stack.images[0], 0.5, {"made_by": "test"}))
     assert main(["segment", str(volume_file), "-o", str(labels_file), "--model", str(model), "--device", "cpu"]) == 0
@@ -294,7 +294,7 @@ def test_the_shipped_model_finds_the_lacunae_of_an_unseen_phantom():
     from nanoscope_daq.analysis.segmentation import segment_array
     from nanoscope_daq.config import load_config
 
-    stack = simulate_stack(instrument("zernike-a"), 2024, windows=2, depth=6, size=128)
+    stack = simulate_stack(simulated_instrument("zernike-a"), 2024, windows=2, depth=6, size=128)
     volume = stack.images.reshape(-1, 128, 128)  # two windows one after the other: a 12-slice volume
     truth = merged_codes(stack.labels.reshape(-1, 128, 128))
     labels, envelope, provenance = segment_array(volume, 0.5, load_config().analysis)

@@ -14,8 +14,8 @@ from nanoscope_daq.physics.contrast import TxmOptics, bin_samples
 from nanoscope_daq.physics.geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays
 from nanoscope_daq.physics.materials import MATERIALS, Label, MaterialId, material_mu, property_table
 from nanoscope_daq.physics.presets import tiny_leg_config
-from nanoscope_daq.physics.projector import line_integrals
-from nanoscope_daq.physics.remodeling import specimen_state
+from nanoscope_daq.physics.projector import specimen_line_integrals
+from nanoscope_daq.physics.remodeling import specimen_anatomy
 from nanoscope_daq.physics.shapes import Capsules, Ellipsoids, ellipsoid_interval
 from nanoscope_daq.sim.imaging.exposure import Exposure
 from nanoscope_daq.sim.imaging.imager import Imager
@@ -31,7 +31,7 @@ def cone_imager() -> Imager:
 @pytest.fixture(scope="module")
 def empty_state(cone_imager):
     """The tiny leg emptied: no tissue, no objects (tests add their own shapes)."""
-    state = specimen_state(cone_imager.phantom, 0.0)
+    state = specimen_anatomy(cone_imager.phantom, 0.0)
     return dataclasses.replace(
         state, envelope_half_length=0.0, bone_half_length=0.0, trabeculae=Capsules.empty(), vessels=Capsules.empty(),
         vessel_is_transcortical=np.zeros(0, bool), pits=state.pits.upto(-1.0),
@@ -76,7 +76,7 @@ def test_uniform_sphere_projects_to_its_analytic_chord_lengths(empty_state, geom
     scene = _sphere_scene(empty_state, [0.2 * radius, -0.4 * radius, 0.3 * radius], radius)
     pose = Pose.of(33.0, (0.1 * radius, 0.2 * radius, 0.5), axial_strain=0.0)
     rays = Rays(geometry, DetectorGrid(64, 72, pitch), pose)
-    projection = line_integrals(scene, rays, _unit_properties(MaterialId.BONE), with_canaliculi=False)[0]
+    projection = specimen_line_integrals(scene, rays, _unit_properties(MaterialId.BONE), with_canaliculi=False)[0]
     expected = _chords_through_sphere(rays, pose.to_lab(np.array([[0.2, -0.4, 0.3]]) * radius)[0], radius)
     assert np.count_nonzero(expected) > 500 and expected.max() == pytest.approx(2 * radius, rel=1e-3)
     np.testing.assert_allclose(projection, expected, atol=1e-6 * radius)
@@ -88,11 +88,12 @@ def test_cone_beam_tends_to_the_parallel_beam_at_large_distances(empty_state):
     scene = _sphere_scene(empty_state, [0.01, 0.004, -0.006], radius)
     pose = Pose.of(20.0)
     props = _unit_properties(MaterialId.BONE)
-    parallel = line_integrals(scene, Rays(ParallelBeam(10.0), DetectorGrid(48, 48, 0.0011), pose), props, False)
+    parallel = specimen_line_integrals(scene, Rays(ParallelBeam(10.0), DetectorGrid(48, 48, 0.0011), pose), props,
+                                       False)
     errors = []
     for distance in (1e2, 1e3, 1e4, 1e5):
-        cone = line_integrals(scene, Rays(ConeBeam(distance, 10 * distance), DetectorGrid(48, 48, 0.011), pose), props,
-                              False)
+        rays = Rays(ConeBeam(distance, 10 * distance), DetectorGrid(48, 48, 0.011), pose)
+        cone = specimen_line_integrals(scene, rays, props, False)
         errors.append(np.abs(cone - parallel).max())
     assert errors[0] > 1e-3 * 2 * radius  # a near source does differ
     assert errors[-1] < 1e-5 * 2 * radius
@@ -109,7 +110,7 @@ def test_splatted_lacuna_matches_exact_chords_and_carries_its_volume(empty_state
 
     def project(pixels: int, sample_pitch_mm: float) -> np.ndarray:
         rays = Rays(geometry, DetectorGrid(pixels, pixels, sample_pitch_mm * to_grid), Pose.of(15.0))
-        return rays, line_integrals(scene, rays, props, False)[0]
+        return rays, specimen_line_integrals(scene, rays, props, False)[0]
 
     rays, splat = project(112, 0.0005)
     rows, cols = np.indices(splat.shape)
@@ -131,8 +132,8 @@ def test_coordinate_conventions_of_the_projection(empty_state):
     geometry, grid = ParallelBeam(10.0), DetectorGrid(40, 80, 0.0011)
 
     def centroid(centre, pose):
-        image = line_integrals(_sphere_scene(empty_state, centre, 0.006), Rays(geometry, grid, pose),
-                               _unit_properties(MaterialId.BONE), False)[0]
+        image = specimen_line_integrals(_sphere_scene(empty_state, centre, 0.006), Rays(geometry, grid, pose),
+                                        _unit_properties(MaterialId.BONE), False)[0]
         rows, cols = np.indices(image.shape)
         return (rows * image).sum() / image.sum() - (grid.rows - 1) / 2, (cols * image).sum() / image.sum() - (
             grid.cols - 1) / 2
@@ -334,7 +335,7 @@ def test_zernike_halo_and_shade_off_defeat_a_global_threshold(empty_state, cone_
     scene = dataclasses.replace(empty_state, trabeculae=Capsules(np.array([[0, 0, -1.0]]), np.array([[0, 0, 1.0]]),
                                                                  np.array([radius])))
     rays = Rays(ParallelBeam(20.0), DetectorGrid(4, 256, pitch / 2), Pose.of(0.0))
-    lines = line_integrals(scene, rays, property_table(energy, with_phase=True), False)
+    lines = specimen_line_integrals(scene, rays, property_table(energy, with_phase=True), False)
     x = (np.arange(128) - 63.5) * pitch
     xx, yy = np.meshgrid(x, x)
     rod = np.hypot(xx, yy) < radius
@@ -361,7 +362,7 @@ def test_zernike_imager_shows_the_ring_and_a_halo_at_the_specimen_edge():
     open_beam = imager.open_beam
     assert 0.3 < open_beam < 1  # tau^2 of a gold ring thick enough for a quarter-wave delay
     assert imager.transmission(_exposure(sample_offset_mm=(3.0, 0.0, 0.0))) == open_beam
-    state = specimen_state(imager.phantom, 0.0)
+    state = specimen_anatomy(imager.phantom, 0.0)
     x = (np.arange(image.shape[1]) + 0.5 - image.shape[1] / 2) * imager.sample_pitch_mm(1)
     gap = np.abs(x - state.envelope.cx) - state.envelope.a
     assert image[:, (gap > 0) & (gap < 0.005)].max() > 1.1 * open_beam  # bright halo just outside

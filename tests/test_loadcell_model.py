@@ -15,7 +15,7 @@ from nanoscope_daq.sim.models.loadcell import (
     LoadFrameModel,
     LoadFrameRefused,
     LoadingMode,
-    SpecimenState,
+    SpecimenCondition,
 )
 
 K = 150.0  # default stiffness, N/mm
@@ -67,7 +67,7 @@ def test_elastic_ramp_and_hold_follow_the_prony_closed_form():
     state = model.update()
     assert not state.moving and state.extension_mm == pytest.approx(0.05, abs=1e-12)
     assert state.force_n == pytest.approx((1 - g) * rate * ramp_s + g * relaxing_end, abs=1e-9)
-    assert state.specimen is SpecimenState.INTACT
+    assert state.specimen is SpecimenCondition.INTACT
     for hold in (5.0, 30.0, 200.0):
         clock.t = ramp_s + hold
         expected = (1 - g) * K * 0.05 + g * relaxing_end * math.exp(-hold / tau)
@@ -79,11 +79,11 @@ def test_yield_hardening_and_elastic_unloading_are_exact():
     model, clock = frame(relaxation_fraction=0.0, speed_default_mm_per_min=3.0)
     state = move_to_extension(model, clock, 0.1)
     assert state.force_n == pytest.approx(K * 0.1, abs=1e-9)
-    assert state.specimen is SpecimenState.INTACT
+    assert state.specimen is SpecimenCondition.INTACT
     state = move_to_extension(model, clock, 0.2)
     yield_mm = YIELD / K
     assert state.force_n == pytest.approx(YIELD + ALPHA * K * (0.2 - yield_mm), abs=1e-9)  # 20.4 N
-    assert state.specimen is SpecimenState.YIELDED
+    assert state.specimen is SpecimenCondition.YIELDED
     permanent_set = 0.2 - state.force_n / K
     state = move_to_extension(model, clock, 0.1)  # unloading is elastic
     assert state.force_n == pytest.approx(K * (0.1 - permanent_set), abs=1e-9)  # 5.4 N
@@ -97,7 +97,7 @@ def test_failure_drops_the_force_to_zero_and_latches_until_a_new_specimen():
     state = run_until(model, clock, lambda s: s.alarm is not FrameAlarm.NO_ALARM)
     failure_mm = YIELD / K + (FAILURE - YIELD) / (ALPHA * K)  # 0.32 mm
     step_travel = 0.5 / 60 * 0.05  # at most one integration step of travel past it
-    assert state.alarm is FrameAlarm.SPECIMEN_FAILED and state.specimen is SpecimenState.FAILED
+    assert state.alarm is FrameAlarm.SPECIMEN_FAILED and state.specimen is SpecimenCondition.FAILED
     assert state.force_n == 0.0 and state.done and not state.moving
     assert failure_mm <= state.extension_mm <= failure_mm + step_travel
     assert FAILURE <= state.peak_force_n <= FAILURE + ALPHA * K * step_travel
@@ -111,7 +111,7 @@ def test_failure_drops_the_force_to_zero_and_latches_until_a_new_specimen():
     assert state.force_n == 0.0 and state.extension_mm == pytest.approx(0.1)
     model.mount_specimen()
     state = model.update()
-    assert state.specimen is SpecimenState.INTACT and state.peak_force_n == 0.0
+    assert state.specimen is SpecimenCondition.INTACT and state.peak_force_n == 0.0
     state = move_to_extension(model, clock, 0.15)  # the new specimen is seated at 0.1 mm
     assert state.force_n == pytest.approx(K * 0.05, abs=1e-9)
 

@@ -11,7 +11,7 @@ from nanoscope_daq.config import load_config
 from nanoscope_daq.physics.materials import Label
 from nanoscope_daq.physics.phantom import Phantom
 from nanoscope_daq.physics.presets import tiny_leg_config
-from nanoscope_daq.physics.remodeling import specimen_state
+from nanoscope_daq.physics.remodeling import specimen_anatomy
 from nanoscope_daq.physics.shapes import (
     Ellipse,
     Ellipsoids,
@@ -119,7 +119,7 @@ def test_volume_formulas_are_exact():
 # -- lacunae ----------------------------------------------------------------------------
 def test_lacunae_have_the_configured_sizes_orientation_and_a_realistic_density(default_phantom):
     c = default_phantom.config
-    state = specimen_state(default_phantom, 0.0)
+    state = specimen_anatomy(default_phantom, 0.0)
     lac = state.lacunae
     assert len(lac) > 100_000
     lengths_um = 2 * lac.semi_axes / UM
@@ -187,7 +187,7 @@ def test_phantom_is_seeded_and_deterministic():
 # -- remodelling ------------------------------------------------------------------------
 def test_formed_volume_equals_rate_times_surface_times_days(default_phantom):
     days = 10.0
-    record = specimen_state(default_phantom, days).record
+    record = specimen_anatomy(default_phantom, days).record
     expected = (record.periosteal_mar_um_per_day * UM * record.surface_periosteal_mm2
                 + record.endosteal_mar_um_per_day * UM * (record.surface_endosteal_mm2 + record.surface_trabecular_mm2)
                 ) * days
@@ -223,7 +223,7 @@ def test_resorption_pits_remove_exactly_the_bone_they_report(tmp_path):
                                       "pits_per_day": 3.0, "transcortical_canal_count": 0, "bone_length_mm": 0.22},
                              detector={"pixels_y": 112})
     imager = Imager(config)
-    state = specimen_state(imager.phantom, 10.0)
+    state = specimen_anatomy(imager.phantom, 10.0)
     assert state.record.pit_count >= 10 and state.record.resorbed_mm3 > 0
     # No surviving lacuna touches a pit.
     for i in range(len(state.pits)):
@@ -267,6 +267,6 @@ def test_porosity_from_rasterised_labels_matches_the_analytic_porosity(tmp_path)
 
 def test_days_outside_the_study_are_refused(default_phantom):
     with pytest.raises(ValueError, match="max_study_day"):
-        specimen_state(default_phantom, default_phantom.max_day + 1)
+        specimen_anatomy(default_phantom, default_phantom.max_day + 1)
     with pytest.raises(ValueError, match="outside"):
-        specimen_state(default_phantom, -1.0)
+        specimen_anatomy(default_phantom, -1.0)

@@ -50,7 +50,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .datasets import instrument, simulate_stack
+    from .datasets import simulate_stack, simulated_instrument
     from .model_files import load_model, save_model
     from .simulated_training import (Prepared, evaluate_otsu, evaluate_stack, incremental_training, model_info,
                                      prepare, spread_slices, train_on)
@@ -77,7 +77,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_data, test_data, otsu = whole, None, None
         provenance.update(volume=args.volume, labels=args.labels)
     else:
-        inst = instrument(args.instrument)
+        inst = simulated_instrument(args.instrument)
         train_data = prepare(simulate_stack(inst, args.seed, args.windows, args.depth, args.size))
         test_data = prepare(simulate_stack(inst, args.seed + 1000, max(2, args.windows // 2), args.depth, args.size))
         otsu = evaluate_otsu(test_data)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .datasets import instrument, simulate_stack
+from .datasets import simulate_stack, simulated_instrument
 from .model_files import load_model, save_model
 from .simulated_training import (Prepared, evaluate_otsu, evaluate_stack, model_info, prepare, spread_slices,
                                  train_on)
@@ -56,7 +56,7 @@ one-sided Wilcoxon signed-rank test of eight pairs can reach p < 0.01."""
 
 def stacks(name: str, seed: int) -> tuple[Prepared, Prepared]:
     """Training and held-out stacks of one instrument (different phantoms)."""
-    inst = instrument(name)
+    inst = simulated_instrument(name)
     return (prepare(simulate_stack(inst, seed, TRAIN_WINDOWS, DEPTH, SIZE)),
             prepare(simulate_stack(inst, seed + TEST_SEED_OFFSET, TEST_WINDOWS, DEPTH, SIZE)))
 

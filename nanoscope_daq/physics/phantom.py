@@ -81,7 +81,7 @@ class LacunaField:
 
 
 class Phantom:
-    """The seeded static anatomy; ``remodeling.specimen_state(phantom, day)`` gives a day's specimen."""
+    """The seeded static anatomy; ``remodeling.specimen_anatomy(phantom, day)`` gives a day's specimen."""
 
     def __init__(self, config: PhantomConfig, seed: int) -> None:
         self.config = config

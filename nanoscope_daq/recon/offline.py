@@ -1,6 +1,6 @@
 """Reconstruct an NXtomo file into a volume file: the offline path of ``nanoscope recon``.
 
-Steps (each in its module): read the file (nxtomo.py); check the angles (weights.py);
+Steps (each in its module): read the file (nxtomo_reader.py); check the angles (weights.py);
 average darks and flat groups, normalise each projection by the flat interpolated to
 its time, remove zingers, optional Paganin phase retrieval, -log (preprocess.py,
 phase.py); optional ring removal (rings.py); the centre of rotation unless given
@@ -30,7 +30,7 @@ from .cor import find_cor
 from .errors import ReconInputError
 from .geometry import ConeGeometry, Geometry, ParallelGeometry, VolumeGrid
 from .incremental import IncrementalFBP
-from .nxtomo import DARK, FLAT, PROJECTION, NxTomoScan
+from .nxtomo_reader import DARK, FLAT, PROJECTION, NxTomoScan
 from .phase import paganin_filter
 from .preprocess import FlatField, build_flat_field, normalise, to_line_integrals
 from .rings import remove_rings

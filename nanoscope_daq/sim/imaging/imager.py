@@ -39,8 +39,8 @@ from ...physics.contrast import TxmOptics, absorption, bin_samples, blur
 from ...physics.geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays, rotation_z
 from ...physics.materials import property_table
 from ...physics.phantom import Phantom
-from ...physics.projector import line_integrals
-from ...physics.remodeling import SpecimenState, specimen_state
+from ...physics.projector import specimen_line_integrals
+from ...physics.remodeling import SpecimenAnatomy, specimen_anatomy
 from ...physics.spectrum import DetectedBeam, detect, source_beam
 from .detector import Detector, check_binning
 from .exposure import Exposure
@@ -135,7 +135,7 @@ class Imager:
         self.specimen_chord_mm = math.pi * (math.pi * a * b) / perimeter
         self._cache = ProjectionCache(config.detector.render_cache_mb * 2**20)
         self._phantom: Phantom | None = None
-        self._states: OrderedDict[float, SpecimenState] = OrderedDict()
+        self._states: OrderedDict[float, SpecimenAnatomy] = OrderedDict()
         self._beams: dict[float, DetectedBeam] = {}
         self._flux: dict[tuple[int, float], np.ndarray] = {}
         self._optics: TxmOptics | None = None
@@ -206,13 +206,13 @@ class Imager:
                 self._phantom = Phantom(self.config.phantom, self.config.sim.seed)
             return self._phantom
 
-    def state(self, view: ViewState) -> SpecimenState:
+    def state(self, view: ViewState) -> SpecimenAnatomy:
         """The specimen on the view's (snapped) day, cached for a few days."""
         with self._lock:
             if view.day in self._states:
                 self._states.move_to_end(view.day)
                 return self._states[view.day]
-        state = specimen_state(self.phantom, view.day)
+        state = specimen_anatomy(self.phantom, view.day)
         with self._lock:
             self._states[view.day] = state
             while len(self._states) > STATE_CACHE_DAYS:
@@ -336,7 +336,7 @@ class Imager:
         parallel = isinstance(self.geometry, ParallelBeam)
         properties = property_table(energy, with_phase=parallel)
         resolved = self.phantom.canaliculi_resolved(self.voxel_size_um(view.binning))
-        lines = line_integrals(state, Rays(self.geometry, grid, pose), properties, resolved)
+        lines = specimen_line_integrals(state, Rays(self.geometry, grid, pose), properties, resolved)
         if parallel:
             image = self.optics.image(lines[0], lines[1], grid.pitch_mm)
         else:

@@ -67,7 +67,7 @@ class ControlMode(LabelledEnum):
     EXTENSION = 1
 
 
-class SpecimenState(LabelledEnum):
+class SpecimenCondition(LabelledEnum):
     INTACT = 0
     YIELDED = 1
     FAILED = 2
@@ -100,7 +100,7 @@ class LoadFrameState:
     force_n: float
     extension_mm: float
     specimen_displacement_mm: float
-    specimen: SpecimenState
+    specimen: SpecimenCondition
     peak_force_n: float
     moving: bool
     done: bool
@@ -135,11 +135,11 @@ class BoneSpecimen:
         self.relaxing_force = 0.0
         self.force_n = 0.0
         self.peak_force_n = 0.0
-        self.state = SpecimenState.INTACT
+        self.state = SpecimenCondition.INTACT
 
     def deform(self, displacement_mm: float, duration_s: float) -> float:
         """Move linearly to ``displacement_mm`` over ``duration_s`` process seconds; the new force."""
-        if self.state is SpecimenState.FAILED:
+        if self.state is SpecimenCondition.FAILED:
             self.displacement_mm = displacement_mm
             return self.force_n
         previous_elastic = self.elastic_force
@@ -152,7 +152,7 @@ class BoneSpecimen:
         force = (1 - self.relax_fraction) * self.elastic_force + self.relax_fraction * self.relaxing_force
         self.peak_force_n = max(self.peak_force_n, abs(force))
         if abs(force) >= self.failure_force:
-            self.state = SpecimenState.FAILED
+            self.state = SpecimenCondition.FAILED
             force = 0.0
         self.force_n = force
         return force
@@ -169,12 +169,12 @@ class BoneSpecimen:
         direction = math.copysign(1.0, trial)
         self.plastic_mm += direction * flow
         self.accumulated_plastic_mm += flow
-        self.state = SpecimenState.YIELDED
+        self.state = SpecimenCondition.YIELDED
         return trial - direction * self.stiffness * flow
 
     def relaxation_rate(self) -> float:
         """d(force)/dt at a held extension (N per process second)."""
-        if self.state is SpecimenState.FAILED:
+        if self.state is SpecimenCondition.FAILED:
             return 0.0
         return -self.relax_fraction * self.relaxing_force / self.relax_time
 
@@ -297,7 +297,7 @@ class LoadFrameModel:
             self._restart_settling()
 
     def _check_load_target(self, target: float) -> None:
-        if self.specimen.state is SpecimenState.FAILED:
+        if self.specimen.state is SpecimenCondition.FAILED:
             raise LoadFrameRefused(
                 f"load target {target:g} N refused: the specimen has failed and carries no load; "
                 "mount a new specimen (MOUNT) or use extension control"
@@ -420,7 +420,7 @@ class LoadFrameModel:
             new_position = min(max(new_position, low), high)
             run_s = abs(new_position - self._position_mm) / abs(velocity)
         self._position_mm = new_position
-        was_intact = self.specimen.state is not SpecimenState.FAILED
+        was_intact = self.specimen.state is not SpecimenCondition.FAILED
         force = self.specimen.deform(self._position_mm - self._seat_mm, run_s)
         if dt > run_s:
             force = self.specimen.deform(self._position_mm - self._seat_mm, dt - run_s)
@@ -428,7 +428,7 @@ class LoadFrameModel:
         if self._loop is ControlMode.EXTENSION and self._position_mm == self._target:
             self._loop = None
             self._running = False
-        if was_intact and self.specimen.state is SpecimenState.FAILED:
+        if was_intact and self.specimen.state is SpecimenCondition.FAILED:
             self._trip(FrameAlarm.SPECIMEN_FAILED, self._failure_message())
         elif moved and abs(force) > self.force_limit_n and velocity * force > 0:
             self._trip(FrameAlarm.FORCE_LIMIT, self._force_limit_message(force))
