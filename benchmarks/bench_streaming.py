@@ -83,7 +83,8 @@ def stream(projections: np.ndarray, angles: np.ndarray, turns: int, fps: float, 
     config = dataclasses.replace(config, recon=dataclasses.replace(config.recon, online_algorithm=algorithm,
                                                                    online_max_pixels=SIZE))
     published: list[tuple[float, str, dict]] = []
-    callback = StreamingReconstruction(lambda name, doc: published.append((time.monotonic(), name, doc)), config)
+    callback = StreamingReconstruction(config=config,
+                                       publish=lambda name, doc: published.append((time.monotonic(), name, doc)))
     count = len(angles)
     metadata = {
         "plan_name": "fly_tomo", "scan": {"start_deg": 0.0, "range_deg": 180.0, "projections": count},

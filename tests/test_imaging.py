@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from nanoscope_daq.config import ConfigError
+from nanoscope_daq.config import ConfigError, load_config
 from nanoscope_daq.physics.contrast import TxmOptics, bin_samples
 from nanoscope_daq.physics.geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays
 from nanoscope_daq.physics.materials import MATERIALS, Label, MaterialId, material_mu, property_table
@@ -25,7 +25,7 @@ UM = 1e-3
 
 @pytest.fixture(scope="module")
 def cone_imager() -> Imager:
-    return Imager(tiny_leg_config())
+    return Imager(tiny_leg_config(load_config()))
 
 
 @pytest.fixture(scope="module")
@@ -164,12 +164,12 @@ def test_frame_shape_voxel_size_and_refusals(cone_imager):
     with pytest.raises(ValueError, match="max_study_day"):
         cone_imager.render(_exposure(day=99.0), np.random.default_rng(0))
     with pytest.raises(ConfigError, match="zernike"):
-        Imager(tiny_leg_config(sim={"contrast": "zernike", "geometry": "cone"}))
+        Imager(tiny_leg_config(load_config(), geometry={"contrast": "zernike", "kind": "cone"}))
 
 
 def test_darks_are_dark_flats_bright_and_projections_in_between(cone_imager):
     rng = np.random.default_rng(1)
-    det = cone_imager.config.detector
+    det = cone_imager.config.sim.detector
     dark = cone_imager.render(_exposure(xrays_on=False), rng)
     assert dark.dtype == np.uint16 and dark.shape == (96, 144)
     assert dark.mean() == pytest.approx(det.offset_counts, abs=0.5)
@@ -199,7 +199,7 @@ def test_projections_follow_angle_day_and_load(cone_imager):
 
 def test_photon_flux_scales_with_power_exposure_and_kv(cone_imager):
     rng = np.random.default_rng(2)
-    offset = cone_imager.config.detector.offset_counts
+    offset = cone_imager.config.sim.detector.offset_counts
     out = (3.0, 0.0, 0.0)
 
     def signal(**changes):
@@ -213,7 +213,7 @@ def test_photon_flux_scales_with_power_exposure_and_kv(cone_imager):
 
 def test_detector_noise_is_shot_noise_plus_read_noise(cone_imager):
     """Pairs of flats: var(difference)/2 matches N E[g+g^2] / k^2 + read^2 / k^2 (fixed patterns cancel)."""
-    det = cone_imager.config.detector
+    det = cone_imager.config.sim.detector
     beam = cone_imager._beam(70.0)
     rng = np.random.default_rng(3)
     for exposure_s in (0.0005, 0.02):  # ~20 photons/pixel (Poisson path) and ~800 (Gaussian path)
@@ -234,15 +234,15 @@ def test_detector_noise_is_shot_noise_plus_read_noise(cone_imager):
 def test_saturation_clips_at_the_bit_depth_and_binning_sums_or_averages():
     rng = np.random.default_rng(4)
     out = (3.0, 0.0, 0.0)
-    imager16 = Imager(tiny_leg_config())
-    det = imager16.config.detector
+    imager16 = Imager(tiny_leg_config(load_config()))
+    det = imager16.config.sim.detector
     full = imager16.render(_exposure(sample_offset_mm=out, exposure_s=5.0), rng)
     well = det.full_well_e / det.electrons_per_count + det.offset_counts  # the pixels fill before the 16-bit ADC
     assert full.std() < 3 * det.offset_fixed_pattern_counts and full.mean() == pytest.approx(well, abs=2)
-    imager12 = Imager(tiny_leg_config(detector={"bit_depth": 12}))
+    imager12 = Imager(tiny_leg_config(load_config(), sim={"detector": {"bit_depth": 12}}))
     assert np.all(imager12.render(_exposure(sample_offset_mm=out, exposure_s=1.0), rng) == 4095)
-    summed = Imager(tiny_leg_config(detector={"binning_mode": "sum"}))
-    averaged = Imager(tiny_leg_config(detector={"binning_mode": "average"}))
+    summed = Imager(tiny_leg_config(load_config(), sim={"detector": {"binning_mode": "sum"}}))
+    averaged = Imager(tiny_leg_config(load_config(), sim={"detector": {"binning_mode": "average"}}))
     e1 = _exposure(sample_offset_mm=out, exposure_s=0.01)
     e2 = _exposure(sample_offset_mm=out, exposure_s=0.01, binning=2)
     one = summed.render(e1, rng).mean()
@@ -253,7 +253,7 @@ def test_saturation_clips_at_the_bit_depth_and_binning_sums_or_averages():
 def test_rendering_is_seeded_and_deterministic(cone_imager):
     e = _exposure(angle_deg=12.0, respiration_mm=0.003)
     a = cone_imager.render(e, np.random.default_rng(7))
-    b = Imager(tiny_leg_config()).render(e, np.random.default_rng(7))
+    b = Imager(tiny_leg_config(load_config())).render(e, np.random.default_rng(7))
     assert np.array_equal(a, b)
     assert not np.array_equal(a, cone_imager.render(e, np.random.default_rng(8)))
 
@@ -288,7 +288,7 @@ def test_views_are_cached_within_a_bounded_memory(cone_imager):
 
 
 def test_concurrent_renders_from_two_threads_match_sequential_ones():
-    imager = Imager(tiny_leg_config())
+    imager = Imager(tiny_leg_config(load_config()))
     exposures = [_exposure(angle_deg=a) for a in (5.0, 65.0, 5.0, 125.0)]
     results: dict[int, np.ndarray] = {}
 
@@ -300,7 +300,7 @@ def test_concurrent_renders_from_two_threads_match_sequential_ones():
         t.start()
     for t in threads:
         t.join()
-    sequential = Imager(tiny_leg_config())
+    sequential = Imager(tiny_leg_config(load_config()))
     for i, e in enumerate(exposures):
         assert np.array_equal(results[i], sequential.render(e, np.random.default_rng(i)))
 
@@ -341,7 +341,7 @@ def test_zernike_halo_and_shade_off_defeat_a_global_threshold(empty_state, cone_
     rod = np.hypot(xx, yy) < radius
     errors, slices = {}, {}
     for zernike in (False, True):
-        optics = TxmOptics(config.geometry, energy, zernike)
+        optics = TxmOptics(config.sim.optics, energy, zernike)
         image = bin_samples(optics.image(lines[0], lines[1], pitch / 2), 2)[0]
         slices[zernike] = _filtered_backprojection(-np.log(image / optics.open_beam))
         errors[zernike] = np.mean((slices[zernike] > _otsu(slices[zernike].ravel())) != rod)
@@ -356,7 +356,7 @@ def test_zernike_halo_and_shade_off_defeat_a_global_threshold(empty_state, cone_
 
 
 def test_zernike_imager_shows_the_ring_and_a_halo_at_the_specimen_edge():
-    imager = Imager(tiny_leg_config(sim={"geometry": "parallel", "contrast": "zernike"},
+    imager = Imager(tiny_leg_config(load_config(), geometry={"kind": "parallel", "contrast": "zernike"},
                                     detector={"pixels_x": 560, "pixels_y": 16}))
     image = imager.transmission(_exposure())
     open_beam = imager.open_beam

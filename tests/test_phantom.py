@@ -32,7 +32,7 @@ UM = 1e-3
 
 @pytest.fixture(scope="module")
 def default_phantom() -> Phantom:
-    return Phantom(load_config().phantom, seed=0)
+    return Phantom(load_config().sim.phantom, seed=0)
 
 
 def _random_rays(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +177,7 @@ def test_canaliculi_touch_their_lacuna_stay_apart_and_are_resolved_only_at_fine_
 
 
 def test_phantom_is_seeded_and_deterministic():
-    config = tiny_leg_config().phantom
+    config = tiny_leg_config(load_config()).sim.phantom
     a, b, other = Phantom(config, 5), Phantom(config, 5), Phantom(config, 6)
     assert np.array_equal(a.lacunae.ellipsoids.centres, b.lacunae.ellipsoids.centres)
     assert np.array_equal(a.pits.days, b.pits.days) and np.array_equal(a.vessels.p0, b.vessels.p0)
@@ -199,7 +199,7 @@ def test_formed_volume_equals_rate_times_surface_times_days(default_phantom):
 
 def test_rasterised_bone_change_matches_the_applied_formation(tmp_path):
     """Labels of day 6 minus day 0: the bone formed in the grid's box, within a few percent."""
-    config = tiny_leg_config(phantom={"pits_per_day": 0.0, "transcortical_canal_count": 0},
+    config = tiny_leg_config(load_config(), sim={"phantom": {"pits_per_day": 0.0, "transcortical_canal_count": 0}},
                              geometry={"source_detector_mm": 250.0}, detector={"pixels_x": 288, "pixels_y": 48})
     imager = Imager(config)
     tissue = {}
@@ -213,14 +213,16 @@ def test_rasterised_bone_change_matches_the_applied_formation(tmp_path):
                            h5["volumes"].attrs["bone_tissue_mm3"], dict(h5["remodeling"].attrs))
     height = config.detector.pixels_y * voxel
     record = tissue[6.0][2]
-    formed_in_box = record["formed_mm3"] * height / config.phantom.bone_length_mm
+    formed_in_box = record["formed_mm3"] * height / config.sim.phantom.bone_length_mm
     assert tissue[6.0][1] - tissue[0.0][1] == pytest.approx(formed_in_box, rel=1e-3)
     assert tissue[6.0][0] - tissue[0.0][0] == pytest.approx(formed_in_box, rel=0.02)
 
 
 def test_resorption_pits_remove_exactly_the_bone_they_report(tmp_path):
-    config = tiny_leg_config(phantom={"periosteal_mar_um_per_day": 0.0, "endosteal_mar_um_per_day": 0.0,
-                                      "pits_per_day": 3.0, "transcortical_canal_count": 0, "bone_length_mm": 0.22},
+    config = tiny_leg_config(load_config(),
+                             sim={"phantom": {"periosteal_mar_um_per_day": 0.0, "endosteal_mar_um_per_day": 0.0,
+                                              "pits_per_day": 3.0, "transcortical_canal_count": 0,
+                                              "bone_length_mm": 0.22}},
                              detector={"pixels_y": 112})
     imager = Imager(config)
     state = specimen_anatomy(imager.phantom, 10.0)
@@ -245,8 +247,9 @@ def test_resorption_pits_remove_exactly_the_bone_they_report(tmp_path):
 
 
 def test_porosity_from_rasterised_labels_matches_the_analytic_porosity(tmp_path):
-    config = tiny_leg_config(geometry={"source_detector_mm": 250.0}, detector={"pixels_x": 288, "pixels_y": 128},
-                             phantom={"ground_truth_supersampling": 1})
+    config = tiny_leg_config(load_config(), geometry={"source_detector_mm": 250.0},
+                             detector={"pixels_x": 288, "pixels_y": 128},
+                             sim={"phantom": {"ground_truth_supersampling": 1}})
     imager = Imager(config)
     path = tmp_path / "ground_truth.h5"
     imager.write_ground_truth(path, 2.0, 1)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
+from nanoscope_daq.config import load_config
 from nanoscope_daq.physics.materials import Label
 from nanoscope_daq.physics.presets import tiny_leg_config
 from nanoscope_daq.recon import ConeGeometry, ParallelGeometry, reconstruct
@@ -62,7 +63,7 @@ def _write_nxtomo(path: Path, frames: np.ndarray, keys: np.ndarray, angles_deg: 
 def scan(tmp_path_factory):
     """180 projections (0-180 deg, encoder jitter), 6 darks, 5 flats before and 5 after; ground truth."""
     folder = tmp_path_factory.mktemp("sim_scan")
-    config = tiny_leg_config(sim={"geometry": "parallel"}, geometry={"objective_magnification": MAGNIFICATION},
+    config = tiny_leg_config(load_config(), geometry={"kind": "parallel", "objective_magnification": MAGNIFICATION},
                              detector={"pixels_y": ROWS})
     imager = Imager(config)
     assert imager.frame_shape(1) == (ROWS, COLS)
@@ -109,7 +110,8 @@ def test_noise_free_projections_reconstruct_to_the_ground_truth(scan):
 
 
 def test_offline_reconstruction_of_the_nxtomo_file_matches_the_ground_truth(scan, tmp_path):
-    out = reconstruct_file(scan["path"], tmp_path / "volume.h5", algorithm="fbp", filter="hann")
+    out = reconstruct_file(scan["path"], tmp_path / "volume.h5", algorithm="fbp", filter="hann",
+                           settings=load_config().recon)
     truth, labels = scan["truth"], scan["labels"]
     with h5py.File(out) as h5:
         volume = h5["volume"][:]
@@ -167,7 +169,8 @@ def test_foreign_nxtomo_without_geometry_is_parallel_and_angles_in_radians_are_r
         detector = dst.create_group("entry0000/instrument/detector")
         detector["x_pixel_size"] = scan["voxel_mm"] * 1e3
         detector["x_pixel_size"].attrs["units"] = "um"
-    out = reconstruct_file(path, tmp_path / "foreign.h5", algorithm="fourier", filter="hann")
+    out = reconstruct_file(path, tmp_path / "foreign.h5", algorithm="fourier", filter="hann",
+                           settings=load_config().recon)
     with h5py.File(out) as h5:
         assert h5["provenance"].attrs["input_entry"] == "/entry0000"
         assert '"type": "parallel"' in h5["provenance"].attrs["geometry"]
@@ -188,7 +191,7 @@ def test_cone_beam_nxtomo_is_reconstructed_with_fdk(tmp_path):
     path = tmp_path / "cone.nxs"
     _write_nxtomo(path, frames, keys, angles, {"type": "cone", "source_sample_distance": 4.0,
                                                "source_detector_distance": 12.0}, 30e-6, 10e-6)
-    out = reconstruct_file(path, tmp_path / "cone.h5", cor=(40 - 1) / 2)
+    out = reconstruct_file(path, tmp_path / "cone.h5", cor=(40 - 1) / 2, settings=load_config().recon)
     expected = rasterise_ellipsoids(phantom, geometry.default_volume(), 2)
     with h5py.File(out) as h5:
         assert h5["provenance"].attrs["algorithm"] == "fdk"

@@ -42,7 +42,7 @@ class Recorder(DocumentLog):
         config = load_config()
         config = dataclasses.replace(config, recon=dataclasses.replace(config.recon, zinger_threshold=0.0, **recon))
         self.docs: list[tuple[str, dict]] = []
-        self.callback = StreamingReconstruction(lambda name, doc: self.docs.append((name, doc)), config)
+        self.callback = StreamingReconstruction(config=config, publish=lambda name, doc: self.docs.append((name, doc)))
 
     def finish(self) -> None:
         assert self.callback.wait(60)

@@ -40,7 +40,8 @@ class Online(DocumentLog):
         config = bench.config
         self.config = dataclasses.replace(config, recon=dataclasses.replace(config.recon, **recon))
         self.docs: list[tuple[str, dict]] = []
-        self.callback = StreamingReconstruction(lambda name, doc: self.docs.append((name, doc)), self.config)
+        self.callback = StreamingReconstruction(config=self.config,
+                                                publish=lambda name, doc: self.docs.append((name, doc)))
         self.token = bench.RE.subscribe(self.callback)
         self.bench = bench
 

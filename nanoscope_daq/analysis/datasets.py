@@ -28,14 +28,15 @@ exact ring aperture's Airy-like kernel; the specimen is one mouse-tibia phantom.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from ..config import PhantomConfig
 from ..physics.materials import LABEL_OF_MATERIAL
 from ..physics.phantom import Phantom
-from ..physics.presets import tiny_leg_config
 from ..physics.raster import MaterialGrid
 from ..physics.remodeling import specimen_anatomy
 from .labels import Code
@@ -111,17 +112,21 @@ def simulated_instrument(name: str) -> SimulatedInstrument:
     return SIMULATED_INSTRUMENTS[name]
 
 
-def simulate_stack(inst: SimulatedInstrument, seed: int, windows: int = 8, depth: int = 12, size: int = 128,
-                   supersampling: int = 2) -> SliceStack:
-    """``windows`` windows of ``depth`` slices of ``size``^2 pixels around the cortex of the phantom of ``seed``."""
+def simulate_stack(inst: SimulatedInstrument, phantom: PhantomConfig, seed: int, windows: int = 8, depth: int = 12,
+                   size: int = 128, supersampling: int = 2) -> SliceStack:
+    """``windows`` windows of ``depth`` slices of ``size``^2 pixels around the cortex of a phantom.
+
+    ``phantom`` describes the specimen (a configuration's ``sim.phantom``, e.g. the tiny leg
+    of :func:`nanoscope_daq.physics.presets.tiny_leg_config`); ``seed`` draws its lacunae,
+    canals and the windows.
+    """
     if windows < 1 or depth < 1 or size < 16:
         raise ValueError(f"need windows >= 1, depth >= 1 and size >= 16 pixels, got {windows}, {depth}, {size}")
     # Zernike nanoCT fields of view lie in compact bone without canals (like the zebrafish bone of Silveira et
     # al.): a canal's cross-section looks like a lacuna's in a few slices, and the ground truth calls it a vessel.
-    canals = {"haversian_canal_count": 0, "transcortical_canal_count": 0} if inst.modality == "zernike" else {}
-    config = tiny_leg_config(phantom=canals) if canals else tiny_leg_config()
-    phantom = Phantom(config.phantom, seed)
-    state = specimen_anatomy(phantom, 0.0)
+    if inst.modality == "zernike":
+        phantom = dataclasses.replace(phantom, haversian_canal_count=0, transcortical_canal_count=0)
+    state = specimen_anatomy(Phantom(phantom, seed), 0.0)
     rng = np.random.default_rng([seed, 61])
     v = inst.voxel_size_um * 1e-3
     images = np.empty((windows, depth, size, size), np.float32)

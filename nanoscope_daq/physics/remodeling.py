@@ -171,7 +171,7 @@ def specimen_anatomy(phantom: Phantom, day: float) -> SpecimenAnatomy:
     """The specimen with the remodelling of days 0..``day`` applied."""
     if not 0.0 <= day <= phantom.max_day:
         raise ValueError(
-            f"study day {day} is outside the phantom's 0 .. {phantom.max_day} days; raise phantom.max_study_day"
+            f"study day {day} is outside the phantom's 0 .. {phantom.max_day} days; raise sim.phantom.max_study_day"
         )
     outer, inner = phantom.periosteum_at(day), phantom.endosteum_at(day)
     trabeculae = phantom.trabeculae.with_radii(phantom.trabecula_radii_at(day))

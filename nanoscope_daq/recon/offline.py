@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ReconConfig, load_config
+from ..config import ReconConfig
 from ..volume_files import VolumeWriter
 from .algorithms import FilterSpec, check_algorithm, reconstruct
 from .cor import find_cor
@@ -140,14 +140,13 @@ def _write_cone(stack: np.ndarray, geometry: ConeGeometry, spec: FilterSpec, wri
 def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float | None = None,
                      algorithm: str | None = None, filter: str | None = None, device: str = "cpu",
                      pixel_um: float | None = None, phase: PhaseRetrieval | None = None,
-                     settings: ReconConfig | None = None) -> Path:
+                     settings: ReconConfig) -> Path:
     """Reconstruct the NXtomo file ``nxs_path`` into the volume file ``out_path``; returns ``out_path``.
 
     ``cor``: detector column of the rotation axis (default: found automatically);
-    ``algorithm``/``filter``: override ``settings`` (default: the configuration's
-    [recon] section); ``pixel_um``: pixel at the sample when the file lacks it.
+    ``algorithm``/``filter``: override ``settings`` (the configuration's [recon] section);
+    ``pixel_um``: pixel at the sample when the file lacks it.
     """
-    settings = settings or load_config().recon
     settings = dataclasses.replace(settings, algorithm=algorithm or settings.algorithm,
                                    filter=filter or settings.filter)
     out_path = Path(out_path)

@@ -9,7 +9,7 @@ on the rotation axis in the specimen frame at angle 0, unloaded and at rest
   (0 background, 1 soft tissue incl. marrow, 2 bone, 3 LCN/pore, 4 vessel).
 * ``/attenuation`` (float32, z-y-x, 1/mm): mu at the effective energy of the last
   X-ray frame's high voltage (``energy_kev`` attribute), averaged over
-  ``phantom.ground_truth_supersampling``^3 sub-voxel samples (partial volume).
+  ``sim.phantom.ground_truth_supersampling``^3 sub-voxel samples (partial volume).
 * ``/materials``: each material's name, label, mu (1/mm) and delta at that energy.
 * ``/volumes`` (attributes, mm^3): exact volumes inside the voxel grid's box -- bone
   tissue (labels 2+3), bone matrix (2), LCN (3), vessels (4) -- and ``porosity`` =
@@ -75,7 +75,7 @@ def grid_axes(imager: Imager, binning: int) -> tuple[np.ndarray, np.ndarray, np.
     rows, cols = imager.frame_shape(binning)
     v = imager.sample_pitch_mm(binning)
     grid = imager.grid(binning, 0)
-    scale = v / (grid.pitch_mm * imager.config.detector.projection_supersampling)
+    scale = v / (grid.pitch_mm * imager.config.sim.detector.projection_supersampling)
     x0, z0 = grid.x_offset_mm * scale, grid.z_offset_mm * scale
     xs = x0 + (np.arange(cols) + 0.5 - cols / 2) * v
     ys = (np.arange(cols) + 0.5 - cols / 2) * v
@@ -134,7 +134,7 @@ def write_ground_truth(path: Path, imager: Imager, state: SpecimenAnatomy, binni
         prov.attrs["seed"] = imager.config.sim.seed
         prov.attrs["config_json"] = json.dumps(dataclasses.asdict(imager.config), default=str)
         prov.attrs["geometry"] = imager.geometry.kind
-        prov.attrs["contrast"] = imager.config.sim.contrast
+        prov.attrs["contrast"] = imager.config.geometry.contrast
         prov.attrs["binning"] = binning
         prov.attrs["day_applied"] = state.day
         if day_requested is not None:

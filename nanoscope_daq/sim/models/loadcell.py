@@ -20,7 +20,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from ...config import LoadCellConfig
+from ...config import LoadCellConfig, SpecimenConfig
 from ..clock import SimClock
 
 #: Longest integration step (process seconds): the resolution of the settle timing.
@@ -119,7 +119,7 @@ class BoneSpecimen:
     fraction g with time constant tau. Brittle failure once |F| reaches failure_force_n.
     """
 
-    def __init__(self, config: LoadCellConfig) -> None:
+    def __init__(self, config: SpecimenConfig) -> None:
         self.stiffness = config.stiffness_n_per_mm
         self.yield_force = config.yield_force_n
         self.failure_force = config.failure_force_n
@@ -190,13 +190,14 @@ class LoadFrameModel:
     specimen failure or the end of travel stop the motor and latch an alarm.
     """
 
-    def __init__(self, config: LoadCellConfig, clock: SimClock, seed: int = 0) -> None:
+    def __init__(self, config: LoadCellConfig, specimen: SpecimenConfig, clock: SimClock, seed: int = 0) -> None:
         self.config = config
+        self.specimen_config = specimen
         self.clock = clock
         self._rng = np.random.default_rng(seed)
         # The camera may ask for the state from another thread than the IOC's loop.
         self._lock = threading.RLock()
-        self.specimen = BoneSpecimen(config)
+        self.specimen = BoneSpecimen(specimen)
         self.mode = LoadingMode.COMPRESSION
         self.control = ControlMode.LOAD
         self.speed_mm_per_min = config.speed_default_mm_per_min
@@ -240,7 +241,7 @@ class LoadFrameModel:
     def measure_force(self) -> float:
         """One load-cell reading: the true force plus seeded Gaussian noise (N, mode frame)."""
         with self._lock:
-            noise = self.config.force_noise_n * self._rng.standard_normal()
+            noise = self.specimen_config.force_noise_n * self._rng.standard_normal()
             return self.mode.sign * self.specimen.force_n + noise
 
     def extension_range(self) -> tuple[float, float]:
@@ -382,7 +383,7 @@ class LoadFrameModel:
             self._advance_to(self.clock.process_now())
             if self._move_active or self._loop is not None:
                 raise LoadFrameRefused("a specimen cannot be mounted while the frame is moving or holding; STOP first")
-            self.specimen = BoneSpecimen(self.config)
+            self.specimen = BoneSpecimen(self.specimen_config)
             self._seat_mm = self._position_mm
             if self.alarm is FrameAlarm.SPECIMEN_FAILED:
                 self.clear_alarm()
