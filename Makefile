@@ -18,12 +18,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/nanoscope demo
 
-# pytest exits 5 when it collects no test: say so rather than fail obscurely.
+# The import contracts (pyproject.toml, [tool.importlinter]) first: a layer violation fails
+# in seconds. pytest exits 5 when it collects no test: say so rather than fail obscurely.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 test-fast: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -71,7 +71,7 @@ class Case:
 def cases(selected: list[str], frames: int, projection_frames: int) -> list[Case]:
     config = load_config()
     rows = config.detector.pixels_y
-    mono12_row = config.camera.row_time_mono12_us * 1e-6
+    mono12_row = config.sim.camera.row_time_mono12_us * 1e-6
     readout = {b: rows / b * mono12_row for b in (1, 2, 4)}
     table = {
         "full": [Case("1x1 Mono12 40 fps, darks", 1, 0.0039, 0.025, False, False, frames)],
@@ -243,7 +243,7 @@ def render_ceiling(case: Case, frames: int) -> dict:
     from nanoscope_daq.sim.ioc.camera.render_workers import RenderWorkers
 
     config = load_config()
-    workers = config.camera.render_workers
+    workers = config.sim.camera.render_workers
     rows, cols = config.detector.pixels_y // case.binning, config.detector.pixels_x // case.binning
 
     def exposure(index: int) -> Exposure:

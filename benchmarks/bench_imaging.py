@@ -83,16 +83,16 @@ def main() -> None:
     results = {
         "machine": {"python": platform.python_version(), "numpy": np.__version__, "cpu": platform.processor(),
                     "cores": os.cpu_count(), "load_average": list(os.getloadavg())},
-        "config": {"geometry": config.sim.geometry, "contrast": config.sim.contrast,
+        "config": {"geometry": config.geometry.kind, "contrast": config.geometry.contrast,
                    "detector": f"{config.detector.pixels_x}x{config.detector.pixels_y}",
-                   "projection_supersampling": config.detector.projection_supersampling,
+                   "projection_supersampling": config.sim.detector.projection_supersampling,
                    "lacunae": int(len(imager.phantom.lacunae.ellipsoids))},
         "phantom_build_s": round(time.perf_counter() - start, 2),
         "frame_budget_ms": FRAME_BUDGET_MS,
         "cone_absorption": [bench(imager, b, args.repeats) for b in args.binnings],
     }
     if args.zernike:
-        txm = Imager(config.replace(sim={"geometry": "parallel", "contrast": "zernike"}))
+        txm = Imager(config.replace(geometry={"kind": "parallel", "contrast": "zernike"}))
         results["txm_zernike"] = [bench(txm, b, max(2, args.repeats // 2)) for b in args.binnings if b >= 2]
     if args.ground_truth:
         with tempfile.TemporaryDirectory() as folder:

@@ -49,8 +49,8 @@ def main() -> None:
 
     from nanoscope_daq.config import load_config, overrides_toml
     from nanoscope_daq.devices import Instrument
+    from nanoscope_daq.physics.presets import tiny_leg_overrides
     from nanoscope_daq.plans import fly_tomo, time_series
-    from nanoscope_daq.sim.imaging.presets import tiny_leg_overrides
     from nanoscope_daq.sim.process import SimProcess
 
     work = Path(tempfile.mkdtemp(prefix="bench-scans-"))

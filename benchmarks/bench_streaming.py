@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -33,7 +34,9 @@ from nanoscope_daq.pipeline.frame_ranges import FrameRange
 from nanoscope_daq.pipeline.streaming import StreamingReconstruction
 from nanoscope_daq.recon import ParallelGeometry
 from nanoscope_daq.recon.phantoms import project_ellipsoids, rasterise_ellipsoids, shepp_logan_3d
-from nanoscope_daq.sim.document_scan import DocumentScan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test helper DocumentScan
+from document_scan import DocumentScan  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "bench_streaming.json"
 SIZE = 256
@@ -80,7 +83,8 @@ def stream(projections: np.ndarray, angles: np.ndarray, turns: int, fps: float, 
     config = dataclasses.replace(config, recon=dataclasses.replace(config.recon, online_algorithm=algorithm,
                                                                    online_max_pixels=SIZE))
     published: list[tuple[float, str, dict]] = []
-    callback = StreamingReconstruction(lambda name, doc: published.append((time.monotonic(), name, doc)), config)
+    callback = StreamingReconstruction(config=config,
+                                       publish=lambda name, doc: published.append((time.monotonic(), name, doc)))
     count = len(angles)
     metadata = {
         "plan_name": "fly_tomo", "scan": {"start_deg": 0.0, "range_deg": 180.0, "projections": count},

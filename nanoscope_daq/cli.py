@@ -25,15 +25,17 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 def _config_from_args(args: argparse.Namespace) -> Config:
     """The configuration file, then whatever the command line sets."""
-    overrides: dict[str, dict] = {"epics": {}, "sim": {}, "paths": {}}
+    overrides: dict[str, dict] = {"epics": {}, "sim": {}, "geometry": {}, "paths": {}}
     if args.prefix is not None:
         overrides["epics"]["prefix"] = args.prefix
     if args.port is not None:
         overrides["epics"]["port"] = args.port
-    for option, section in (("time_scale", "sim"), ("seed", "sim"), ("geometry", "sim"), ("contrast", "sim"), ("data_dir", "paths")):
+    for option, section, key in (("time_scale", "sim", "time_scale"), ("seed", "sim", "seed"),
+                                 ("geometry", "geometry", "kind"), ("contrast", "geometry", "contrast"),
+                                 ("data_dir", "paths", "data_dir")):
         value = getattr(args, option, None)
         if value is not None:
-            overrides[section][option] = value
+            overrides[section][key] = value
     return load_config(args.config, **overrides)
 
 

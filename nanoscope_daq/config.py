@@ -48,6 +48,9 @@ def one_of(*choices: str) -> dict:
     return _check(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
 
 
+# ---- the instrument: what a real installation edits ---------------------------------------
+
+
 @dataclass(frozen=True)
 class EpicsConfig:
     prefix: str = field(metadata=_check(lambda v: v != "" and " " not in v, "a non-empty PV prefix without spaces"))
@@ -65,11 +68,21 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
-class SimConfig:
-    time_scale: float = field(metadata=positive())
-    seed: int = field(metadata=non_negative())
-    geometry: str = field(metadata=one_of("cone", "parallel"))
+class GeometryConfig:
+    """The imaging geometry: lab cone beam or transmission X-ray microscope (parallel beam)."""
+
+    kind: str = field(metadata=one_of("cone", "parallel"))
     contrast: str = field(metadata=one_of("absorption", "zernike"))
+    source_sample_mm: float = field(metadata=positive())
+    source_detector_mm: float = field(metadata=positive())
+    objective_magnification: float = field(metadata=positive())
+
+    def validate(self, key: str) -> None:
+        if self.source_detector_mm <= self.source_sample_mm:
+            raise ConfigError(
+                f"{key}.source_detector_mm ({self.source_detector_mm}) must exceed {key}.source_sample_mm "
+                f"({self.source_sample_mm}): the detector sits behind the sample"
+            )
 
 
 @dataclass(frozen=True)
@@ -99,11 +112,13 @@ class StagesConfig:
     sz: AxisConfig
 
     def axes(self) -> dict[str, AxisConfig]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {"rot": self.rot, "sx": self.sx, "sy": self.sy, "sz": self.sz}
 
 
 @dataclass(frozen=True)
 class SourceConfig:
+    """The X-ray source's anode and the limits plans and the source controller enforce."""
+
     anode: str
     kv_min: float = field(metadata=positive())
     kv_max: float = field(metadata=positive())
@@ -112,10 +127,6 @@ class SourceConfig:
     spot_min_um: float = field(metadata=positive())
     spot_max_um: float = field(metadata=positive())
     spot_default_um: float = field(metadata=positive())
-    kv_ramp_per_s: float = field(metadata=positive())
-    power_ramp_w_per_s: float = field(metadata=positive())
-    warmup_s: float = field(metadata=non_negative())
-    shutter_move_s: float = field(metadata=non_negative())
 
     def validate(self, key: str) -> None:
         if self.kv_min >= self.kv_max:
@@ -126,6 +137,8 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class LoadCellConfig:
+    """The loading stage: its capacity, travel, speeds and control settings."""
+
     force_capacity_n: float = field(metadata=positive())
     force_limit_default_n: float = field(metadata=positive())
     speed_default_mm_per_min: float = field(metadata=positive())
@@ -136,19 +149,10 @@ class LoadCellConfig:
     stable_band_n: float = field(metadata=positive())
     stable_time_s: float = field(metadata=non_negative())
     load_control_band_n: float = field(metadata=positive())
-    stiffness_n_per_mm: float = field(metadata=positive())
-    yield_force_n: float = field(metadata=positive())
-    post_yield_stiffness_fraction: float = field(metadata=fraction())
-    failure_force_n: float = field(metadata=positive())
-    relaxation_fraction: float = field(metadata=fraction())
-    relaxation_time_s: float = field(metadata=positive())
-    force_noise_n: float = field(metadata=non_negative())
 
     def validate(self, key: str) -> None:
         if self.force_limit_default_n > self.force_capacity_n:
             raise ConfigError(f"{key}.force_limit_default_n exceeds the cell's force_capacity_n")
-        if self.yield_force_n >= self.failure_force_n:
-            raise ConfigError(f"{key}.yield_force_n must be below {key}.failure_force_n")
         if self.extension_min_mm >= self.extension_max_mm:
             raise ConfigError(f"{key}.extension_min_mm must be below {key}.extension_max_mm")
         if not self.speed_min_mm_per_min <= self.speed_default_mm_per_min <= self.speed_max_mm_per_min:
@@ -162,6 +166,230 @@ class LoadCellConfig:
 
 @dataclass(frozen=True)
 class PhysiologyConfig:
+    """The physiology monitor's alarm limits."""
+
+    respiration_alarm_low_bpm: float
+    respiration_alarm_high_bpm: float
+    heart_rate_alarm_low_bpm: float
+    heart_rate_alarm_high_bpm: float
+    temperature_alarm_low_c: float
+    temperature_alarm_high_c: float
+
+    def alarm_limits(self) -> dict[str, tuple[float, float]]:
+        """(low, high) of each vital, keyed as the monitor names them: 'rate', 'heart_rate', 'temperature'."""
+        return {
+            "rate": (self.respiration_alarm_low_bpm, self.respiration_alarm_high_bpm),
+            "heart_rate": (self.heart_rate_alarm_low_bpm, self.heart_rate_alarm_high_bpm),
+            "temperature": (self.temperature_alarm_low_c, self.temperature_alarm_high_c),
+        }
+
+    def validate(self, key: str) -> None:
+        keys = {"rate": "respiration_alarm_{}_bpm", "heart_rate": "heart_rate_alarm_{}_bpm",
+                "temperature": "temperature_alarm_{}_c"}
+        for vital, (low, high) in self.alarm_limits().items():
+            if low >= high:
+                name = keys[vital]
+                raise ConfigError(f"{key}.{name.format('low')} must be below {key}.{name.format('high')}")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The camera's exposure range, which plans check before anything moves."""
+
+    exposure_min_s: float = field(metadata=positive())
+    exposure_max_s: float = field(metadata=positive())
+
+    def validate(self, key: str) -> None:
+        if self.exposure_min_s >= self.exposure_max_s:
+            raise ConfigError(f"{key}.exposure_min_s must be below {key}.exposure_max_s")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """The detector's size and pixel pitch at the detector plane."""
+
+    pixels_x: int = field(metadata=_check(lambda v: 8 <= v <= 16384, "between 8 and 16384"))
+    pixels_y: int = field(metadata=_check(lambda v: 8 <= v <= 16384, "between 8 and 16384"))
+    pixel_um: float = field(metadata=positive())
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    darks: int = field(metadata=non_negative())
+    flats: int = field(metadata=non_negative())
+    flats_axis: str = field(metadata=one_of("sx", "sy", "sz"))
+    flats_offset_mm: float
+    announce_period_s: float = field(metadata=positive())
+    fly_rate_fraction: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    taxi_margin_deg: float = field(metadata=non_negative())
+    flush_frames: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    gate_timeout_s: float = field(metadata=positive())
+    frame_delivery_timeout_s: float = field(metadata=positive())
+
+
+@dataclass(frozen=True)
+class DoseConfig:
+    calibration_gy_per_ws: float = field(metadata=non_negative())
+    reference_distance_mm: float = field(metadata=positive())
+    reference_kv: float = field(metadata=positive())
+    kv_exponent: float
+    budget_gy: float = field(metadata=positive())
+    ledger_path: str
+
+    @property
+    def ledger(self) -> Path:
+        return Path(self.ledger_path).expanduser()
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    algorithm: str = field(metadata=one_of("fbp", "fdk", "fourier"))
+    filter: str = field(metadata=one_of("ram-lak", "shepp-logan", "cosine", "hamming", "hann"))
+    filter_cutoff: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    pad_mode: str = field(metadata=one_of("edge", "zero"))
+    fourier_kernel_width: int = field(metadata=_check(lambda v: 2 <= v <= 12, "between 2 and 12"))
+    min_transmission: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
+    zinger_threshold: float = field(metadata=non_negative())
+    ring_filter_px: int = field(metadata=_check(lambda v: v == 0 or (v >= 3 and v % 2 == 1), "0 or an odd number >= 3"))
+    min_projections: int = field(metadata=_check(lambda v: v >= 2, ">= 2"))
+    max_angle_gap_deg: float = field(metadata=_check(lambda v: 0 < v <= 180, "above 0 and at most 180"))
+    cor_search_px: float = field(metadata=positive())
+    cor_step_px: float = field(metadata=positive())
+    memory_limit_gb: float = field(metadata=positive())
+    online: bool
+    online_max_pixels: int = field(metadata=_check(lambda v: v >= 16, ">= 16"))
+    online_algorithm: str = field(metadata=one_of("fbp", "fourier"))
+    online_device: str = field(metadata=one_of("cpu", "cuda"))
+    online_cor_offset_px: float
+    online_phase_bins: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    online_slices_interval_s: float = field(metadata=non_negative())
+    online_segment: bool
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    model_path: str
+    device: str = field(metadata=one_of("auto", "cpu", "cuda"))
+    tile_pixels: int = field(metadata=_check(lambda v: v >= 16, ">= 16"))
+    tile_overlap_pixels: int = field(metadata=non_negative())
+    island_min_voxels: int = field(metadata=non_negative())
+    closing_radius_voxels: int = field(metadata=non_negative())
+    lacuna_min_volume_um3: float = field(metadata=non_negative())
+    lacuna_min_thickness_um: float = field(metadata=non_negative())
+    thickness_step_voxels: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    remodeling_min_cluster_voxels: int = field(metadata=non_negative())
+    train_batch_size: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    train_max_epochs: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    train_patience_epochs: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    train_min_improvement: float = field(metadata=fraction())
+    train_validation_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
+    train_patch_pixels: int = field(metadata=_check(lambda v: v >= 16 and v % 8 == 0, ">= 16 and a multiple of 8"))
+    train_patch_stride_pixels: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    train_learning_rate: float = field(metadata=positive())
+    train_loss: str = field(metadata=one_of("cross_entropy", "cross_entropy+dice"))
+    base_channels: int = field(metadata=_check(lambda v: v >= 2, ">= 2"))
+    sequence_slices: int = field(metadata=_check(lambda v: v >= 1 and v % 2 == 1, "an odd number >= 1"))
+    threads: int = field(metadata=non_negative())
+
+    def validate(self, key: str) -> None:
+        if self.tile_overlap_pixels >= self.tile_pixels:
+            raise ConfigError(f"{key}.tile_overlap_pixels must be below {key}.tile_pixels")
+
+
+# ---- the simulator: physics of the specimen, the source, the optics and the camera ------------
+
+
+@dataclass(frozen=True)
+class SimSourceConfig:
+    """How the simulated source behaves (ramps, warm-up, shutter) and what it emits."""
+
+    kv_ramp_per_s: float = field(metadata=positive())
+    power_ramp_w_per_s: float = field(metadata=positive())
+    warmup_s: float = field(metadata=non_negative())
+    shutter_move_s: float = field(metadata=non_negative())
+    source_window_be_um: float = field(metadata=non_negative())
+    filter_al_um: float = field(metadata=non_negative())
+    kalpha_photons_per_s_sr_w: float = field(metadata=positive())
+    kalpha_reference_kv: float = field(metadata=positive())
+
+
+@dataclass(frozen=True)
+class OpticsConfig:
+    """The simulated TXM's zone plate, condenser and Zernike phase ring."""
+
+    zone_plate_outermost_zone_nm: float = field(metadata=positive())
+    condenser_solid_angle_msr: float = field(metadata=positive())
+    txm_optics_efficiency: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    txm_air_path_mm: float = field(metadata=non_negative())
+    phase_ring_radius_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
+    phase_ring_width_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
+    phase_ring_material: str = field(metadata=_check(lambda v: v != "", "a chemical formula such as 'Au'"))
+    phase_ring_density_g_cm3: float = field(metadata=positive())
+    phase_ring_shift_deg: float = field(metadata=_check(lambda v: 0 < v < 360, "between 0 and 360 (exclusive)"))
+    condenser_illumination_points: int = field(metadata=_check(lambda v: 1 <= v <= 64, "between 1 and 64"))
+
+    def validate(self, key: str) -> None:
+        if self.phase_ring_radius_fraction + self.phase_ring_width_fraction / 2 >= 1:
+            raise ConfigError(f"{key}.phase_ring_radius_fraction + width/2 must stay inside the pupil (< 1)")
+
+
+@dataclass(frozen=True)
+class SimCameraConfig:
+    """The simulated sCMOS camera IOC: identity, sensor timing, memory, plugins, cooling."""
+
+    manufacturer: str
+    model: str
+    serial_number: str
+    firmware_version: str
+    port_name: str = field(metadata=_check(lambda v: v != "" and " " not in v, "a non-empty asyn port name without spaces"))
+    row_time_mono12_us: float = field(metadata=positive())
+    row_time_mono16_us: float = field(metadata=positive())
+    global_shutter_readout_factor: float = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    acquire_time_s: float = field(metadata=positive())
+    acquire_period_s: float = field(metadata=non_negative())
+    start_latency_s: float = field(metadata=non_negative())
+    buffer_mb: float = field(metadata=positive())
+    writer_queue_frames: int = field(metadata=positive())
+    render_workers: int = field(metadata=_check(lambda v: 1 <= v <= 64, "between 1 and 64"))
+    capture_memory_mb: float = field(metadata=positive())
+    preview_max_size: int = field(metadata=_check(lambda v: 16 <= v <= 2048, "between 16 and 2048"))
+    preview_rate_hz: float = field(metadata=_check(lambda v: 0 < v <= 30, "above 0 and at most 30"))
+    temperature_setpoint_c: float
+    ambient_temperature_c: float
+    cooling_time_constant_s: float = field(metadata=positive())
+    ground_truth_max_voxels: int = field(metadata=positive())
+
+
+@dataclass(frozen=True)
+class DetectorModelConfig:
+    """The simulated detector's response and noise, and how finely frames are rendered."""
+
+    bit_depth: int = field(metadata=_check(lambda v: v in (12, 16), "12 or 16"))
+    electrons_per_count: float = field(metadata=positive())
+    full_well_e: float = field(metadata=positive())
+    read_noise_e: float = field(metadata=non_negative())
+    dark_current_e_per_s: float = field(metadata=non_negative())
+    offset_counts: float = field(metadata=non_negative())
+    offset_fixed_pattern_counts: float = field(metadata=non_negative())
+    flat_nonuniformity: float = field(metadata=_check(lambda v: 0 <= v < 0.5, "between 0 and 0.5"))
+    pixel_response_nonuniformity: float = field(metadata=_check(lambda v: 0 <= v < 0.5, "between 0 and 0.5"))
+    binning_mode: str = field(metadata=one_of("sum", "average"))
+    scintillator_formula: str = field(metadata=_check(lambda v: v != "", "a chemical formula such as 'Lu3Al5O12'"))
+    scintillator_density_g_cm3: float = field(metadata=positive())
+    scintillator_um: float = field(metadata=positive())
+    scintillator_photons_per_kev: float = field(metadata=positive())
+    optics_collection_efficiency: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    sensor_qe: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    psf_fwhm_um: float = field(metadata=non_negative())
+    render_tolerance_px: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
+    render_cache_mb: float = field(metadata=positive())
+    projection_supersampling: int = field(metadata=_check(lambda v: 1 <= v <= 4, "between 1 and 4"))
+
+
+@dataclass(frozen=True)
+class PhysiologyModelConfig:
+    """The anaesthetised mouse: breathing, heart rate, temperature, and the monitor IOC's update rate."""
+
     respiration_rate_bpm: float = field(metadata=positive())
     respiration_drift_bpm: float = field(metadata=non_negative())
     respiration_drift_time_s: float = field(metadata=positive())
@@ -177,83 +405,35 @@ class PhysiologyConfig:
     vitals_drift_time_s: float = field(metadata=positive())
     waveform_rate_hz: float = field(metadata=_check(lambda v: 1 <= v <= 200, "between 1 and 200"))
     history_s: float = field(metadata=positive())
-    respiration_alarm_low_bpm: float
-    respiration_alarm_high_bpm: float
-    heart_rate_alarm_low_bpm: float
-    heart_rate_alarm_high_bpm: float
-    temperature_alarm_low_c: float
-    temperature_alarm_high_c: float
-
-    def validate(self, key: str) -> None:
-        for vital in ("respiration", "heart_rate", "temperature"):
-            unit = "c" if vital == "temperature" else "bpm"
-            low = getattr(self, f"{vital}_alarm_low_{unit}")
-            high = getattr(self, f"{vital}_alarm_high_{unit}")
-            if low >= high:
-                raise ConfigError(f"{key}.{vital}_alarm_low_{unit} must be below {key}.{vital}_alarm_high_{unit}")
 
 
 @dataclass(frozen=True)
-class CameraConfig:
-    manufacturer: str
-    model: str
-    serial_number: str
-    firmware_version: str
-    port_name: str = field(metadata=_check(lambda v: v != "" and " " not in v, "a non-empty asyn port name without spaces"))
-    row_time_mono12_us: float = field(metadata=positive())
-    row_time_mono16_us: float = field(metadata=positive())
-    global_shutter_readout_factor: float = field(metadata=_check(lambda v: v >= 1, ">= 1"))
-    exposure_min_s: float = field(metadata=positive())
-    exposure_max_s: float = field(metadata=positive())
-    acquire_time_s: float = field(metadata=positive())
-    acquire_period_s: float = field(metadata=non_negative())
-    start_latency_s: float = field(metadata=non_negative())
-    buffer_mb: float = field(metadata=positive())
-    writer_queue_frames: int = field(metadata=positive())
-    render_workers: int = field(metadata=_check(lambda v: 1 <= v <= 64, "between 1 and 64"))
-    capture_memory_mb: float = field(metadata=positive())
-    preview_max_size: int = field(metadata=_check(lambda v: 16 <= v <= 2048, "between 16 and 2048"))
-    preview_rate_hz: float = field(metadata=_check(lambda v: 0 < v <= 30, "above 0 and at most 30"))
-    temperature_setpoint_c: float
-    ambient_temperature_c: float
-    cooling_time_constant_s: float = field(metadata=positive())
-    ground_truth_max_voxels: int = field(metadata=positive())
+class SpecimenConfig:
+    """The mechanics of the bone mounted in the loading stage, and the load cell's noise."""
+
+    stiffness_n_per_mm: float = field(metadata=positive())
+    yield_force_n: float = field(metadata=positive())
+    post_yield_stiffness_fraction: float = field(metadata=fraction())
+    failure_force_n: float = field(metadata=positive())
+    relaxation_fraction: float = field(metadata=fraction())
+    relaxation_time_s: float = field(metadata=positive())
+    force_noise_n: float = field(metadata=non_negative())
 
     def validate(self, key: str) -> None:
-        if self.exposure_min_s >= self.exposure_max_s:
-            raise ConfigError(f"{key}.exposure_min_s must be below {key}.exposure_max_s")
-        if not self.exposure_min_s <= self.acquire_time_s <= self.exposure_max_s:
-            raise ConfigError(f"{key}.acquire_time_s must lie between exposure_min_s and exposure_max_s")
+        if self.yield_force_n >= self.failure_force_n:
+            raise ConfigError(f"{key}.yield_force_n must be below {key}.failure_force_n")
 
 
-@dataclass(frozen=True)
-class GeometryConfig:
-    source_sample_mm: float = field(metadata=positive())
-    source_detector_mm: float = field(metadata=positive())
-    objective_magnification: float = field(metadata=positive())
-    zone_plate_outermost_zone_nm: float = field(metadata=positive())
-    condenser_solid_angle_msr: float = field(metadata=positive())
-    txm_optics_efficiency: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
-    txm_air_path_mm: float = field(metadata=non_negative())
-    phase_ring_radius_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
-    phase_ring_width_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
-    phase_ring_material: str = field(metadata=_check(lambda v: v != "", "a chemical formula such as 'Au'"))
-    phase_ring_density_g_cm3: float = field(metadata=positive())
-    phase_ring_shift_deg: float = field(metadata=_check(lambda v: 0 < v < 360, "between 0 and 360 (exclusive)"))
-    condenser_illumination_points: int = field(metadata=_check(lambda v: 1 <= v <= 64, "between 1 and 64"))
-    source_window_be_um: float = field(metadata=non_negative())
-    filter_al_um: float = field(metadata=non_negative())
-    kalpha_photons_per_s_sr_w: float = field(metadata=positive())
-    kalpha_reference_kv: float = field(metadata=positive())
-
-    def validate(self, key: str) -> None:
-        if self.source_detector_mm <= self.source_sample_mm:
-            raise ConfigError(
-                f"{key}.source_detector_mm ({self.source_detector_mm}) must exceed {key}.source_sample_mm "
-                f"({self.source_sample_mm}): the detector sits behind the sample"
-            )
-        if self.phase_ring_radius_fraction + self.phase_ring_width_fraction / 2 >= 1:
-            raise ConfigError(f"{key}.phase_ring_radius_fraction + width/2 must stay inside the pupil (< 1)")
+PHANTOM_RANGES = (
+    ("trabecula_radius_min_um", "trabecula_radius_max_um"), ("trabecula_length_min_um", "trabecula_length_max_um"),
+    ("lacuna_long_semi_axis_min_um", "lacuna_long_semi_axis_max_um"),
+    ("lacuna_mid_semi_axis_min_um", "lacuna_mid_semi_axis_max_um"),
+    ("lacuna_short_semi_axis_min_um", "lacuna_short_semi_axis_max_um"),
+    ("haversian_diameter_min_um", "haversian_diameter_max_um"), ("haversian_length_min_mm", "haversian_length_max_mm"),
+    ("transcortical_diameter_min_um", "transcortical_diameter_max_um"), ("pit_depth_min_um", "pit_depth_max_um"),
+    ("pit_width_min_um", "pit_width_max_um"),
+)
+"""(min, max) key pairs of the phantom whose ranges must not be empty."""
 
 
 @dataclass(frozen=True)
@@ -313,14 +493,10 @@ class PhantomConfig:
     ground_truth_supersampling: int = field(metadata=_check(lambda v: 1 <= v <= 4, "between 1 and 4"))
 
     def validate(self, key: str) -> None:
-        ranges = [
-            ("trabecula_radius", "um"), ("trabecula_length", "um"), ("lacuna_long_semi_axis", "um"),
-            ("lacuna_mid_semi_axis", "um"), ("lacuna_short_semi_axis", "um"), ("haversian_diameter", "um"),
-            ("haversian_length", "mm"), ("transcortical_diameter", "um"), ("pit_depth", "um"), ("pit_width", "um"),
-        ]
-        for name, unit in ranges:
-            if getattr(self, f"{name}_min_{unit}") > getattr(self, f"{name}_max_{unit}"):
-                raise ConfigError(f"{key}.{name}_min_{unit} must not exceed {key}.{name}_max_{unit}")
+        values = dataclasses.asdict(self)
+        for low, high in PHANTOM_RANGES:
+            if values[low] > values[high]:
+                raise ConfigError(f"{key}.{low} must not exceed {key}.{high}")
         if not (self.lacuna_short_semi_axis_max_um <= self.lacuna_mid_semi_axis_min_um
                 and self.lacuna_mid_semi_axis_max_um <= self.lacuna_long_semi_axis_min_um):
             raise ConfigError(f"{key}: lacuna semi-axis ranges must be ordered short <= mid <= long")
@@ -336,82 +512,86 @@ class PhantomConfig:
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
-    pixels_x: int = field(metadata=_check(lambda v: 8 <= v <= 16384, "between 8 and 16384"))
-    pixels_y: int = field(metadata=_check(lambda v: 8 <= v <= 16384, "between 8 and 16384"))
-    pixel_um: float = field(metadata=positive())
-    bit_depth: int = field(metadata=_check(lambda v: v in (12, 16), "12 or 16"))
-    electrons_per_count: float = field(metadata=positive())
-    full_well_e: float = field(metadata=positive())
-    read_noise_e: float = field(metadata=non_negative())
-    dark_current_e_per_s: float = field(metadata=non_negative())
-    offset_counts: float = field(metadata=non_negative())
-    offset_fixed_pattern_counts: float = field(metadata=non_negative())
-    flat_nonuniformity: float = field(metadata=_check(lambda v: 0 <= v < 0.5, "between 0 and 0.5"))
-    pixel_response_nonuniformity: float = field(metadata=_check(lambda v: 0 <= v < 0.5, "between 0 and 0.5"))
-    binning_mode: str = field(metadata=one_of("sum", "average"))
-    scintillator_formula: str = field(metadata=_check(lambda v: v != "", "a chemical formula such as 'Lu3Al5O12'"))
-    scintillator_density_g_cm3: float = field(metadata=positive())
-    scintillator_um: float = field(metadata=positive())
-    scintillator_photons_per_kev: float = field(metadata=positive())
-    optics_collection_efficiency: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
-    sensor_qe: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
-    psf_fwhm_um: float = field(metadata=non_negative())
-    render_tolerance_px: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
-    render_cache_mb: float = field(metadata=positive())
-    projection_supersampling: int = field(metadata=_check(lambda v: 1 <= v <= 4, "between 1 and 4"))
+class SimConfig:
+    """Everything only the simulator reads: ``[sim]`` and its ``[sim.*]`` tables."""
 
-
-@dataclass(frozen=True)
-class ScanConfig:
-    darks: int = field(metadata=non_negative())
-    flats: int = field(metadata=non_negative())
-    flats_axis: str = field(metadata=one_of("sx", "sy", "sz"))
-    flats_offset_mm: float
-    announce_period_s: float = field(metadata=positive())
-    fly_rate_fraction: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
-    taxi_margin_deg: float = field(metadata=non_negative())
-    flush_frames: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
-    gate_timeout_s: float = field(metadata=positive())
-    frame_delivery_timeout_s: float = field(metadata=positive())
-
-
-@dataclass(frozen=True)
-class DoseConfig:
-    calibration_gy_per_ws: float = field(metadata=non_negative())
-    reference_distance_mm: float = field(metadata=positive())
-    reference_kv: float = field(metadata=positive())
-    kv_exponent: float
-    budget_gy: float = field(metadata=positive())
-    ledger_path: str
-
-    @property
-    def ledger(self) -> Path:
-        return Path(self.ledger_path).expanduser()
+    time_scale: float = field(metadata=positive())
+    seed: int = field(metadata=non_negative())
+    source: SimSourceConfig
+    optics: OpticsConfig
+    camera: SimCameraConfig
+    detector: DetectorModelConfig
+    phantom: PhantomConfig
+    physiology: PhysiologyModelConfig
+    specimen: SpecimenConfig
 
 
 @dataclass(frozen=True)
 class Config:
+    """The instrument's configuration (top-level tables) and the simulator's (``sim``)."""
+
     epics: EpicsConfig
     paths: PathsConfig
-    sim: SimConfig
+    geometry: GeometryConfig
     stages: StagesConfig
     source: SourceConfig
     loadcell: LoadCellConfig
     physiology: PhysiologyConfig
     camera: CameraConfig
-    geometry: GeometryConfig
-    phantom: PhantomConfig
     detector: DetectorConfig
     scan: ScanConfig
     dose: DoseConfig
     recon: ReconConfig
     analysis: AnalysisConfig
+    sim: SimConfig
+
+    def validate(self, key: str) -> None:
+        """Rules that join the instrument's tables and the simulator's."""
+        camera, sim_camera = self.camera, self.sim.camera
+        if not camera.exposure_min_s <= sim_camera.acquire_time_s <= camera.exposure_max_s:
+            raise ConfigError("sim.camera.acquire_time_s must lie between camera.exposure_min_s and "
+                              "camera.exposure_max_s")
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with keys of the named sections replaced, validated like a file."""
         merged = _merge(dataclasses.asdict(self), dict(sections))
         return _build(Config, merged, "")
+
+
+MOVED_KEYS: dict[str, str] = {
+    "sim.geometry": "geometry.kind",
+    "sim.contrast": "geometry.contrast",
+    "phantom": "sim.phantom",
+    **{f"geometry.{key}": f"sim.optics.{key}" for key in (
+        "zone_plate_outermost_zone_nm", "condenser_solid_angle_msr", "txm_optics_efficiency", "txm_air_path_mm",
+        "phase_ring_radius_fraction", "phase_ring_width_fraction", "phase_ring_material",
+        "phase_ring_density_g_cm3", "phase_ring_shift_deg", "condenser_illumination_points")},
+    **{f"geometry.{key}": f"sim.source.{key}" for key in (
+        "source_window_be_um", "filter_al_um", "kalpha_photons_per_s_sr_w", "kalpha_reference_kv")},
+    **{f"source.{key}": f"sim.source.{key}" for key in (
+        "kv_ramp_per_s", "power_ramp_w_per_s", "warmup_s", "shutter_move_s")},
+    **{f"loadcell.{key}": f"sim.specimen.{key}" for key in (
+        "stiffness_n_per_mm", "yield_force_n", "post_yield_stiffness_fraction", "failure_force_n",
+        "relaxation_fraction", "relaxation_time_s", "force_noise_n")},
+    **{f"physiology.{key}": f"sim.physiology.{key}" for key in (
+        "respiration_rate_bpm", "respiration_drift_bpm", "respiration_drift_time_s", "respiration_variability",
+        "gate_fraction", "respiration_amplitude_mm", "breath_active_s", "inspiration_share", "heart_rate_bpm",
+        "heart_rate_drift_bpm", "body_temperature_c", "temperature_drift_c", "vitals_drift_time_s",
+        "waveform_rate_hz", "history_s")},
+    **{f"camera.{key}": f"sim.camera.{key}" for key in (
+        "manufacturer", "model", "serial_number", "firmware_version", "port_name", "row_time_mono12_us",
+        "row_time_mono16_us", "global_shutter_readout_factor", "acquire_time_s", "acquire_period_s",
+        "start_latency_s", "buffer_mb", "writer_queue_frames", "render_workers", "capture_memory_mb",
+        "preview_max_size", "preview_rate_hz", "temperature_setpoint_c", "ambient_temperature_c",
+        "cooling_time_constant_s", "ground_truth_max_voxels")},
+    **{f"detector.{key}": f"sim.detector.{key}" for key in (
+        "bit_depth", "electrons_per_count", "full_well_e", "read_noise_e", "dark_current_e_per_s", "offset_counts",
+        "offset_fixed_pattern_counts", "flat_nonuniformity", "pixel_response_nonuniformity", "binning_mode",
+        "scintillator_formula", "scintillator_density_g_cm3", "scintillator_um", "scintillator_photons_per_kev",
+        "optics_collection_efficiency", "sensor_qe", "psf_fwhm_um", "render_tolerance_px", "render_cache_mb",
+        "projection_supersampling")},
+}
+"""Keys of the layout before the instrument and simulator tables were split, and where each lives now."""
 
 
 def _merge(base: dict, override: Mapping) -> dict:
@@ -443,8 +623,11 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     dotted = (prefix + ".") if prefix else ""
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        key = dotted + unknown[0]
+        if key in MOVED_KEYS:
+            raise ConfigError(f"configuration key {key} has moved to {MOVED_KEYS[key]}; rename it in your file")
         raise ConfigError(
-            f"unknown configuration key {dotted}{unknown[0]}; valid keys here are: {', '.join(sorted(fields))}"
+            f"unknown configuration key {key}; valid keys here are: {', '.join(sorted(fields))}"
         )
     values = {}
     for name, f in fields.items():
@@ -517,58 +700,3 @@ def overrides_toml(sections: Mapping[str, Mapping[str, Any]]) -> str:
     for name, values in sections.items():
         table(name, values)
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class ReconConfig:
-    algorithm: str = field(metadata=one_of("fbp", "fdk", "fourier"))
-    filter: str = field(metadata=one_of("ram-lak", "shepp-logan", "cosine", "hamming", "hann"))
-    filter_cutoff: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
-    pad_mode: str = field(metadata=one_of("edge", "zero"))
-    fourier_kernel_width: int = field(metadata=_check(lambda v: 2 <= v <= 12, "between 2 and 12"))
-    min_transmission: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
-    zinger_threshold: float = field(metadata=non_negative())
-    ring_filter_px: int = field(metadata=_check(lambda v: v == 0 or (v >= 3 and v % 2 == 1), "0 or an odd number >= 3"))
-    min_projections: int = field(metadata=_check(lambda v: v >= 2, ">= 2"))
-    max_angle_gap_deg: float = field(metadata=_check(lambda v: 0 < v <= 180, "above 0 and at most 180"))
-    cor_search_px: float = field(metadata=positive())
-    cor_step_px: float = field(metadata=positive())
-    memory_limit_gb: float = field(metadata=positive())
-    online: bool
-    online_max_pixels: int = field(metadata=_check(lambda v: v >= 16, ">= 16"))
-    online_algorithm: str = field(metadata=one_of("fbp", "fourier"))
-    online_device: str = field(metadata=one_of("cpu", "cuda"))
-    online_cor_offset_px: float
-    online_phase_bins: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
-    online_slices_interval_s: float = field(metadata=non_negative())
-    online_segment: bool
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    model_path: str
-    device: str = field(metadata=one_of("auto", "cpu", "cuda"))
-    tile_pixels: int = field(metadata=_check(lambda v: v >= 16, ">= 16"))
-    tile_overlap_pixels: int = field(metadata=non_negative())
-    island_min_voxels: int = field(metadata=non_negative())
-    closing_radius_voxels: int = field(metadata=non_negative())
-    lacuna_min_volume_um3: float = field(metadata=non_negative())
-    lacuna_min_thickness_um: float = field(metadata=non_negative())
-    thickness_step_voxels: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
-    remodeling_min_cluster_voxels: int = field(metadata=non_negative())
-    train_batch_size: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
-    train_max_epochs: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
-    train_patience_epochs: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
-    train_min_improvement: float = field(metadata=fraction())
-    train_validation_fraction: float = field(metadata=_check(lambda v: 0 < v < 1, "strictly between 0 and 1"))
-    train_patch_pixels: int = field(metadata=_check(lambda v: v >= 16 and v % 8 == 0, ">= 16 and a multiple of 8"))
-    train_patch_stride_pixels: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
-    train_learning_rate: float = field(metadata=positive())
-    train_loss: str = field(metadata=one_of("cross_entropy", "cross_entropy+dice"))
-    base_channels: int = field(metadata=_check(lambda v: v >= 2, ">= 2"))
-    sequence_slices: int = field(metadata=_check(lambda v: v >= 1 and v % 2 == 1, "an odd number >= 1"))
-    threads: int = field(metadata=non_negative())
-
-    def validate(self, key: str) -> None:
-        if self.tile_overlap_pixels >= self.tile_pixels:
-            raise ConfigError(f"{key}.tile_overlap_pixels must be below {key}.tile_pixels")

@@ -10,7 +10,7 @@
    files (analysis/longitudinal.py). It is shown next to the same analysis of the
    simulator's ground-truth labels and next to the rates the simulator applied.
 
-The specimen is the tiny leg (sim/imaging/presets.py), so the study takes a few minutes
+The specimen is the tiny leg (physics/presets.py), so the study takes a few minutes
 on two cores. The whole configuration is written to ``<out>/demo.toml``.
 """
 
@@ -57,7 +57,7 @@ GROUND_TRUTH_WAIT_S = 600.0
 
 def demo_config(config: Config, out: Path) -> tuple[Config, Path]:
     """The demo's configuration (``config`` with the tiny leg, data under ``out``), written to out/demo.toml."""
-    from .sim.imaging.presets import tiny_leg_overrides
+    from .physics.presets import tiny_leg_overrides
 
     demo = config.replace(**tiny_leg_overrides(), **DEMO_SECTIONS, paths={"data_dir": str(out / "data")},
                           dose={"ledger_path": str(out / "dose-ledger.sqlite")})
@@ -165,7 +165,7 @@ def run_demo(
     from .analysis.longitudinal import Session, remodeling_between
     from .devices import Instrument
     from .devices.detector import path_template
-    from .pipeline.nxtomo import NXtomoWriter
+    from .pipeline import NXtomoWriter
     from .pipeline.streaming import StreamingReconstruction
     from .sim.process import SimProcess
 

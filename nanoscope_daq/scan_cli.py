@@ -187,7 +187,7 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
     from bluesky.utils import RunEngineInterrupted
 
     from .devices import Instrument
-    from .pipeline.nxtomo import NXtomoWriter
+    from .pipeline import NXtomoWriter
     from .plans import PLANS
 
     plan = PLANS[args.plan]

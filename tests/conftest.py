@@ -207,7 +207,7 @@ class ScanBench(DocumentLog):
         from bluesky import RunEngine
 
         from nanoscope_daq.config import load_config
-        from nanoscope_daq.pipeline.nxtomo import NXtomoWriter
+        from nanoscope_daq.pipeline import NXtomoWriter
 
         self.sim = sim
         self.config_path = config_path
@@ -229,7 +229,7 @@ class ScanBench(DocumentLog):
 def start_tiny_sim(sim_factory, tmp_path_factory) -> tuple[SimProcess, Path]:
     """A fresh simulator imaging the tiny leg (source cold), and the configuration file clients share with it."""
     from nanoscope_daq.config import overrides_toml
-    from nanoscope_daq.sim.imaging.presets import tiny_leg_overrides
+    from nanoscope_daq.physics.presets import tiny_leg_overrides
 
     root = tmp_path_factory.mktemp("scan")
     config_path = root / "tiny.toml"

@@ -13,8 +13,9 @@ from nanoscope_daq.analysis.euler import connectivity_density, delta_euler, eule
 from nanoscope_daq.analysis.labels import Code
 from nanoscope_daq.analysis.morphometry import MorphometrySettings, find_lacunae, morphometry
 from nanoscope_daq.analysis.thickness import local_thickness
+from nanoscope_daq.config import load_config
+from nanoscope_daq.physics.presets import tiny_leg_config
 from nanoscope_daq.sim.imaging.imager import Imager
-from nanoscope_daq.sim.imaging.presets import tiny_leg_config
 
 Z, Y, X = np.mgrid[:40, :64, :64]
 SHAPES = {
@@ -127,8 +128,9 @@ def test_lacunae_cut_by_a_face_count_when_their_centre_lies_inside():
 
 @pytest.fixture(scope="module")
 def tiny_leg_truth(tmp_path_factory) -> dict:
-    config = tiny_leg_config(geometry={"source_detector_mm": 250.0}, detector={"pixels_x": 288, "pixels_y": 112},
-                             phantom={"ground_truth_supersampling": 1})
+    config = tiny_leg_config(load_config(), geometry={"source_detector_mm": 250.0},
+                             detector={"pixels_x": 288, "pixels_y": 112},
+                             sim={"phantom": {"ground_truth_supersampling": 1}})
     path = tmp_path_factory.mktemp("gt") / "ground_truth.h5"
     Imager(config).write_ground_truth(path, 2.0, 1)
     with h5py.File(path) as h5:

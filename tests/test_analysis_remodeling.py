@@ -11,8 +11,8 @@ from nanoscope_daq.analysis.longitudinal import Session, bone_labels, remodeling
 from nanoscope_daq.analysis.registration import RigidTransform
 from nanoscope_daq.analysis.remodeling import remodeling
 from nanoscope_daq.config import load_config
+from nanoscope_daq.physics.presets import tiny_leg_config
 from nanoscope_daq.sim.imaging.imager import Imager
-from nanoscope_daq.sim.imaging.presets import tiny_leg_config
 
 GRID = {"geometry": {"source_detector_mm": 250.0}}  # 1.1 um voxels
 
@@ -34,15 +34,15 @@ def _truth(config, days, tmp_path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def formation(tmp_path_factory):
-    config = tiny_leg_config(phantom={"pits_per_day": 0.0, "transcortical_canal_count": 0,
-                                      "ground_truth_supersampling": 1},
+    config = tiny_leg_config(load_config(), sim={"phantom": {"pits_per_day": 0.0, "transcortical_canal_count": 0,
+                                                             "ground_truth_supersampling": 1}},
                              detector={"pixels_x": 200, "pixels_y": 48}, **GRID)
     return config, _truth(config, (0.0, 8.0), tmp_path_factory.mktemp("formation"))
 
 
 def _expected_bfr(config, before, after, days) -> float:
     height_mm = before["labels"].shape[0] * before["voxel_um"] * 1e-3
-    formed = after["remodeling"]["formed_mm3"] * height_mm / config.phantom.bone_length_mm
+    formed = after["remodeling"]["formed_mm3"] * height_mm / config.sim.phantom.bone_length_mm
     return formed / before["volumes"]["bone_tissue_mm3"] / days
 
 
@@ -50,8 +50,8 @@ def test_formation_rates_match_the_applied_apposition(formation):
     config, (before, after) = formation
     result = remodeling(before["labels"], after["labels"], before["voxel_um"], 8.0, register=False)
     assert result.bfr_per_day == pytest.approx(_expected_bfr(config, before, after, 8.0), rel=0.1)
-    assert result.mar_periosteal_um_per_day == pytest.approx(config.phantom.periosteal_mar_um_per_day, rel=0.1)
-    assert result.mar_endosteal_um_per_day == pytest.approx(config.phantom.endosteal_mar_um_per_day, rel=0.1)
+    assert result.mar_periosteal_um_per_day == pytest.approx(config.sim.phantom.periosteal_mar_um_per_day, rel=0.1)
+    assert result.mar_endosteal_um_per_day == pytest.approx(config.sim.phantom.endosteal_mar_um_per_day, rel=0.1)
     assert result.ms_bs > 0.95  # every surface forms
     assert result.resorbed_mm3 == 0 and result.es_bs == 0
     assert result.ms_bs_per_day == pytest.approx(result.ms_bs / 8.0)
@@ -68,14 +68,15 @@ def test_a_repositioned_follow_up_is_registered_back_before_the_rates(formation)
     expected_yx = -np.array([[np.cos(turn), np.sin(turn)], [-np.sin(turn), np.cos(turn)]]) @ [-3.0, 2.0]
     np.testing.assert_allclose(result.transform.shift_voxels[1:], expected_yx, atol=0.6)
     assert result.bfr_per_day == pytest.approx(_expected_bfr(config, before, after, 8.0), rel=0.1)
-    assert result.mar_periosteal_um_per_day == pytest.approx(config.phantom.periosteal_mar_um_per_day, rel=0.1)
-    assert result.mar_endosteal_um_per_day == pytest.approx(config.phantom.endosteal_mar_um_per_day, rel=0.1)
+    assert result.mar_periosteal_um_per_day == pytest.approx(config.sim.phantom.periosteal_mar_um_per_day, rel=0.1)
+    assert result.mar_endosteal_um_per_day == pytest.approx(config.sim.phantom.endosteal_mar_um_per_day, rel=0.1)
 
 
 def test_resorption_rates_match_the_pits_dug(tmp_path):
-    config = tiny_leg_config(phantom={"periosteal_mar_um_per_day": 0.0, "endosteal_mar_um_per_day": 0.0,
-                                      "pits_per_day": 3.0, "transcortical_canal_count": 0,
-                                      "ground_truth_supersampling": 1},
+    config = tiny_leg_config(load_config(),
+                             sim={"phantom": {"periosteal_mar_um_per_day": 0.0, "endosteal_mar_um_per_day": 0.0,
+                                              "pits_per_day": 3.0, "transcortical_canal_count": 0,
+                                              "ground_truth_supersampling": 1}},
                              detector={"pixels_x": 200, "pixels_y": 96}, **GRID)
     before, after = _truth(config, (2.0, 10.0), tmp_path)
     result = remodeling(before["labels"], after["labels"], before["voxel_um"], 8.0, register=False)

@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage
 
 from nanoscope_daq.analysis.cli import main
-from nanoscope_daq.analysis.datasets import instrument, simulate_stack
+from nanoscope_daq.analysis.datasets import simulate_stack, simulated_instrument
 from nanoscope_daq.analysis.experiment import markdown, run_grid
 from nanoscope_daq.analysis.inference import inference_model, pick_device, predict_probabilities, segment_volume
 from nanoscope_daq.analysis.labels import Code, class_index, codes_of
@@ -22,20 +22,24 @@ from nanoscope_daq.analysis.postprocess import outer_geometry, postprocess, remo
 from nanoscope_daq.analysis.simulated_training import (evaluate_otsu, incremental_training, model_info, prepare,
                                                        spread_slices, train_on)
 from nanoscope_daq.analysis.training import TrainSettings, _epoch_order, normalise
-from nanoscope_daq.analysis.volume_files import Volume, read_labels, write_labels, write_volume
+from nanoscope_daq.config import load_config
+from nanoscope_daq.physics.presets import tiny_leg_config
+from nanoscope_daq.volume_files import Volume, read_labels, write_labels, write_volume
 
 torch.set_num_threads(1)
+PHANTOM = tiny_leg_config(load_config()).sim.phantom
+"""The specimen the training slices are cut from."""
 TINY = {"base_channels": 4, "depth": 2, "patch": 32, "stride": 32, "batch_size": 8}
 
 
 @pytest.fixture(scope="module")
 def zernike():
-    return simulate_stack(instrument("zernike-a"), 3, windows=3, depth=5, size=64)
+    return simulate_stack(simulated_instrument("zernike-a"), PHANTOM, 3, windows=3, depth=5, size=64)
 
 
 def test_simulated_stacks_are_seeded_and_show_halo_and_shade_off(zernike):
-    again = simulate_stack(instrument("zernike-a"), 3, windows=3, depth=5, size=64)
-    other = simulate_stack(instrument("zernike-a"), 4, windows=3, depth=5, size=64)
+    again = simulate_stack(simulated_instrument("zernike-a"), PHANTOM, 3, windows=3, depth=5, size=64)
+    other = simulate_stack(simulated_instrument("zernike-a"), PHANTOM, 4, windows=3, depth=5, size=64)
     assert np.array_equal(zernike.images, again.images) and np.array_equal(zernike.labels, again.labels)
     assert not np.array_equal(zernike.images, other.images)
     labels, images = zernike.labels, zernike.images
@@ -51,16 +55,16 @@ def test_simulated_stacks_are_seeded_and_show_halo_and_shade_off(zernike):
     # Shade-off is bone that looks nearer void (0) than bone (1): its edge is the image's half-way level.
     assert images[labels == Code.SHADE_OFF].mean() < 0.5 < images[labels == Code.BONE].mean()
     # The second instrument differs in contrast, offset and noise.
-    b = simulate_stack(instrument("zernike-b"), 3, windows=3, depth=5, size=64)
+    b = simulate_stack(simulated_instrument("zernike-b"), PHANTOM, 3, windows=3, depth=5, size=64)
     assert np.array_equal(merged_codes(b.labels), merged_codes(zernike.labels))  # same specimen
     assert abs(b.images.mean() - images.mean()) > 0.05
     with pytest.raises(ValueError, match="unknown simulated instrument"):
-        instrument("nope")
+        simulated_instrument("nope")
 
 
 def test_the_micro_ct_stack_has_marrow_and_no_shade_off():
-    stack = simulate_stack(instrument("microct"), 5, windows=2, depth=3, size=32)
-    assert instrument("microct").task == "bone"
+    stack = simulate_stack(simulated_instrument("microct"), PHANTOM, 5, windows=2, depth=3, size=32)
+    assert simulated_instrument("microct").task == "bone"
     assert not np.any(stack.labels == Code.SHADE_OFF) and np.any(stack.labels == Code.SOFT_TISSUE)
     bone, soft = stack.images[stack.labels == Code.BONE], stack.images[stack.labels == Code.SOFT_TISSUE]
     assert bone.mean() > soft.mean() + 0.4
@@ -191,7 +195,7 @@ def test_inference_folds_batch_norm_without_changing_the_output():
             assert torch.allclose(net(x), fast(x), atol=1e-5)
     # A slice that fits in one tile goes through whole: the same as the network's own argmax / softmax.
     model, info = load_model()
-    volume = simulate_stack(instrument("zernike-a"), 5, windows=1, depth=3, size=64).images[0]
+    volume = simulate_stack(simulated_instrument("zernike-a"), PHANTOM, 5, windows=1, depth=3, size=64).images[0]
     with torch.no_grad():
         logits = model(torch.from_numpy(normalise(volume))[:, None])
     assert np.array_equal(segment_volume(model, info, volume, tile=64), codes_of(logits.argmax(1).numpy(), "lcn"))
@@ -200,18 +204,20 @@ def test_inference_folds_batch_norm_without_changing_the_output():
 
 
 def test_the_experiment_grid_resumes_from_its_work_folder(tmp_path):
-    first = run_grid(["unet"], [32], [4], epochs=1, seed=0, transfer=False, work=tmp_path, log=lambda line: None)
+    first = run_grid(["unet"], [32], [4], epochs=1, seed=0, phantom=PHANTOM, transfer=False, work=tmp_path,
+                     log=lambda line: None)
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
-    again = run_grid(["unet"], [32], [4], epochs=1, seed=0, transfer=False, work=tmp_path, log=lambda line: None)
+    again = run_grid(["unet"], [32], [4], epochs=1, seed=0, phantom=PHANTOM, transfer=False, work=tmp_path,
+                     log=lambda line: None)
     assert (tmp_path / "runs.jsonl").read_text().splitlines() == lines and len(lines) == 1  # nothing retrained
     assert again["runs"] == first["runs"] and (tmp_path / "goal_model.pt").is_file()
     with pytest.raises(ValueError, match="holds runs of another grid"):
-        run_grid(["unet"], [32], [4], epochs=2, seed=0, transfer=False, work=tmp_path)
+        run_grid(["unet"], [32], [4], epochs=2, seed=0, phantom=PHANTOM, transfer=False, work=tmp_path)
 
 
 def test_transfer_replicates_are_paired_and_leave_the_start_network_unchanged(tmp_path):
-    results = run_grid(["unet"], [32], [4], epochs=1, seed=0, transfer=True, work=tmp_path, log=lambda line: None,
-                       transfer_replicates=2)
+    results = run_grid(["unet"], [32], [4], epochs=1, seed=0, phantom=PHANTOM, transfer=True, work=tmp_path,
+                       log=lambda line: None, transfer_replicates=2)
     transfer = results["transfer"]
     first, second = (r["pretrained"]["held_out"]["accuracy"] for r in transfer["replicates"])
     assert first != second  # other slices and seed per replicate
@@ -231,8 +237,8 @@ def test_transfer_replicates_are_paired_and_leave_the_start_network_unchanged(tm
     kept = [line for line in (tmp_path / "runs.jsonl").read_text().splitlines()
             if '"transfer/pretrained/1"' not in line]
     (again / "runs.jsonl").write_text("\n".join(kept) + "\n")
-    alone = run_grid(["unet"], [32], [4], epochs=1, seed=0, transfer=True, work=again, log=lambda line: None,
-                     transfer_replicates=2)
+    alone = run_grid(["unet"], [32], [4], epochs=1, seed=0, phantom=PHANTOM, transfer=True, work=again,
+                     log=lambda line: None, transfer_replicates=2)
     assert len((again / "runs.jsonl").read_text().splitlines()) == len(kept) + 1  # only that one trained
     assert (alone["transfer"]["replicates"][1]["pretrained"]["held_out"]
             == transfer["replicates"][1]["pretrained"]["held_out"])
@@ -266,7 +272,7 @@ def test_train_segment_and_morphometry_commands(tmp_path, capsys):
     metrics = json.loads(model.with_suffix(".json").read_text())
     assert len(metrics["history"]) == 2 and 0 <= metrics["held_out"]["accuracy"] <= 1
     assert "lcn" in metrics["otsu"]["merged"]["dice"] and metrics["provenance"]["instrument"] == "zernike-a"
-    stack = simulate_stack(instrument("zernike-a"), 9, windows=1, depth=4, size=64)
+    stack = simulate_stack(simulated_instrument("zernike-a"), PHANTOM, 9, windows=1, depth=4, size=64)
     volume_file, labels_file = tmp_path / "volume.h5", tmp_path / "labels.h5"
     write_volume(volume_file, Volume(stack.images[0], 0.5, {"made_by": "test"}))
     assert main(["segment", str(volume_file), "-o", str(labels_file), "--model", str(model), "--device", "cpu"]) == 0
@@ -292,9 +298,8 @@ def test_train_segment_and_morphometry_commands(tmp_path, capsys):
 def test_the_shipped_model_finds_the_lacunae_of_an_unseen_phantom():
     from nanoscope_daq.analysis.metrics import merged_metrics
     from nanoscope_daq.analysis.segmentation import segment_array
-    from nanoscope_daq.config import load_config
 
-    stack = simulate_stack(instrument("zernike-a"), 2024, windows=2, depth=6, size=128)
+    stack = simulate_stack(simulated_instrument("zernike-a"), PHANTOM, 2024, windows=2, depth=6, size=128)
     volume = stack.images.reshape(-1, 128, 128)  # two windows one after the other: a 12-slice volume
     truth = merged_codes(stack.labels.reshape(-1, 128, 128))
     labels, envelope, provenance = segment_array(volume, 0.5, load_config().analysis)

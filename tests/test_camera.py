@@ -30,8 +30,8 @@ from nanoscope_daq.devices.detector import XrmDetector, path_template
 EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
 
 CONFIG = load_config()
-ROW_TIME_MONO12 = CONFIG.camera.row_time_mono12_us * 1e-6
-ROW_TIME_MONO16 = CONFIG.camera.row_time_mono16_us * 1e-6
+ROW_TIME_MONO12 = CONFIG.sim.camera.row_time_mono12_us * 1e-6
+ROW_TIME_MONO16 = CONFIG.sim.camera.row_time_mono16_us * 1e-6
 SENSOR_ROWS = CONFIG.detector.pixels_y
 
 
@@ -256,10 +256,10 @@ def test_preview_is_binned_and_at_most_five_per_second(det, data_dir):
     wait_until(lambda: image.unique_id.get(use_monitor=False) == last, 5, "the preview of the last frame")
     elapsed = time.monotonic() - started
     previews = image.array_counter.get(use_monitor=False) - before
-    assert 1 <= previews <= CONFIG.camera.preview_rate_hz * elapsed + 1
+    assert 1 <= previews <= CONFIG.sim.camera.preview_rate_hz * elapsed + 1
     rows, cols = image.array_size.height.get(), image.array_size.width.get()
     assert (rows, cols) == (SENSOR_ROWS // 2 // 2, CONFIG.detector.pixels_x // 2 // 2)  # 1024 px binned to 512
-    assert max(rows, cols) <= CONFIG.camera.preview_max_size
+    assert max(rows, cols) <= CONFIG.sim.camera.preview_max_size
     # A fresh caproto read, not pyepics (see read_text).
     pixels = ca_read(image.array_data.pvname, data_count=rows * cols, timeout=10).data
     assert len(pixels) == rows * cols and pixels.min() > 0  # a dark frame: offset plus noise

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import tomllib
 import typing
+from pathlib import Path
 
 import pytest
 
+import nanoscope_daq
 from nanoscope_daq.config import CONFIG_ENV_VAR, Config, ConfigError, default_config_text, load_config
 
 
 def test_defaults_match_design_contract():
     config = load_config()
     assert config.epics.prefix == "NS:"
-    assert config.sim.geometry in ("cone", "parallel")
+    assert config.geometry.kind in ("cone", "parallel")
     assert set(config.stages.axes()) == {"rot", "sx", "sy", "sz"}
 
 
@@ -36,6 +39,28 @@ def test_user_file_overrides_a_subset(tmp_path):
     assert config.stages.sx == load_config().stages.sx
 
 
+def test_a_user_file_sets_instrument_and_simulator_tables_apart(tmp_path):
+    user = tmp_path / "txm.toml"
+    user.write_text('[geometry]\nkind = "parallel"\ncontrast = "zernike"\n[sim.phantom]\npits_per_day = 0.0\n')
+    config = load_config(user)
+    assert (config.geometry.kind, config.geometry.contrast, config.sim.phantom.pits_per_day) == (
+        "parallel", "zernike", 0.0)
+    assert config.sim.phantom.bone_length_mm == load_config().sim.phantom.bone_length_mm
+
+
+def test_no_module_loads_the_configuration_when_imported():
+    """Callers pass the configuration: a module-level load_config() would read a user's file at import."""
+    package = Path(nanoscope_daq.__file__).parent
+    offenders = []
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        nodes = [node for statement in tree.body if not isinstance(statement, (ast.FunctionDef, ast.ClassDef))
+                 for node in ast.walk(statement)]
+        if any(isinstance(node, ast.Call) and getattr(node.func, "id", None) == "load_config" for node in nodes):
+            offenders.append(str(path.relative_to(package)))
+    assert offenders == []
+
+
 def test_environment_variable_names_the_user_file(tmp_path, monkeypatch):
     user = tmp_path / "env.toml"
     user.write_text("[sim]\nseed = 7\n")
@@ -53,13 +78,31 @@ def test_environment_variable_names_the_user_file(tmp_path, monkeypatch):
         ({"sim": {"time_scale": 0}}, "sim.time_scale = 0.0 is invalid: it must be > 0"),
         ({"sim": {"time_scale": "fast"}}, "sim.time_scale must be of type float"),
         ({"sim": {"seed": True}}, "sim.seed must be of type int"),
-        ({"sim": {"geometry": "fan"}}, "sim.geometry = 'fan' is invalid: it must be one of 'cone', 'parallel'"),
+        ({"geometry": {"kind": "fan"}}, "geometry.kind = 'fan' is invalid: it must be one of 'cone', 'parallel'"),
         ({"epics": {"port": 70000}}, "epics.port = 70000 is invalid"),
         ({"stages": {"sx": {"low_limit": 30.0}}}, "stages.sx.low_limit (30.0) must be below stages.sx.high_limit"),
         ({"stages": {"rot": {"velocity": 1000.0}}}, "stages.rot.velocity (1000.0) exceeds stages.rot.max_velocity"),
         ({"source": {"kv_min": 80.0}}, "source.kv_min must be below source.kv_max"),
-        ({"loadcell": {"yield_force_n": 30.0}}, "loadcell.yield_force_n must be below loadcell.failure_force_n"),
-        ({"physiology": {"gate_fraction": 1.0}}, "physiology.gate_fraction = 1.0 is invalid"),
+        ({"loadcell": {"force_limit_default_n": 600.0}}, "loadcell.force_limit_default_n exceeds the cell's"),
+        ({"physiology": {"heart_rate_alarm_low_bpm": 700.0}},
+         "physiology.heart_rate_alarm_low_bpm must be below physiology.heart_rate_alarm_high_bpm"),
+        ({"camera": {"exposure_min_s": 40.0}}, "camera.exposure_min_s must be below camera.exposure_max_s"),
+        ({"detector": {"pixel_um": 0}}, "detector.pixel_um = 0.0 is invalid: it must be > 0"),
+        # the simulator's tables: the same checks, the full dotted key
+        ({"sim": {"specimen": {"yield_force_n": 30.0}}},
+         "sim.specimen.yield_force_n must be below sim.specimen.failure_force_n"),
+        ({"sim": {"physiology": {"gate_fraction": 1.0}}}, "sim.physiology.gate_fraction = 1.0 is invalid"),
+        ({"sim": {"phantom": {"pit_depth_min_um": 50.0}}},
+         "sim.phantom.pit_depth_min_um must not exceed sim.phantom.pit_depth_max_um"),
+        ({"sim": {"detector": {"bit_depth": 14}}}, "sim.detector.bit_depth = 14 is invalid: it must be 12 or 16"),
+        ({"sim": {"optics": {"bogus": 1}}}, "unknown configuration key sim.optics.bogus"),
+        # a rule joining both: the simulated camera starts inside the instrument's exposure range
+        ({"sim": {"camera": {"acquire_time_s": 60.0}}},
+         "sim.camera.acquire_time_s must lie between camera.exposure_min_s and camera.exposure_max_s"),
+        # keys of the layout before the split name their new place
+        ({"phantom": {"pits_per_day": 1.0}}, "configuration key phantom has moved to sim.phantom"),
+        ({"sim": {"geometry": "parallel"}}, "configuration key sim.geometry has moved to geometry.kind"),
+        ({"loadcell": {"yield_force_n": 30.0}}, "loadcell.yield_force_n has moved to sim.specimen.yield_force_n"),
         ({"stages": 3}, "stages must be a table"),
     ],
 )

@@ -9,29 +9,29 @@ import h5py
 import numpy as np
 import pytest
 
-from nanoscope_daq.config import ConfigError
+from nanoscope_daq.config import ConfigError, load_config
+from nanoscope_daq.physics.contrast import TxmOptics, bin_samples
+from nanoscope_daq.physics.geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays
+from nanoscope_daq.physics.materials import MATERIALS, Label, MaterialId, material_mu, property_table
+from nanoscope_daq.physics.presets import tiny_leg_config
+from nanoscope_daq.physics.projector import specimen_line_integrals
+from nanoscope_daq.physics.remodeling import specimen_anatomy
+from nanoscope_daq.physics.shapes import Capsules, Ellipsoids, ellipsoid_interval
 from nanoscope_daq.sim.imaging.exposure import Exposure
-from nanoscope_daq.sim.imaging.contrast import TxmOptics, bin_samples
-from nanoscope_daq.sim.imaging.geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays
 from nanoscope_daq.sim.imaging.imager import Imager
-from nanoscope_daq.sim.imaging.materials import MATERIALS, Label, MaterialId, material_mu, property_table
-from nanoscope_daq.sim.imaging.presets import tiny_leg_config
-from nanoscope_daq.sim.imaging.projector import line_integrals
-from nanoscope_daq.sim.imaging.remodeling import specimen_state
-from nanoscope_daq.sim.imaging.shapes import Capsules, Ellipsoids, ellipsoid_interval
 
 UM = 1e-3
 
 
 @pytest.fixture(scope="module")
 def cone_imager() -> Imager:
-    return Imager(tiny_leg_config())
+    return Imager(tiny_leg_config(load_config()))
 
 
 @pytest.fixture(scope="module")
 def empty_state(cone_imager):
     """The tiny leg emptied: no tissue, no objects (tests add their own shapes)."""
-    state = specimen_state(cone_imager.phantom, 0.0)
+    state = specimen_anatomy(cone_imager.phantom, 0.0)
     return dataclasses.replace(
         state, envelope_half_length=0.0, bone_half_length=0.0, trabeculae=Capsules.empty(), vessels=Capsules.empty(),
         vessel_is_transcortical=np.zeros(0, bool), pits=state.pits.upto(-1.0),
@@ -76,7 +76,7 @@ def test_uniform_sphere_projects_to_its_analytic_chord_lengths(empty_state, geom
     scene = _sphere_scene(empty_state, [0.2 * radius, -0.4 * radius, 0.3 * radius], radius)
     pose = Pose.of(33.0, (0.1 * radius, 0.2 * radius, 0.5), axial_strain=0.0)
     rays = Rays(geometry, DetectorGrid(64, 72, pitch), pose)
-    projection = line_integrals(scene, rays, _unit_properties(MaterialId.BONE), with_canaliculi=False)[0]
+    projection = specimen_line_integrals(scene, rays, _unit_properties(MaterialId.BONE), with_canaliculi=False)[0]
     expected = _chords_through_sphere(rays, pose.to_lab(np.array([[0.2, -0.4, 0.3]]) * radius)[0], radius)
     assert np.count_nonzero(expected) > 500 and expected.max() == pytest.approx(2 * radius, rel=1e-3)
     np.testing.assert_allclose(projection, expected, atol=1e-6 * radius)
@@ -88,11 +88,12 @@ def test_cone_beam_tends_to_the_parallel_beam_at_large_distances(empty_state):
     scene = _sphere_scene(empty_state, [0.01, 0.004, -0.006], radius)
     pose = Pose.of(20.0)
     props = _unit_properties(MaterialId.BONE)
-    parallel = line_integrals(scene, Rays(ParallelBeam(10.0), DetectorGrid(48, 48, 0.0011), pose), props, False)
+    parallel = specimen_line_integrals(scene, Rays(ParallelBeam(10.0), DetectorGrid(48, 48, 0.0011), pose), props,
+                                       False)
     errors = []
     for distance in (1e2, 1e3, 1e4, 1e5):
-        cone = line_integrals(scene, Rays(ConeBeam(distance, 10 * distance), DetectorGrid(48, 48, 0.011), pose), props,
-                              False)
+        rays = Rays(ConeBeam(distance, 10 * distance), DetectorGrid(48, 48, 0.011), pose)
+        cone = specimen_line_integrals(scene, rays, props, False)
         errors.append(np.abs(cone - parallel).max())
     assert errors[0] > 1e-3 * 2 * radius  # a near source does differ
     assert errors[-1] < 1e-5 * 2 * radius
@@ -109,7 +110,7 @@ def test_splatted_lacuna_matches_exact_chords_and_carries_its_volume(empty_state
 
     def project(pixels: int, sample_pitch_mm: float) -> np.ndarray:
         rays = Rays(geometry, DetectorGrid(pixels, pixels, sample_pitch_mm * to_grid), Pose.of(15.0))
-        return rays, line_integrals(scene, rays, props, False)[0]
+        return rays, specimen_line_integrals(scene, rays, props, False)[0]
 
     rays, splat = project(112, 0.0005)
     rows, cols = np.indices(splat.shape)
@@ -131,8 +132,8 @@ def test_coordinate_conventions_of_the_projection(empty_state):
     geometry, grid = ParallelBeam(10.0), DetectorGrid(40, 80, 0.0011)
 
     def centroid(centre, pose):
-        image = line_integrals(_sphere_scene(empty_state, centre, 0.006), Rays(geometry, grid, pose),
-                               _unit_properties(MaterialId.BONE), False)[0]
+        image = specimen_line_integrals(_sphere_scene(empty_state, centre, 0.006), Rays(geometry, grid, pose),
+                                        _unit_properties(MaterialId.BONE), False)[0]
         rows, cols = np.indices(image.shape)
         return (rows * image).sum() / image.sum() - (grid.rows - 1) / 2, (cols * image).sum() / image.sum() - (
             grid.cols - 1) / 2
@@ -163,12 +164,12 @@ def test_frame_shape_voxel_size_and_refusals(cone_imager):
     with pytest.raises(ValueError, match="max_study_day"):
         cone_imager.render(_exposure(day=99.0), np.random.default_rng(0))
     with pytest.raises(ConfigError, match="zernike"):
-        Imager(tiny_leg_config(sim={"contrast": "zernike", "geometry": "cone"}))
+        Imager(tiny_leg_config(load_config(), geometry={"contrast": "zernike", "kind": "cone"}))
 
 
 def test_darks_are_dark_flats_bright_and_projections_in_between(cone_imager):
     rng = np.random.default_rng(1)
-    det = cone_imager.config.detector
+    det = cone_imager.config.sim.detector
     dark = cone_imager.render(_exposure(xrays_on=False), rng)
     assert dark.dtype == np.uint16 and dark.shape == (96, 144)
     assert dark.mean() == pytest.approx(det.offset_counts, abs=0.5)
@@ -198,7 +199,7 @@ def test_projections_follow_angle_day_and_load(cone_imager):
 
 def test_photon_flux_scales_with_power_exposure_and_kv(cone_imager):
     rng = np.random.default_rng(2)
-    offset = cone_imager.config.detector.offset_counts
+    offset = cone_imager.config.sim.detector.offset_counts
     out = (3.0, 0.0, 0.0)
 
     def signal(**changes):
@@ -212,7 +213,7 @@ def test_photon_flux_scales_with_power_exposure_and_kv(cone_imager):
 
 def test_detector_noise_is_shot_noise_plus_read_noise(cone_imager):
     """Pairs of flats: var(difference)/2 matches N E[g+g^2] / k^2 + read^2 / k^2 (fixed patterns cancel)."""
-    det = cone_imager.config.detector
+    det = cone_imager.config.sim.detector
     beam = cone_imager._beam(70.0)
     rng = np.random.default_rng(3)
     for exposure_s in (0.0005, 0.02):  # ~20 photons/pixel (Poisson path) and ~800 (Gaussian path)
@@ -233,15 +234,15 @@ def test_detector_noise_is_shot_noise_plus_read_noise(cone_imager):
 def test_saturation_clips_at_the_bit_depth_and_binning_sums_or_averages():
     rng = np.random.default_rng(4)
     out = (3.0, 0.0, 0.0)
-    imager16 = Imager(tiny_leg_config())
-    det = imager16.config.detector
+    imager16 = Imager(tiny_leg_config(load_config()))
+    det = imager16.config.sim.detector
     full = imager16.render(_exposure(sample_offset_mm=out, exposure_s=5.0), rng)
     well = det.full_well_e / det.electrons_per_count + det.offset_counts  # the pixels fill before the 16-bit ADC
     assert full.std() < 3 * det.offset_fixed_pattern_counts and full.mean() == pytest.approx(well, abs=2)
-    imager12 = Imager(tiny_leg_config(detector={"bit_depth": 12}))
+    imager12 = Imager(tiny_leg_config(load_config(), sim={"detector": {"bit_depth": 12}}))
     assert np.all(imager12.render(_exposure(sample_offset_mm=out, exposure_s=1.0), rng) == 4095)
-    summed = Imager(tiny_leg_config(detector={"binning_mode": "sum"}))
-    averaged = Imager(tiny_leg_config(detector={"binning_mode": "average"}))
+    summed = Imager(tiny_leg_config(load_config(), sim={"detector": {"binning_mode": "sum"}}))
+    averaged = Imager(tiny_leg_config(load_config(), sim={"detector": {"binning_mode": "average"}}))
     e1 = _exposure(sample_offset_mm=out, exposure_s=0.01)
     e2 = _exposure(sample_offset_mm=out, exposure_s=0.01, binning=2)
     one = summed.render(e1, rng).mean()
@@ -252,7 +253,7 @@ def test_saturation_clips_at_the_bit_depth_and_binning_sums_or_averages():
 def test_rendering_is_seeded_and_deterministic(cone_imager):
     e = _exposure(angle_deg=12.0, respiration_mm=0.003)
     a = cone_imager.render(e, np.random.default_rng(7))
-    b = Imager(tiny_leg_config()).render(e, np.random.default_rng(7))
+    b = Imager(tiny_leg_config(load_config())).render(e, np.random.default_rng(7))
     assert np.array_equal(a, b)
     assert not np.array_equal(a, cone_imager.render(e, np.random.default_rng(8)))
 
@@ -287,7 +288,7 @@ def test_views_are_cached_within_a_bounded_memory(cone_imager):
 
 
 def test_concurrent_renders_from_two_threads_match_sequential_ones():
-    imager = Imager(tiny_leg_config())
+    imager = Imager(tiny_leg_config(load_config()))
     exposures = [_exposure(angle_deg=a) for a in (5.0, 65.0, 5.0, 125.0)]
     results: dict[int, np.ndarray] = {}
 
@@ -299,7 +300,7 @@ def test_concurrent_renders_from_two_threads_match_sequential_ones():
         t.start()
     for t in threads:
         t.join()
-    sequential = Imager(tiny_leg_config())
+    sequential = Imager(tiny_leg_config(load_config()))
     for i, e in enumerate(exposures):
         assert np.array_equal(results[i], sequential.render(e, np.random.default_rng(i)))
 
@@ -334,13 +335,13 @@ def test_zernike_halo_and_shade_off_defeat_a_global_threshold(empty_state, cone_
     scene = dataclasses.replace(empty_state, trabeculae=Capsules(np.array([[0, 0, -1.0]]), np.array([[0, 0, 1.0]]),
                                                                  np.array([radius])))
     rays = Rays(ParallelBeam(20.0), DetectorGrid(4, 256, pitch / 2), Pose.of(0.0))
-    lines = line_integrals(scene, rays, property_table(energy, with_phase=True), False)
+    lines = specimen_line_integrals(scene, rays, property_table(energy, with_phase=True), False)
     x = (np.arange(128) - 63.5) * pitch
     xx, yy = np.meshgrid(x, x)
     rod = np.hypot(xx, yy) < radius
     errors, slices = {}, {}
     for zernike in (False, True):
-        optics = TxmOptics(config.geometry, energy, zernike)
+        optics = TxmOptics(config.sim.optics, energy, zernike)
         image = bin_samples(optics.image(lines[0], lines[1], pitch / 2), 2)[0]
         slices[zernike] = _filtered_backprojection(-np.log(image / optics.open_beam))
         errors[zernike] = np.mean((slices[zernike] > _otsu(slices[zernike].ravel())) != rod)
@@ -355,13 +356,13 @@ def test_zernike_halo_and_shade_off_defeat_a_global_threshold(empty_state, cone_
 
 
 def test_zernike_imager_shows_the_ring_and_a_halo_at_the_specimen_edge():
-    imager = Imager(tiny_leg_config(sim={"geometry": "parallel", "contrast": "zernike"},
+    imager = Imager(tiny_leg_config(load_config(), geometry={"kind": "parallel", "contrast": "zernike"},
                                     detector={"pixels_x": 560, "pixels_y": 16}))
     image = imager.transmission(_exposure())
     open_beam = imager.open_beam
     assert 0.3 < open_beam < 1  # tau^2 of a gold ring thick enough for a quarter-wave delay
     assert imager.transmission(_exposure(sample_offset_mm=(3.0, 0.0, 0.0))) == open_beam
-    state = specimen_state(imager.phantom, 0.0)
+    state = specimen_anatomy(imager.phantom, 0.0)
     x = (np.arange(image.shape[1]) + 0.5 - image.shape[1] / 2) * imager.sample_pitch_mm(1)
     gap = np.abs(x - state.envelope.cx) - state.envelope.a
     assert image[:, (gap > 0) & (gap < 0.005)].max() > 1.1 * open_beam  # bright halo just outside

@@ -17,8 +17,9 @@ from nanoscope_daq.devices.loadcell import LoadCell, LoadCellAlarm, LoadCellStop
 from nanoscope_daq.devices.signals import CommandRefused
 
 CFG = load_config().loadcell
+SPECIMEN = load_config().sim.specimen
 # The measured force carries noise on top of the controller's stable band.
-FORCE_TOLERANCE_N = CFG.stable_band_n + 6 * CFG.force_noise_n
+FORCE_TOLERANCE_N = CFG.stable_band_n + 6 * SPECIMEN.force_noise_n
 MOVE_TIMEOUT_S = 30.0
 
 
@@ -94,7 +95,7 @@ def test_force_relaxes_while_the_extension_is_held(load):
     relaxed = load.force.get()
     assert load.extension.get() == extension_done
     assert force_done - relaxed > 0.2
-    fully_relaxed = (1 - CFG.relaxation_fraction) * CFG.stiffness_n_per_mm * 0.07
+    fully_relaxed = (1 - SPECIMEN.relaxation_fraction) * SPECIMEN.stiffness_n_per_mm * 0.07
     assert relaxed > fully_relaxed - FORCE_TOLERANCE_N
     # Compression mode reads compression as positive; Tension mode flips the signs.
     load.mode.set("Tension").wait(5)  # allowed: nothing moves or holds
@@ -131,9 +132,9 @@ def test_loading_to_failure_drops_the_force_and_fails_the_status(load):
     time.sleep(0.3)
     readings = np.array([value for value, _ in force.close()])
     peak = int(np.argmax(readings))
-    assert readings[peak] > CFG.yield_force_n  # it had yielded before it broke
+    assert readings[peak] > SPECIMEN.yield_force_n  # it had yielded before it broke
     assert np.all(np.abs(readings[peak + 1 :]) < 0.05)  # sudden drop to ~0, and it stays there
-    assert CFG.failure_force_n <= load.peak_force.get() < CFG.failure_force_n + 0.5
+    assert SPECIMEN.failure_force_n <= load.peak_force.get() < SPECIMEN.failure_force_n + 0.5
     assert load.specimen_state.get() == "Failed" and load.alarm.get() == "Specimen failed"
     assert load.read()["load_specimen_state"]["value"] == "Failed"
     with pytest.raises(LoadCellAlarm, match="clear_alarm"):

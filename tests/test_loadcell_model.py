@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from nanoscope_daq.config import load_config
+from nanoscope_daq.config import SpecimenConfig, load_config
 from nanoscope_daq.sim.clock import SimClock
 from nanoscope_daq.sim.models.loadcell import (
     ControlMode,
@@ -15,7 +16,7 @@ from nanoscope_daq.sim.models.loadcell import (
     LoadFrameModel,
     LoadFrameRefused,
     LoadingMode,
-    SpecimenState,
+    SpecimenCondition,
 )
 
 K = 150.0  # default stiffness, N/mm
@@ -35,9 +36,16 @@ class HandClock(SimClock):
         return self.t
 
 
-def frame(seed: int = 0, **loadcell) -> tuple[LoadFrameModel, HandClock]:
+SPECIMEN_KEYS = {f.name for f in dataclasses.fields(SpecimenConfig)}
+
+
+def frame(seed: int = 0, **keys) -> tuple[LoadFrameModel, HandClock]:
+    """A load frame with ``keys`` overriding the [loadcell] or [sim.specimen] key of that name."""
     clock = HandClock()
-    return LoadFrameModel(load_config(loadcell=loadcell).loadcell, clock, seed=seed), clock
+    specimen = {key: value for key, value in keys.items() if key in SPECIMEN_KEYS}
+    cell = {key: value for key, value in keys.items() if key not in SPECIMEN_KEYS}
+    config = load_config(loadcell=cell, sim={"specimen": specimen})
+    return LoadFrameModel(config.loadcell, config.sim.specimen, clock, seed=seed), clock
 
 
 def run_until(model: LoadFrameModel, clock: HandClock, predicate, *, step: float = 0.1, limit: float = 600.0):
@@ -67,7 +75,7 @@ def test_elastic_ramp_and_hold_follow_the_prony_closed_form():
     state = model.update()
     assert not state.moving and state.extension_mm == pytest.approx(0.05, abs=1e-12)
     assert state.force_n == pytest.approx((1 - g) * rate * ramp_s + g * relaxing_end, abs=1e-9)
-    assert state.specimen is SpecimenState.INTACT
+    assert state.specimen is SpecimenCondition.INTACT
     for hold in (5.0, 30.0, 200.0):
         clock.t = ramp_s + hold
         expected = (1 - g) * K * 0.05 + g * relaxing_end * math.exp(-hold / tau)
@@ -79,11 +87,11 @@ def test_yield_hardening_and_elastic_unloading_are_exact():
     model, clock = frame(relaxation_fraction=0.0, speed_default_mm_per_min=3.0)
     state = move_to_extension(model, clock, 0.1)
     assert state.force_n == pytest.approx(K * 0.1, abs=1e-9)
-    assert state.specimen is SpecimenState.INTACT
+    assert state.specimen is SpecimenCondition.INTACT
     state = move_to_extension(model, clock, 0.2)
     yield_mm = YIELD / K
     assert state.force_n == pytest.approx(YIELD + ALPHA * K * (0.2 - yield_mm), abs=1e-9)  # 20.4 N
-    assert state.specimen is SpecimenState.YIELDED
+    assert state.specimen is SpecimenCondition.YIELDED
     permanent_set = 0.2 - state.force_n / K
     state = move_to_extension(model, clock, 0.1)  # unloading is elastic
     assert state.force_n == pytest.approx(K * (0.1 - permanent_set), abs=1e-9)  # 5.4 N
@@ -97,7 +105,7 @@ def test_failure_drops_the_force_to_zero_and_latches_until_a_new_specimen():
     state = run_until(model, clock, lambda s: s.alarm is not FrameAlarm.NO_ALARM)
     failure_mm = YIELD / K + (FAILURE - YIELD) / (ALPHA * K)  # 0.32 mm
     step_travel = 0.5 / 60 * 0.05  # at most one integration step of travel past it
-    assert state.alarm is FrameAlarm.SPECIMEN_FAILED and state.specimen is SpecimenState.FAILED
+    assert state.alarm is FrameAlarm.SPECIMEN_FAILED and state.specimen is SpecimenCondition.FAILED
     assert state.force_n == 0.0 and state.done and not state.moving
     assert failure_mm <= state.extension_mm <= failure_mm + step_travel
     assert FAILURE <= state.peak_force_n <= FAILURE + ALPHA * K * step_travel
@@ -111,7 +119,7 @@ def test_failure_drops_the_force_to_zero_and_latches_until_a_new_specimen():
     assert state.force_n == 0.0 and state.extension_mm == pytest.approx(0.1)
     model.mount_specimen()
     state = model.update()
-    assert state.specimen is SpecimenState.INTACT and state.peak_force_n == 0.0
+    assert state.specimen is SpecimenCondition.INTACT and state.peak_force_n == 0.0
     state = move_to_extension(model, clock, 0.15)  # the new specimen is seated at 0.1 mm
     assert state.force_n == pytest.approx(K * 0.05, abs=1e-9)
 
@@ -125,13 +133,13 @@ def test_load_control_reaches_the_target_and_holds_it_against_relaxation():
     assert reached.holding and not reached.moving
     # The force takes 10 N / (150 N/mm * 0.5 mm/min) = 8 s to build, then settles.
     assert 8.0 <= reached.time_s <= 8.0 + 5.0
-    clock.t += 10 * cfg.relaxation_time_s
+    clock.t += 10 * model.specimen_config.relaxation_time_s
     held = model.update()
     assert abs(held.force_n - 10.0) <= cfg.stable_band_n and held.holding and held.done
     # Relaxed, the elastic force must be 10 N / (1 - g): the crosshead crept to keep the load.
-    relaxed_mm = 10.0 / ((1 - cfg.relaxation_fraction) * K)
+    relaxed_mm = 10.0 / ((1 - model.specimen_config.relaxation_fraction) * K)
     assert held.extension_mm == pytest.approx(relaxed_mm, abs=cfg.stable_band_n / K)
-    assert held.extension_mm - reached.extension_mm > 0.5 * cfg.relaxation_fraction * 10.0 / K
+    assert held.extension_mm - reached.extension_mm > 0.5 * model.specimen_config.relaxation_fraction * 10.0 / K
     model.stop()
     assert not model.update().holding
 
@@ -232,7 +240,7 @@ def test_end_of_travel_stops_a_load_move_with_an_alarm():
 
 def test_noise_is_gaussian_with_the_configured_sigma_and_seeded():
     model, _ = frame(seed=7)
-    sigma = model.config.force_noise_n
+    sigma = model.specimen_config.force_noise_n
     readings = np.array([model.measure_force() for _ in range(5)])
     np.testing.assert_allclose(readings, sigma * np.random.default_rng(7).standard_normal(5), rtol=0, atol=1e-15)
     other, _ = frame(seed=8)
@@ -258,6 +266,6 @@ def test_quiet_only_when_nothing_moves_and_the_force_has_settled():
     assert not model.is_quiet(1.0)
     run_until(model, clock, lambda s: s.done)
     assert not model.is_quiet(1.0)  # relaxation still pulls 0.04 N/s
-    clock.t += 10 * model.config.relaxation_time_s
+    clock.t += 10 * model.specimen_config.relaxation_time_s
     model.update()
     assert model.is_quiet(1.0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from document_scan import DocumentScan
 from nxtomo import NXtomo
 from silx.io.url import DataUrl
 from silx.io.utils import get_data
@@ -25,7 +26,6 @@ from tomoscan.validator import ReconstructionValidator
 
 from nanoscope_daq.pipeline import DocumentContractError, ImageKey, NXtomoWriter, nxtomo_path
 from nanoscope_daq.pipeline.frame_ranges import FrameRange
-from nanoscope_daq.sim.document_scan import DocumentScan
 
 ROWS, COLS = 6, 10
 CURRENT_MA = 0.18

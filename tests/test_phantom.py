@@ -8,12 +8,11 @@ import pytest
 from scipy.spatial import cKDTree
 
 from nanoscope_daq.config import load_config
-from nanoscope_daq.sim.imaging.imager import Imager
-from nanoscope_daq.sim.imaging.materials import Label
-from nanoscope_daq.sim.imaging.phantom import Phantom
-from nanoscope_daq.sim.imaging.presets import tiny_leg_config
-from nanoscope_daq.sim.imaging.remodeling import specimen_state
-from nanoscope_daq.sim.imaging.shapes import (
+from nanoscope_daq.physics.materials import Label
+from nanoscope_daq.physics.phantom import Phantom
+from nanoscope_daq.physics.presets import tiny_leg_config
+from nanoscope_daq.physics.remodeling import specimen_anatomy
+from nanoscope_daq.physics.shapes import (
     Ellipse,
     Ellipsoids,
     capsule_interval,
@@ -21,18 +20,19 @@ from nanoscope_daq.sim.imaging.shapes import (
     ellipsoid_interval,
     segment_distance,
 )
-from nanoscope_daq.sim.imaging.volumes import (
+from nanoscope_daq.physics.volumes import (
     ellipsoid_ring_volume,
     horizontal_capsule_ring_volume,
     ring_area_in_rectangle,
 )
+from nanoscope_daq.sim.imaging.imager import Imager
 
 UM = 1e-3
 
 
 @pytest.fixture(scope="module")
 def default_phantom() -> Phantom:
-    return Phantom(load_config().phantom, seed=0)
+    return Phantom(load_config().sim.phantom, seed=0)
 
 
 def _random_rays(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +119,7 @@ def test_volume_formulas_are_exact():
 # -- lacunae ----------------------------------------------------------------------------
 def test_lacunae_have_the_configured_sizes_orientation_and_a_realistic_density(default_phantom):
     c = default_phantom.config
-    state = specimen_state(default_phantom, 0.0)
+    state = specimen_anatomy(default_phantom, 0.0)
     lac = state.lacunae
     assert len(lac) > 100_000
     lengths_um = 2 * lac.semi_axes / UM
@@ -177,7 +177,7 @@ def test_canaliculi_touch_their_lacuna_stay_apart_and_are_resolved_only_at_fine_
 
 
 def test_phantom_is_seeded_and_deterministic():
-    config = tiny_leg_config().phantom
+    config = tiny_leg_config(load_config()).sim.phantom
     a, b, other = Phantom(config, 5), Phantom(config, 5), Phantom(config, 6)
     assert np.array_equal(a.lacunae.ellipsoids.centres, b.lacunae.ellipsoids.centres)
     assert np.array_equal(a.pits.days, b.pits.days) and np.array_equal(a.vessels.p0, b.vessels.p0)
@@ -187,7 +187,7 @@ def test_phantom_is_seeded_and_deterministic():
 # -- remodelling ------------------------------------------------------------------------
 def test_formed_volume_equals_rate_times_surface_times_days(default_phantom):
     days = 10.0
-    record = specimen_state(default_phantom, days).record
+    record = specimen_anatomy(default_phantom, days).record
     expected = (record.periosteal_mar_um_per_day * UM * record.surface_periosteal_mm2
                 + record.endosteal_mar_um_per_day * UM * (record.surface_endosteal_mm2 + record.surface_trabecular_mm2)
                 ) * days
@@ -199,7 +199,7 @@ def test_formed_volume_equals_rate_times_surface_times_days(default_phantom):
 
 def test_rasterised_bone_change_matches_the_applied_formation(tmp_path):
     """Labels of day 6 minus day 0: the bone formed in the grid's box, within a few percent."""
-    config = tiny_leg_config(phantom={"pits_per_day": 0.0, "transcortical_canal_count": 0},
+    config = tiny_leg_config(load_config(), sim={"phantom": {"pits_per_day": 0.0, "transcortical_canal_count": 0}},
                              geometry={"source_detector_mm": 250.0}, detector={"pixels_x": 288, "pixels_y": 48})
     imager = Imager(config)
     tissue = {}
@@ -213,17 +213,19 @@ def test_rasterised_bone_change_matches_the_applied_formation(tmp_path):
                            h5["volumes"].attrs["bone_tissue_mm3"], dict(h5["remodeling"].attrs))
     height = config.detector.pixels_y * voxel
     record = tissue[6.0][2]
-    formed_in_box = record["formed_mm3"] * height / config.phantom.bone_length_mm
+    formed_in_box = record["formed_mm3"] * height / config.sim.phantom.bone_length_mm
     assert tissue[6.0][1] - tissue[0.0][1] == pytest.approx(formed_in_box, rel=1e-3)
     assert tissue[6.0][0] - tissue[0.0][0] == pytest.approx(formed_in_box, rel=0.02)
 
 
 def test_resorption_pits_remove_exactly_the_bone_they_report(tmp_path):
-    config = tiny_leg_config(phantom={"periosteal_mar_um_per_day": 0.0, "endosteal_mar_um_per_day": 0.0,
-                                      "pits_per_day": 3.0, "transcortical_canal_count": 0, "bone_length_mm": 0.22},
+    config = tiny_leg_config(load_config(),
+                             sim={"phantom": {"periosteal_mar_um_per_day": 0.0, "endosteal_mar_um_per_day": 0.0,
+                                              "pits_per_day": 3.0, "transcortical_canal_count": 0,
+                                              "bone_length_mm": 0.22}},
                              detector={"pixels_y": 112})
     imager = Imager(config)
-    state = specimen_state(imager.phantom, 10.0)
+    state = specimen_anatomy(imager.phantom, 10.0)
     assert state.record.pit_count >= 10 and state.record.resorbed_mm3 > 0
     # No surviving lacuna touches a pit.
     for i in range(len(state.pits)):
@@ -245,8 +247,9 @@ def test_resorption_pits_remove_exactly_the_bone_they_report(tmp_path):
 
 
 def test_porosity_from_rasterised_labels_matches_the_analytic_porosity(tmp_path):
-    config = tiny_leg_config(geometry={"source_detector_mm": 250.0}, detector={"pixels_x": 288, "pixels_y": 128},
-                             phantom={"ground_truth_supersampling": 1})
+    config = tiny_leg_config(load_config(), geometry={"source_detector_mm": 250.0},
+                             detector={"pixels_x": 288, "pixels_y": 128},
+                             sim={"phantom": {"ground_truth_supersampling": 1}})
     imager = Imager(config)
     path = tmp_path / "ground_truth.h5"
     imager.write_ground_truth(path, 2.0, 1)
@@ -267,6 +270,6 @@ def test_porosity_from_rasterised_labels_matches_the_analytic_porosity(tmp_path)
 
 def test_days_outside_the_study_are_refused(default_phantom):
     with pytest.raises(ValueError, match="max_study_day"):
-        specimen_state(default_phantom, default_phantom.max_day + 1)
+        specimen_anatomy(default_phantom, default_phantom.max_day + 1)
     with pytest.raises(ValueError, match="outside"):
-        specimen_state(default_phantom, -1.0)
+        specimen_anatomy(default_phantom, -1.0)

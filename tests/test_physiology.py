@@ -17,7 +17,8 @@ from nanoscope_daq.sim.ioc.physiology import HISTORY_MAX_POINTS, PhysiologyIOC
 from nanoscope_daq.sim.models.physiology import PhysiologyModel
 
 CONFIG = load_config()
-PHYS = CONFIG.physiology
+PHYS = CONFIG.sim.physiology
+ALARMS = CONFIG.physiology
 RECORD_S = 8.0
 
 
@@ -74,7 +75,7 @@ def test_rate_is_physiological_and_follows_the_seeded_breath_sequence(recording)
     assert np.ptp(rates) > 0.5, "breath-to-breath variability"
 
     # The simulator's breaths are the seeded model's breaths (drift in process time, same scale).
-    model = PhysiologyModel(PHYS, SimClock(TEST_TIME_SCALE), seed=CONFIG.sim.seed)
+    model = PhysiologyModel(PHYS, ALARMS, SimClock(TEST_TIME_SCALE), seed=CONFIG.sim.seed)
     starts = model.breath_starts(0.0, 600.0)
     expected = 60.0 / np.diff(starts)
     first = np.flatnonzero(np.isclose(expected, rates[0], rtol=1e-12, atol=0))
@@ -134,8 +135,8 @@ def test_readings_configuration_and_history(monitor):
     assert heart_rate == pytest.approx(PHYS.heart_rate_bpm, abs=5 * PHYS.heart_rate_drift_bpm)
     assert reading["physio_temperature"]["value"] == pytest.approx(PHYS.body_temperature_c, abs=1.0)
     config = monitor.read_configuration()
-    assert config["physio_temperature_low"]["value"] == PHYS.temperature_alarm_low_c
-    assert config["physio_rate_high"]["value"] == PHYS.respiration_alarm_high_bpm
+    assert config["physio_temperature_low"]["value"] == ALARMS.temperature_alarm_low_c
+    assert config["physio_rate_high"]["value"] == ALARMS.respiration_alarm_high_bpm
 
     history = monitor.history.get(use_monitor=False)
     assert len(history) == round(PHYS.history_s * PHYS.waveform_rate_hz)
@@ -153,9 +154,9 @@ def test_readings_configuration_and_history(monitor):
 )
 def test_alarm_raised_by_a_limit_inside_the_value_and_cleared_when_restored(monitor, vital, low, high, words):
     defaults = {
-        "temperature": (PHYS.temperature_alarm_low_c, PHYS.temperature_alarm_high_c),
-        "heart_rate": (PHYS.heart_rate_alarm_low_bpm, PHYS.heart_rate_alarm_high_bpm),
-        "rate": (PHYS.respiration_alarm_low_bpm, PHYS.respiration_alarm_high_bpm),
+        "temperature": (ALARMS.temperature_alarm_low_c, ALARMS.temperature_alarm_high_c),
+        "heart_rate": (ALARMS.heart_rate_alarm_low_bpm, ALARMS.heart_rate_alarm_high_bpm),
+        "rate": (ALARMS.respiration_alarm_low_bpm, ALARMS.respiration_alarm_high_bpm),
     }[vital]
     assert monitor.alarm.get(use_monitor=False) == 0  # OK
     try:
@@ -178,7 +179,7 @@ def test_bad_limits_are_refused_by_ioc_and_device(monitor, sim):
         ca_write(pv + "TEMP_LO", 40.0, notify=True, timeout=5)
     refusal = bytes(info.value.args[0].error_message).rstrip(b"\0").decode()
     assert "low limit (40 C) must be below the high limit (39.5 C)" in refusal
-    assert monitor.temperature_low.get(use_monitor=False) == PHYS.temperature_alarm_low_c
+    assert monitor.temperature_low.get(use_monitor=False) == ALARMS.temperature_alarm_low_c
     assert "must be below" in monitor.message.get(use_monitor=False)
 
     with pytest.raises(ValueError, match="low alarm limit 100 bpm must be below the high limit 90 bpm"):
@@ -194,11 +195,12 @@ def test_bad_limits_are_refused_by_ioc_and_device(monitor, sim):
             41.0,
         )
     finally:
-        monitor.set_alarm_limits("temperature", PHYS.temperature_alarm_low_c, PHYS.temperature_alarm_high_c).wait(10)
+        monitor.set_alarm_limits("temperature", ALARMS.temperature_alarm_low_c, ALARMS.temperature_alarm_high_c).wait(10)
 
 
 def test_a_history_longer_than_the_pv_holds_is_a_configuration_error():
-    config = load_config(physiology={"history_s": 100.0}).physiology
-    expected = rf"history_s \* physiology.waveform_rate_hz = 5000 samples.*at most {HISTORY_MAX_POINTS}"
+    config = load_config(sim={"physiology": {"history_s": 100.0}}).sim.physiology
+    expected = (r"sim.physiology.history_s \* sim.physiology.waveform_rate_hz = 5000 samples"
+                rf".*at most {HISTORY_MAX_POINTS}")
     with pytest.raises(ConfigError, match=expected):
-        PhysiologyIOC("X:PHYS:", PhysiologyModel(config, SimClock(1.0)))
+        PhysiologyIOC("X:PHYS:", PhysiologyModel(config, ALARMS, SimClock(1.0)))

@@ -9,12 +9,13 @@ from nanoscope_daq.config import load_config
 from nanoscope_daq.sim.clock import SimClock
 from nanoscope_daq.sim.models.physiology import RATE_DRIFT_BOUNDS, LimitRefused, PhysiologyModel
 
-CONFIG = load_config().physiology
+CONFIG = load_config().sim.physiology
+ALARMS = load_config().physiology
 
 
 def make_model(seed: int = 0, time_scale: float = 1.0, **overrides) -> PhysiologyModel:
-    config = load_config(physiology=overrides).physiology if overrides else CONFIG
-    return PhysiologyModel(config, SimClock(time_scale), seed=seed)
+    config = load_config(sim={"physiology": overrides}).sim.physiology if overrides else CONFIG
+    return PhysiologyModel(config, ALARMS, SimClock(time_scale), seed=seed)
 
 
 def test_same_seed_same_mouse_whatever_the_order_of_questions():
@@ -131,4 +132,4 @@ def test_alarm_names_the_vital_its_value_and_the_limit():
     assert "respiration rate 80.0 bpm at or above the high limit 80 bpm" in model.alarms(vitals)
     with pytest.raises(LimitRefused, match=r"low limit \(500 bpm\) must be below the high limit \(400 bpm\)"):
         model.set_limits("heart_rate", 500.0, 400.0)
-    assert model.limits["heart_rate"] == (CONFIG.heart_rate_alarm_low_bpm, CONFIG.heart_rate_alarm_high_bpm)
+    assert model.limits["heart_rate"] == (ALARMS.heart_rate_alarm_low_bpm, ALARMS.heart_rate_alarm_high_bpm)

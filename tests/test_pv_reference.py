@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nanoscope_daq.config import load_config
-from nanoscope_daq.sim.pv_reference import REFERENCE_PREFIX, render_reference
+from nanoscope_daq.sim.pv_reference import reference_config, render_reference
 from nanoscope_daq.sim.server import build_iocs
 from nanoscope_daq.sim.world import World
 
@@ -21,7 +20,8 @@ def test_reference_file_is_current():
 
 def test_every_documented_pv_says_what_it_is():
     """PVs outside the standard interfaces are this project's own: each needs a description."""
-    groups = build_iocs(World.from_config(load_config(environment=False, epics={"prefix": REFERENCE_PREFIX})))
+    config = reference_config()
+    groups = build_iocs(World.from_config(config))
     undocumented = [
         name
         for group in groups
@@ -30,4 +30,4 @@ def test_every_documented_pv_says_what_it_is():
         if not (getattr(channel, "pvspec", None) and channel.pvspec.doc)
     ]
     assert undocumented == []
-    assert any(name.startswith(REFERENCE_PREFIX + "SRC:") for group in groups for name in group.pvdb)
+    assert any(name.startswith(config.epics.prefix + "SRC:") for group in groups for name in group.pvdb)

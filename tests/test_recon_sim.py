@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
+from nanoscope_daq.config import load_config
+from nanoscope_daq.physics.materials import Label
+from nanoscope_daq.physics.presets import tiny_leg_config
 from nanoscope_daq.recon import ConeGeometry, ParallelGeometry, reconstruct
 from nanoscope_daq.recon.cli import add_recon_parser
 from nanoscope_daq.recon.offline import reconstruct_file
 from nanoscope_daq.recon.phantoms import project_ellipsoids, rasterise_ellipsoids, shepp_logan_3d
 from nanoscope_daq.sim.imaging.exposure import Exposure
 from nanoscope_daq.sim.imaging.imager import Imager
-from nanoscope_daq.sim.imaging.materials import Label
-from nanoscope_daq.sim.imaging.presets import tiny_leg_config
+from nanoscope_daq.volume_files import read_volume
 
 ANGLES = 180
 ROWS, COLS = 8, 144
@@ -61,7 +63,7 @@ def _write_nxtomo(path: Path, frames: np.ndarray, keys: np.ndarray, angles_deg: 
 def scan(tmp_path_factory):
     """180 projections (0-180 deg, encoder jitter), 6 darks, 5 flats before and 5 after; ground truth."""
     folder = tmp_path_factory.mktemp("sim_scan")
-    config = tiny_leg_config(sim={"geometry": "parallel"}, geometry={"objective_magnification": MAGNIFICATION},
+    config = tiny_leg_config(load_config(), geometry={"kind": "parallel", "objective_magnification": MAGNIFICATION},
                              detector={"pixels_y": ROWS})
     imager = Imager(config)
     assert imager.frame_shape(1) == (ROWS, COLS)
@@ -108,7 +110,8 @@ def test_noise_free_projections_reconstruct_to_the_ground_truth(scan):
 
 
 def test_offline_reconstruction_of_the_nxtomo_file_matches_the_ground_truth(scan, tmp_path):
-    out = reconstruct_file(scan["path"], tmp_path / "volume.h5", algorithm="fbp", filter="hann")
+    out = reconstruct_file(scan["path"], tmp_path / "volume.h5", algorithm="fbp", filter="hann",
+                           settings=load_config().recon)
     truth, labels = scan["truth"], scan["labels"]
     with h5py.File(out) as h5:
         volume = h5["volume"][:]
@@ -138,8 +141,11 @@ def test_command_line_reconstructs_and_refuses_a_file_without_flats(scan, tmp_pa
     args = parser.parse_args(["recon", str(scan["path"]), "-o", str(out), "--algorithm", "fourier", "--cor", "71.5"])
     assert args.func(args) == 0
     assert str(out) in capsys.readouterr().out
-    with h5py.File(out) as h5:
-        assert h5["provenance"].attrs["cor_method"] == "given" and h5["provenance"].attrs["algorithm"] == "fourier"
+    provenance = read_volume(out).provenance  # the reader segmentation and morphometry use
+    assert provenance["cor_method"] == "given" and provenance["algorithm"] == "fourier"
+    assert provenance["input_file"] == str(scan["path"].resolve()) and provenance["projections"] == ANGLES
+    assert provenance["geometry"]["type"] == "parallel" and "torch" in provenance["software"]
+    assert np.allclose(provenance["angles_deg"], scan["angles"])
     no_flats = tmp_path / "no_flats.nxs"
     with h5py.File(scan["path"]) as src, h5py.File(no_flats, "w") as dst:
         src.copy("entry", dst)
@@ -163,7 +169,8 @@ def test_foreign_nxtomo_without_geometry_is_parallel_and_angles_in_radians_are_r
         detector = dst.create_group("entry0000/instrument/detector")
         detector["x_pixel_size"] = scan["voxel_mm"] * 1e3
         detector["x_pixel_size"].attrs["units"] = "um"
-    out = reconstruct_file(path, tmp_path / "foreign.h5", algorithm="fourier", filter="hann")
+    out = reconstruct_file(path, tmp_path / "foreign.h5", algorithm="fourier", filter="hann",
+                           settings=load_config().recon)
     with h5py.File(out) as h5:
         assert h5["provenance"].attrs["input_entry"] == "/entry0000"
         assert '"type": "parallel"' in h5["provenance"].attrs["geometry"]
@@ -184,7 +191,7 @@ def test_cone_beam_nxtomo_is_reconstructed_with_fdk(tmp_path):
     path = tmp_path / "cone.nxs"
     _write_nxtomo(path, frames, keys, angles, {"type": "cone", "source_sample_distance": 4.0,
                                                "source_detector_distance": 12.0}, 30e-6, 10e-6)
-    out = reconstruct_file(path, tmp_path / "cone.h5", cor=(40 - 1) / 2)
+    out = reconstruct_file(path, tmp_path / "cone.h5", cor=(40 - 1) / 2, settings=load_config().recon)
     expected = rasterise_ellipsoids(phantom, geometry.default_volume(), 2)
     with h5py.File(out) as h5:
         assert h5["provenance"].attrs["algorithm"] == "fdk"

@@ -16,6 +16,7 @@ from nanoscope_daq.devices.source import SourceNotReady, XraySource
 from conftest import TEST_TIME_SCALE, ca_read, ca_write, connected, ioc_get, wait_until
 
 CONFIG = load_config().source
+BEHAVIOUR = load_config().sim.source
 
 
 def connected_source(sim) -> XraySource:
@@ -74,7 +75,7 @@ def test_warm_up_takes_the_configured_process_time(fresh_sim):
     status.wait()
     elapsed = time.monotonic() - start
 
-    expected = CONFIG.warmup_s / TEST_TIME_SCALE
+    expected = BEHAVIOUR.warmup_s / TEST_TIME_SCALE
     assert expected * 0.9 <= elapsed <= expected + 3.0
     assert source.state.get() == "Ready"
     assert progress == sorted(progress) and progress[-1] == 100.0
@@ -122,7 +123,7 @@ def test_shutter_opens_and_closes_through_moving(warm_source):
     finally:
         shutter.status.unsubscribe(token)
     assert positions[-4:] == ["Moving", "Open", "Moving", "Closed"]  # after the initial value
-    assert CONFIG.shutter_move_s * 0.8 <= opening_s <= CONFIG.shutter_move_s + 1.0
+    assert BEHAVIOUR.shutter_move_s * 0.8 <= opening_s <= BEHAVIOUR.shutter_move_s + 1.0
     with pytest.raises(ValueError, match="'open' or 'close'"):
         shutter.set("ajar")
 
@@ -157,7 +158,7 @@ def test_interlock_trip_mid_ramp_drops_hv_closes_shutter_and_resets_to_ready(fre
 
     source.reset_interlock().wait(5)
     assert source.state.get(use_monitor=False) == "Ready"
-    source.kv_ramp.set(CONFIG.kv_ramp_per_s).wait(5)
+    source.kv_ramp.set(BEHAVIOUR.kv_ramp_per_s).wait(5)
     source.set_output(30, 5, timeout=30).wait()
     assert source.kv.get() == pytest.approx(30, abs=0.01)
 

@@ -11,6 +11,7 @@ from nanoscope_daq.sim.clock import SimClock
 from nanoscope_daq.sim.models.source import ShutterPosition, SourceModel, SourceRefused, SourceState
 
 CONFIG = load_config().source
+BEHAVIOUR = load_config().sim.source
 
 
 class HandClock(SimClock):
@@ -34,25 +35,25 @@ def clock() -> HandClock:
 
 @pytest.fixture
 def source(clock) -> SourceModel:
-    return SourceModel(CONFIG, clock)
+    return SourceModel(CONFIG, BEHAVIOUR, clock)
 
 
 def warm(source: SourceModel, clock: HandClock) -> None:
     source.start_jet()
-    clock.advance_process(CONFIG.warmup_s)
+    clock.advance_process(BEHAVIOUR.warmup_s)
 
 
 def test_warm_up_takes_warmup_s_of_process_time(source, clock):
     assert source.state() is SourceState.OFF
     source.start_jet()
-    clock.advance_process(CONFIG.warmup_s / 2)
+    clock.advance_process(BEHAVIOUR.warmup_s / 2)
     assert source.state() is SourceState.WARMING_UP
     assert source.warmup_progress() == pytest.approx(50.0)
     with pytest.raises(SourceRefused, match=r"warm-up is 50% complete \(60 s of 120 s remain\)"):
         source.set_hv(True)
-    clock.advance_process(CONFIG.warmup_s / 2)
+    clock.advance_process(BEHAVIOUR.warmup_s / 2)
     assert source.state() is SourceState.READY
-    assert clock.now() == pytest.approx(CONFIG.warmup_s / 50.0)
+    assert clock.now() == pytest.approx(BEHAVIOUR.warmup_s / 50.0)
 
 
 def test_hv_ramps_kv_first_then_power(source, clock):
@@ -60,13 +61,13 @@ def test_hv_ramps_kv_first_then_power(source, clock):
     source.set_kv(60.0)
     source.set_power(10.0)
     source.set_hv(True)
-    kv_time = 60.0 / CONFIG.kv_ramp_per_s
+    kv_time = 60.0 / BEHAVIOUR.kv_ramp_per_s
     clock.advance_process(kv_time / 2)
     out = source.output()
     assert (out.kv, out.power_w, out.current_ma, out.xrays_on) == (pytest.approx(30.0), 0.0, 0.0, False)
     clock.advance_process(kv_time / 2 + 0.1)
     out = source.output()
-    assert out.kv == 60.0 and out.power_w == pytest.approx(0.1 * CONFIG.power_ramp_w_per_s)
+    assert out.kv == 60.0 and out.power_w == pytest.approx(0.1 * BEHAVIOUR.power_ramp_w_per_s)
     clock.advance_process(10.0)
     out = source.output()
     assert (out.kv, out.power_w, out.xrays_on, out.beam_on) == (60.0, 10.0, True, False)
@@ -75,7 +76,7 @@ def test_hv_ramps_kv_first_then_power(source, clock):
     # A new set point ramps from where the readback is.
     source.set_kv(40.0)
     clock.advance_process(1.0)
-    assert source.output().kv == pytest.approx(60.0 - CONFIG.kv_ramp_per_s)
+    assert source.output().kv == pytest.approx(60.0 - BEHAVIOUR.kv_ramp_per_s)
     assert source.output(clock.to_process(clock.now()) + 10).kv == 40.0
 
 
@@ -113,16 +114,16 @@ def test_trip_drops_hv_closes_shutter_and_reset_returns_to_ready(source, clock):
     source.set_kv(50.0)
     source.set_hv(True)
     source.command_shutter(True)
-    clock.t += CONFIG.shutter_move_s / 2
+    clock.t += BEHAVIOUR.shutter_move_s / 2
     assert source.shutter_position() is ShutterPosition.MOVING
-    clock.t += CONFIG.shutter_move_s
+    clock.t += BEHAVIOUR.shutter_move_s
     assert source.shutter_position() is ShutterPosition.OPEN
     source.trip("test trip")
     out = source.output()
     assert (out.kv, out.power_w, out.xrays_on) == (0.0, 0.0, False)
     assert source.state() is SourceState.FAULT and not source.hv_on
     assert source.shutter_position() is ShutterPosition.MOVING
-    clock.t += CONFIG.shutter_move_s * 1.01
+    clock.t += BEHAVIOUR.shutter_move_s * 1.01
     assert source.shutter_position() is ShutterPosition.CLOSED
     with pytest.raises(SourceRefused, match=r"interlock is tripped \(test trip\)"):
         source.set_hv(True)
@@ -135,6 +136,6 @@ def test_trip_drops_hv_closes_shutter_and_reset_returns_to_ready(source, clock):
 def test_next_event_is_the_nearest_ramp_end_warm_up_end_or_shutter_arrival(source, clock):
     assert source.next_event_in() == math.inf
     source.start_jet()
-    assert source.next_event_in() == pytest.approx(CONFIG.warmup_s / 50.0)
+    assert source.next_event_in() == pytest.approx(BEHAVIOUR.warmup_s / 50.0)
     source.command_shutter(True)
-    assert source.next_event_in() == pytest.approx(CONFIG.shutter_move_s)
+    assert source.next_event_in() == pytest.approx(BEHAVIOUR.shutter_move_s)

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import DocumentLog
+from document_scan import DocumentScan
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.pipeline.streaming import StreamingReconstruction
 from nanoscope_daq.recon import FilterSpec, ParallelGeometry, reconstruct
 from nanoscope_daq.recon.phantoms import project_ellipsoids, shepp_logan_3d
-from nanoscope_daq.analysis.volume_files import read_labels
-from nanoscope_daq.sim.document_scan import DocumentScan
+from nanoscope_daq.volume_files import read_labels
 
 ROWS, COLS, ANGLES = 4, 32, 48
 PIXEL_UM, MAGNIFICATION = 11.0, 20.0
@@ -42,7 +42,7 @@ class Recorder(DocumentLog):
         config = load_config()
         config = dataclasses.replace(config, recon=dataclasses.replace(config.recon, zinger_threshold=0.0, **recon))
         self.docs: list[tuple[str, dict]] = []
-        self.callback = StreamingReconstruction(lambda name, doc: self.docs.append((name, doc)), config)
+        self.callback = StreamingReconstruction(config=config, publish=lambda name, doc: self.docs.append((name, doc)))
 
     def finish(self) -> None:
         assert self.callback.wait(60)

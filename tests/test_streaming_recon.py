@@ -22,7 +22,7 @@ from nanoscope_daq.pipeline.online_geometry import online_setup
 from nanoscope_daq.pipeline.streaming import StreamingReconstruction
 from nanoscope_daq.plans import fly_tomo, time_series
 from nanoscope_daq.recon import FilterSpec, FlatField, build_flat_field, normalise, reconstruct, to_line_integrals
-from nanoscope_daq.recon.nxtomo import DARK, FLAT, PROJECTION, NxTomoScan
+from nanoscope_daq.recon.nxtomo_reader import DARK, FLAT, PROJECTION, NxTomoScan
 from nanoscope_daq.recon.offline import reconstruct_file
 from nanoscope_daq.recon.weights import projection_weights
 from nanoscope_daq.sim.imaging.imager import Imager
@@ -40,7 +40,8 @@ class Online(DocumentLog):
         config = bench.config
         self.config = dataclasses.replace(config, recon=dataclasses.replace(config.recon, **recon))
         self.docs: list[tuple[str, dict]] = []
-        self.callback = StreamingReconstruction(lambda name, doc: self.docs.append((name, doc)), self.config)
+        self.callback = StreamingReconstruction(config=self.config,
+                                                publish=lambda name, doc: self.docs.append((name, doc)))
         self.token = bench.RE.subscribe(self.callback)
         self.bench = bench
 

@@ -9,15 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import AnalysisConfig, load_config
+from ..config import AnalysisConfig, Config, load_config
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
 
 
 def _analysis_config(args: argparse.Namespace) -> AnalysisConfig:
-    return load_config(getattr(args, "config", None)).analysis
+    return _config(args).analysis
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML file overriding the defaults (section [analysis])")
+    parser.add_argument("--config", help="TOML file overriding the defaults ([analysis]; train also reads the phantom, [sim.phantom])")
 
 
 # -- train --------------------------------------------------------------------------
@@ -50,14 +54,16 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .datasets import instrument, simulate_stack
+    from ..physics.presets import tiny_leg_config
+    from ..volume_files import read_labels, read_volume
+    from .datasets import simulate_stack, simulated_instrument
     from .model_files import load_model, save_model
     from .simulated_training import (Prepared, evaluate_otsu, evaluate_stack, incremental_training, model_info,
                                      prepare, spread_slices, train_on)
     from .training import TrainSettings, normalise
-    from .volume_files import read_labels, read_volume
 
-    cfg = _analysis_config(args)
+    config = _config(args)
+    cfg = config.analysis
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     settings = TrainSettings(
@@ -77,9 +83,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_data, test_data, otsu = whole, None, None
         provenance.update(volume=args.volume, labels=args.labels)
     else:
-        inst = instrument(args.instrument)
-        train_data = prepare(simulate_stack(inst, args.seed, args.windows, args.depth, args.size))
-        test_data = prepare(simulate_stack(inst, args.seed + 1000, max(2, args.windows // 2), args.depth, args.size))
+        inst = simulated_instrument(args.instrument)
+        phantom = tiny_leg_config(config).sim.phantom
+        train_data = prepare(simulate_stack(inst, phantom, args.seed, args.windows, args.depth, args.size))
+        test_data = prepare(simulate_stack(inst, phantom, args.seed + 1000, max(2, args.windows // 2), args.depth,
+                                           args.size))
         otsu = evaluate_otsu(test_data)
         provenance.update(instrument=args.instrument, windows=args.windows, depth=args.depth, size=args.size)
     start_model = None
@@ -155,9 +163,9 @@ def add_morphometry_parser(subparsers: argparse._SubParsersAction) -> argparse.A
 
 
 def _cmd_morphometry(args: argparse.Namespace) -> int:
+    from ..volume_files import read_labels
     from .morphometry import MorphometrySettings, morphometry
     from .remodeling import remodeling
-    from .volume_files import read_labels
 
     cfg = _analysis_config(args)
     labels = read_labels(args.labels)

@@ -1,6 +1,6 @@
 """Labelled training data from the simulator: slices that look reconstructed, with exact ground truth.
 
-The phantom (sim/imaging) is rasterised at the instrument's voxel size in windows of
+The phantom (physics/) is rasterised at the instrument's voxel size in windows of
 ``size`` x ``size`` pixels around the cortex (sub-voxel supersampling for partial
 volume; labels at voxel centres), ``depth`` consecutive slices per window, and turned
 into a reconstructed-looking image by an image-formation model in the slice domain
@@ -28,16 +28,17 @@ exact ring aperture's Airy-like kernel; the specimen is one mouse-tibia phantom.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from ..sim.imaging.materials import LABEL_OF_MATERIAL
-from ..sim.imaging.phantom import Phantom
-from ..sim.imaging.presets import tiny_leg_config
-from ..sim.imaging.raster import MaterialGrid
-from ..sim.imaging.remodeling import specimen_state
+from ..config import PhantomConfig
+from ..physics.materials import LABEL_OF_MATERIAL
+from ..physics.phantom import Phantom
+from ..physics.raster import MaterialGrid
+from ..physics.remodeling import specimen_anatomy
 from .labels import Code
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -53,7 +54,7 @@ slope, for a thick wall at 0.6 ring lengths inside the surface instead of 1.5)."
 
 
 @dataclass(frozen=True)
-class Instrument:
+class SimulatedInstrument:
     """One simulated instrument: how labels become a reconstructed-looking image."""
 
     name: str
@@ -77,15 +78,15 @@ class Instrument:
         return "lcn" if self.modality == "zernike" else "bone"
 
 
-INSTRUMENTS: dict[str, Instrument] = {
+SIMULATED_INSTRUMENTS: dict[str, SimulatedInstrument] = {
     # Two Zernike TXMs differing in noise, contrast and artefact strength (Silveira et al. used ANATOMIX and P05).
-    "zernike-a": Instrument("zernike-a", "zernike", 0.5, (0.0, 0.0, 1.0, 0.0, 0.0), shade_off=0.7,
-                            ring_lowpass_um=8.0, blur_fwhm_um=0.6, noise=0.08, contrast=1.0, offset=0.0),
-    "zernike-b": Instrument("zernike-b", "zernike", 0.5, (0.0, 0.0, 1.0, 0.0, 0.0), shade_off=0.66,
-                            ring_lowpass_um=6.0, blur_fwhm_um=0.8, noise=0.15, contrast=0.6, offset=0.3),
+    "zernike-a": SimulatedInstrument("zernike-a", "zernike", 0.5, (0.0, 0.0, 1.0, 0.0, 0.0), shade_off=0.7,
+                                      ring_lowpass_um=8.0, blur_fwhm_um=0.6, noise=0.08, contrast=1.0, offset=0.0),
+    "zernike-b": SimulatedInstrument("zernike-b", "zernike", 0.5, (0.0, 0.0, 1.0, 0.0, 0.0), shade_off=0.66,
+                                      ring_lowpass_um=6.0, blur_fwhm_um=0.8, noise=0.15, contrast=0.6, offset=0.3),
     # The in-vivo absorption micro-CT: bone against marrow and muscle.
-    "microct": Instrument("microct", "absorption", 2.0, (0.0, 0.25, 1.0, 0.25, 0.27), shade_off=0.0,
-                          ring_lowpass_um=1.0, blur_fwhm_um=2.5, noise=0.05, contrast=1.0, offset=0.0),
+    "microct": SimulatedInstrument("microct", "absorption", 2.0, (0.0, 0.25, 1.0, 0.25, 0.27), shade_off=0.0,
+                                    ring_lowpass_um=1.0, blur_fwhm_um=2.5, noise=0.05, contrast=1.0, offset=0.0),
 }
 
 
@@ -95,7 +96,7 @@ class SliceStack:
 
     images: np.ndarray
     labels: np.ndarray
-    instrument: Instrument
+    instrument: SimulatedInstrument
     seed: int
 
     @property
@@ -104,24 +105,28 @@ class SliceStack:
         return [(w, z) for w in range(self.images.shape[0]) for z in range(self.images.shape[1])]
 
 
-def instrument(name: str) -> Instrument:
+def simulated_instrument(name: str) -> SimulatedInstrument:
     """The named simulated instrument."""
-    if name not in INSTRUMENTS:
-        raise ValueError(f"unknown simulated instrument {name!r}; choose one of {', '.join(INSTRUMENTS)}")
-    return INSTRUMENTS[name]
+    if name not in SIMULATED_INSTRUMENTS:
+        raise ValueError(f"unknown simulated instrument {name!r}; choose one of {', '.join(SIMULATED_INSTRUMENTS)}")
+    return SIMULATED_INSTRUMENTS[name]
 
 
-def simulate_stack(inst: Instrument, seed: int, windows: int = 8, depth: int = 12, size: int = 128,
-                   supersampling: int = 2) -> SliceStack:
-    """``windows`` windows of ``depth`` slices of ``size``^2 pixels around the cortex of the phantom of ``seed``."""
+def simulate_stack(inst: SimulatedInstrument, phantom: PhantomConfig, seed: int, windows: int = 8, depth: int = 12,
+                   size: int = 128, supersampling: int = 2) -> SliceStack:
+    """``windows`` windows of ``depth`` slices of ``size``^2 pixels around the cortex of a phantom.
+
+    ``phantom`` describes the specimen (a configuration's ``sim.phantom``, e.g. the tiny leg
+    of :func:`nanoscope_daq.physics.presets.tiny_leg_config`); ``seed`` draws its lacunae,
+    canals and the windows.
+    """
     if windows < 1 or depth < 1 or size < 16:
         raise ValueError(f"need windows >= 1, depth >= 1 and size >= 16 pixels, got {windows}, {depth}, {size}")
     # Zernike nanoCT fields of view lie in compact bone without canals (like the zebrafish bone of Silveira et
     # al.): a canal's cross-section looks like a lacuna's in a few slices, and the ground truth calls it a vessel.
-    canals = {"haversian_canal_count": 0, "transcortical_canal_count": 0} if inst.modality == "zernike" else {}
-    config = tiny_leg_config(phantom=canals) if canals else tiny_leg_config()
-    phantom = Phantom(config.phantom, seed)
-    state = specimen_state(phantom, 0.0)
+    if inst.modality == "zernike":
+        phantom = dataclasses.replace(phantom, haversian_canal_count=0, transcortical_canal_count=0)
+    state = specimen_anatomy(Phantom(phantom, seed), 0.0)
     rng = np.random.default_rng([seed, 61])
     v = inst.voxel_size_um * 1e-3
     images = np.empty((windows, depth, size, size), np.float32)
@@ -149,7 +154,8 @@ def simulate_stack(inst: Instrument, seed: int, windows: int = 8, depth: int = 1
     return SliceStack(images, labels, inst, seed)
 
 
-def _form_image(signal: np.ndarray, inst: Instrument, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _form_image(signal: np.ndarray, inst: SimulatedInstrument,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The image of a noise-free signal stack, and where it is below SHADE_OFF_LEVEL (shade-off where bone)."""
     px = inst.voxel_size_um
     if inst.shade_off > 0:

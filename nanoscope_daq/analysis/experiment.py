@@ -37,7 +37,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .datasets import instrument, simulate_stack
+from ..config import PhantomConfig, load_config
+from ..physics.presets import tiny_leg_config
+from .datasets import simulate_stack, simulated_instrument
 from .model_files import load_model, save_model
 from .simulated_training import (Prepared, evaluate_otsu, evaluate_stack, model_info, prepare, spread_slices,
                                  train_on)
@@ -54,11 +56,11 @@ Eight, because one pair is within the run-to-run spread (accuracy +-0.003) and a
 one-sided Wilcoxon signed-rank test of eight pairs can reach p < 0.01."""
 
 
-def stacks(name: str, seed: int) -> tuple[Prepared, Prepared]:
-    """Training and held-out stacks of one instrument (different phantoms)."""
-    inst = instrument(name)
-    return (prepare(simulate_stack(inst, seed, TRAIN_WINDOWS, DEPTH, SIZE)),
-            prepare(simulate_stack(inst, seed + TEST_SEED_OFFSET, TEST_WINDOWS, DEPTH, SIZE)))
+def stacks(name: str, phantom: PhantomConfig, seed: int) -> tuple[Prepared, Prepared]:
+    """Training and held-out stacks of one instrument (phantoms of different seeds)."""
+    inst = simulated_instrument(name)
+    return (prepare(simulate_stack(inst, phantom, seed, TRAIN_WINDOWS, DEPTH, SIZE)),
+            prepare(simulate_stack(inst, phantom, seed + TEST_SEED_OFFSET, TEST_WINDOWS, DEPTH, SIZE)))
 
 
 def run_one(train: Prepared, test: Prepared, settings: TrainSettings, slices: int, model=None,
@@ -73,14 +75,14 @@ def run_one(train: Prepared, test: Prepared, settings: TrainSettings, slices: in
 
 
 def run_grid(architectures: list[str], batches: list[int], slice_counts: list[int], epochs: int, seed: int,
-             transfer: bool, work: Path | None = None, log=print,
+             phantom: PhantomConfig, transfer: bool, work: Path | None = None, log=print,
              transfer_replicates: int = TRANSFER_REPLICATES) -> dict[str, Any]:
     """Every configuration of the grid, the Otsu baseline and (optionally) the transfer-learning comparison.
 
     The goal configuration (last architecture, first batch size, most slices) runs first: its model is the
     transfer-learning start, and the transfer comparison runs next. With ``work``, finished runs are read back
-    instead of trained again."""
-    train_a, test_a = stacks("zernike-a", seed)
+    instead of trained again. ``phantom``: the specimen the slices are cut from."""
+    train_a, test_a = stacks("zernike-a", phantom, seed)
     grid_settings = {"seed": seed, "epochs_max": epochs, "slice_size": SIZE, "patch": PATCH, "stride": STRIDE,
                      "min_patches_per_epoch": PATCHES_PER_EPOCH}
     results: dict[str, Any] = {**grid_settings, "otsu": evaluate_otsu(test_a), "runs": []}
@@ -109,16 +111,16 @@ def run_grid(architectures: list[str], batches: list[int], slice_counts: list[in
             log(_row(run))
         results["runs"].append(run)
         if transfer and (arch, batch, count) == goal:  # right after the goal model: the comparison comes early
-            results["transfer"] = _transfer(goal_model, _settings(arch, batch, epochs, seed), transfer_replicates,
-                                            work, done, log)
+            results["transfer"] = _transfer(goal_model, _settings(arch, batch, epochs, seed), phantom,
+                                            transfer_replicates, work, done, log)
     results["runs"].sort(key=lambda r: (architectures.index(r["architecture"]), r["batch"], r["slices"]))
     return results
 
 
-def _transfer(start_model, settings: TrainSettings, replicates: int, work: Path | None,
+def _transfer(start_model, settings: TrainSettings, phantom: PhantomConfig, replicates: int, work: Path | None,
               done: dict[str, dict[str, Any]], log) -> dict[str, Any]:
     """Instrument B with TRANSFER_SLICES labelled slices, from scratch and fine-tuned from ``start_model``."""
-    train_b, test_b = stacks("zernike-b", settings.seed)
+    train_b, test_b = stacks("zernike-b", phantom, settings.seed)
     out: dict[str, Any] = {"otsu": evaluate_otsu(test_b), "replicates": [],
                            "not_fine_tuned": evaluate_stack(start_model, model_info(train_b, settings, {}), test_b)}
     for r in range(replicates):
@@ -290,10 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transfer-replicates", type=int, default=TRANSFER_REPLICATES,
                         help="paired scratch / fine-tuned replicates on instrument zernike-b")
     parser.add_argument("--work", help="folder keeping finished runs and the goal model: a rerun resumes there")
+    parser.add_argument("--config", help="TOML file overriding the defaults (the phantom: [sim.phantom])")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = run_grid(args.architectures.split(","), [int(b) for b in args.batches.split(",")],
-                       [int(s) for s in args.slices.split(",")], args.epochs, args.seed, not args.no_transfer,
+                       [int(s) for s in args.slices.split(",")], args.epochs, args.seed,
+                       tiny_leg_config(load_config(args.config)).sim.phantom, not args.no_transfer,
                        Path(args.work) if args.work else None, log=_stamped,
                        transfer_replicates=args.transfer_replicates)
     command = "python -m nanoscope_daq.analysis.experiment " + " ".join(sys.argv[1:] if argv is None else argv)

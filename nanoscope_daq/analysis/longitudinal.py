@@ -17,10 +17,10 @@ from scipy import ndimage
 
 from ..config import ReconConfig
 from ..recon.offline import reconstruct_file
+from ..volume_files import Volume, read_volume, write_labels
 from .labels import Code
 from .metrics import otsu_threshold
 from .remodeling import Remodeling, remodeling
-from .volume_files import Volume, read_volume, write_labels
 
 BONE_FILTER_SIGMA_VOXELS = 1.5
 """Gaussian filter before the threshold: 5 ms in-vivo projections leave a voxel's noise above

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from ..config import AnalysisConfig
+from ..volume_files import Volume, read_volume, write_labels
 from .inference import pick_device, segment_volume
 from .model_files import load_model
 from .postprocess import outer_geometry, postprocess
-from .volume_files import Volume, read_volume, write_labels
 
 
 def segment_array(volume: np.ndarray, voxel_size_um: float, settings: AnalysisConfig,

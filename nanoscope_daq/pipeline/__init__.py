@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from ..documents import DocumentContractError, ImageKey
-from .nxtomo import NXtomoWriter, nxtomo_path
+from .nxtomo_writer import NXtomoWriter, nxtomo_path
 
 __all__ = ["DocumentContractError", "ImageKey", "NXtomoWriter", "nxtomo_path"]

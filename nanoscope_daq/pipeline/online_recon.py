@@ -24,8 +24,8 @@ import torch
 
 from ..config import Config
 from ..recon import FilterSpec, IncrementalFBP, normalise, reconstruct, to_line_integrals
-from ..recon.volume_file import VolumeWriter
 from ..recon.weights import projection_weights
+from ..volume_files import VolumeWriter
 from .analysis_run import AnalysisRun
 from .announcements import CameraFile
 from ..documents import DocumentContractError, ImageKey

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from event_model import DocumentRouter
 
-from ..config import Config, load_config
+from ..config import Config
 from .analysis_run import AnalysisRun, Publish
 from .announcements import Announcements, CameraFile
 from ..documents import TOMOGRAMS_STREAM, DocumentContractError
@@ -67,10 +67,10 @@ class StreamingReconstruction(DocumentRouter):
     fails the analysis run, with the reason in its stop document, never the scan).
     """
 
-    def __init__(self, publish: Publish = _no_publish, config: Config | None = None,
+    def __init__(self, *, config: Config, publish: Publish = _no_publish,
                  on_volume: Callable[[Path], None] | None = None) -> None:
         super().__init__()
-        self.config = config or load_config()
+        self.config = config
         device = self.config.recon.online_device
         if device == "cuda" and not torch.cuda.is_available():
             raise ValueError("recon.online_device is 'cuda' but torch sees no CUDA device; set it to 'cpu'")

@@ -131,13 +131,13 @@ def instrument_metadata(xrm: Instrument, config: Config, acquisition: Acquisitio
     """Geometry, source and detector of the scan, for the start document."""
     cam = xrm.det.cam
     geometry = config.geometry
-    cone = config.sim.geometry == "cone"
+    cone = config.geometry.kind == "cone"
     magnification = geometry.source_detector_mm / geometry.source_sample_mm if cone else geometry.objective_magnification
     pixel_um = config.detector.pixel_um * acquisition.binning
     anode = xrm.source.anode.get() or config.source.anode
     return {
         "geometry": {
-            "type": config.sim.geometry, "source_sample_mm": geometry.source_sample_mm,
+            "type": config.geometry.kind, "source_sample_mm": geometry.source_sample_mm,
             "source_detector_mm": geometry.source_detector_mm, "magnification": magnification,
             "detector_pixel_um": pixel_um, "voxel_size_um": pixel_um / magnification,
             "rows": int(cam.array_size.array_size_y.get()), "cols": int(cam.array_size.array_size_x.get()),

@@ -1,6 +1,6 @@
 """Scan geometries (parallel beam, lab cone beam) and the reconstruction grid.
 
-Conventions, the simulator's (sim/imaging/geometry.py), so that a reconstruction of
+Conventions, the simulator's (physics/geometry.py), so that a reconstruction of
 simulated data lands voxel for voxel on its ground truth:
 
 * Specimen frame, mm: z is the rotation axis. A frame taken at rotation angle theta

@@ -1,11 +1,11 @@
 """Reconstruct an NXtomo file into a volume file: the offline path of ``nanoscope recon``.
 
-Steps (each in its module): read the file (nxtomo.py); check the angles (weights.py);
+Steps (each in its module): read the file (nxtomo_reader.py); check the angles (weights.py);
 average darks and flat groups, normalise each projection by the flat interpolated to
 its time, remove zingers, optional Paganin phase retrieval, -log (preprocess.py,
 phase.py); optional ring removal (rings.py); the centre of rotation unless given
 (cor.py); FBP, FDK or the Fourier method in slabs of slices (algorithms.py,
-incremental.py); write ``/volume`` with provenance (volume_file.py).
+incremental.py); write ``/volume`` with provenance (nanoscope_daq/volume_files.py).
 
 Line integrals of the whole tomogram are held in memory up to ``recon.memory_limit_gb``
 and in a temporary file beside the output beyond it.
@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ReconConfig, load_config
+from ..config import ReconConfig
+from ..volume_files import VolumeWriter
 from .algorithms import FilterSpec, check_algorithm, reconstruct
 from .cor import find_cor
 from .errors import ReconInputError
 from .geometry import ConeGeometry, Geometry, ParallelGeometry, VolumeGrid
 from .incremental import IncrementalFBP
-from .nxtomo import DARK, FLAT, PROJECTION, NxTomoScan
+from .nxtomo_reader import DARK, FLAT, PROJECTION, NxTomoScan
 from .phase import paganin_filter
 from .preprocess import FlatField, build_flat_field, normalise, to_line_integrals
 from .rings import remove_rings
-from .volume_file import VolumeWriter
 from .weights import check_angles, projection_weights
 
 FRAMES_PER_READ = 32
@@ -140,14 +140,13 @@ def _write_cone(stack: np.ndarray, geometry: ConeGeometry, spec: FilterSpec, wri
 def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float | None = None,
                      algorithm: str | None = None, filter: str | None = None, device: str = "cpu",
                      pixel_um: float | None = None, phase: PhaseRetrieval | None = None,
-                     settings: ReconConfig | None = None) -> Path:
+                     settings: ReconConfig) -> Path:
     """Reconstruct the NXtomo file ``nxs_path`` into the volume file ``out_path``; returns ``out_path``.
 
     ``cor``: detector column of the rotation axis (default: found automatically);
-    ``algorithm``/``filter``: override ``settings`` (default: the configuration's
-    [recon] section); ``pixel_um``: pixel at the sample when the file lacks it.
+    ``algorithm``/``filter``: override ``settings`` (the configuration's [recon] section);
+    ``pixel_um``: pixel at the sample when the file lacks it.
     """
-    settings = settings or load_config().recon
     settings = dataclasses.replace(settings, algorithm=algorithm or settings.algorithm,
                                    filter=filter or settings.filter)
     out_path = Path(out_path)

@@ -298,21 +298,21 @@ class Hdf5FrameWriter:
 
     def open(self, request: FileRequest) -> Future[Path]:
         """Open (truncate) ``request.path``; closes a file left open first."""
-        return self._put("open", request, block=True, timeout=None)
+        return self._put(self._do_open, request, block=True, timeout=None)
 
     def submit(self, frame: Frame, *, block: bool = True, timeout: float | None = None) -> Future[int]:
         """Queue ``frame`` for the open file; the future gives its index in the file.
 
         Raises ``queue.Full`` when not blocking (or timing out) with the queue full.
         """
-        return self._put("frame", frame, block=block, timeout=timeout)
+        return self._put(self._do_frame, frame, block=block, timeout=timeout)
 
     def close(self) -> Future[FileSummary | None]:
         """Close the open file once every frame queued before is written.
 
         The summary's ``error`` is the first failure of that file, if any; None if no file was open.
         """
-        return self._put("close", None, block=True, timeout=None)
+        return self._put(self._do_close, None, block=True, timeout=None)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Close any open file and end the worker thread."""
@@ -321,20 +321,20 @@ class Hdf5FrameWriter:
             self._queue.put((_STOP, None, None))
             self._thread.join(timeout)
 
-    def _put(self, kind: str, payload: Any, *, block: bool, timeout: float | None) -> Future:
+    def _put(self, work: Callable[[Any], Any], payload: Any, *, block: bool, timeout: float | None) -> Future:
         if not self._thread.is_alive():
             raise RuntimeError("the HDF5 writer thread has stopped")
         future: Future = Future()
-        self._queue.put((kind, payload, future), block=block, timeout=timeout)
+        self._queue.put((work, payload, future), block=block, timeout=timeout)
         return future
 
     def _run(self) -> None:
         while True:
-            kind, payload, future = self._queue.get()
-            if kind is _STOP:
+            work, payload, future = self._queue.get()
+            if work is _STOP:
                 return
             try:
-                result = getattr(self, "_do_" + kind)(payload)
+                result = work(payload)
             except BaseException as exc:  # reported through the future, never fatal to the worker
                 future.set_exception(exc)
             else:

@@ -34,8 +34,8 @@ class World:
             config=config,
             clock=clock,
             axes={name: Axis(axis_cfg, clock) for name, axis_cfg in config.stages.axes().items()},
-            source=SourceModel(config.source, clock),
-            loadframe=LoadFrameModel(config.loadcell, clock, seed=config.sim.seed),
-            physiology=PhysiologyModel(config.physiology, clock, seed=config.sim.seed),
+            source=SourceModel(config.source, config.sim.source, clock),
+            loadframe=LoadFrameModel(config.loadcell, config.sim.specimen, clock, seed=config.sim.seed),
+            physiology=PhysiologyModel(config.sim.physiology, config.physiology, clock, seed=config.sim.seed),
             imager=Imager(config),
         )

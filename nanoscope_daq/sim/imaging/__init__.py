@@ -1,9 +1,8 @@
-"""Imaging physics of the simulated microscope: the mouse-bone phantom, X-ray optics, the camera.
+"""The simulated camera's image formation: frames and ground truth from the shared physics.
 
 ``imager.Imager`` is what the camera IOC calls (frames and ground truth); ``exposure.Exposure``
-is its input. The modules each do one job: materials and spectrum (xraydb), shapes,
-phantom and remodeling (the specimen over the study), geometry and projector (line
-integrals), contrast (absorption, Zernike), detector (sCMOS noise), raster, volumes and
-groundtruth (ground_truth.h5), presets (a tiny specimen for quick runs).
+is its input. The specimen, optics and projection physics live in ``nanoscope_daq.physics``;
+what is here is the simulator's own: the sCMOS detector model (detector), the imager that
+drives the physics frame by frame, and groundtruth (ground_truth.h5).
 Nothing is imported here, so importing ``exposure`` stays cheap.
 """

@@ -31,8 +31,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import ndtri
 
-from ...config import DetectorConfig
-from .spectrum import DetectedBeam
+from ...config import DetectorConfig, DetectorModelConfig
+from ...physics.spectrum import DetectedBeam
 
 GAUSSIAN_MIN_PHOTONS = 100.0
 """Above this many photons per pixel the Gaussian approximation of the shot noise is used."""
@@ -60,7 +60,8 @@ def fast_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 class Detector:
     """Fixed-pattern maps and the read-out of one frame."""
 
-    def __init__(self, config: DetectorConfig, seed: int) -> None:
+    def __init__(self, frame: DetectorConfig, config: DetectorModelConfig, seed: int) -> None:
+        self.frame = frame
         self.config = config
         self.seed = seed
         self.max_count = 2**config.bit_depth - 1
@@ -68,8 +69,8 @@ class Detector:
         self._lock = threading.Lock()
 
     def frame_shape(self, binning: int) -> tuple[int, int]:
-        check_binning(self.config, binning)
-        return self.config.pixels_y // binning, self.config.pixels_x // binning
+        check_binning(self.frame, binning)
+        return self.frame.pixels_y // binning, self.frame.pixels_x // binning
 
     # -- fixed patterns -----------------------------------------------------------
     def gain_map(self, binning: int) -> np.ndarray:
@@ -89,7 +90,7 @@ class Detector:
 
     def _physical(self, salt: int, sigma: float) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 9001, salt])
-        return rng.normal(0.0, sigma, (self.config.pixels_y, self.config.pixels_x)).astype(np.float32)
+        return rng.normal(0.0, sigma, (self.frame.pixels_y, self.frame.pixels_x)).astype(np.float32)
 
     def _binned_sum(self, physical: np.ndarray, binning: int) -> np.ndarray:
         rows, cols = self.frame_shape(binning)
@@ -100,8 +101,8 @@ class Detector:
         rows, cols = self.frame_shape(binning)
         rng = np.random.default_rng([self.seed, 9000])
         # Smooth pattern: random combination of low cosine/sine modes over the physical detector.
-        v = ((np.arange(rows) + 0.5) * binning) / c.pixels_y
-        u = ((np.arange(cols) + 0.5) * binning) / c.pixels_x
+        v = ((np.arange(rows) + 0.5) * binning) / self.frame.pixels_y
+        u = ((np.arange(cols) + 0.5) * binning) / self.frame.pixels_x
         k = np.arange(FLAT_FIELD_MODES)
         basis_v = np.concatenate([np.cos(np.pi * np.outer(v, k)), np.sin(np.pi * np.outer(v, k[1:]))], axis=1)
         basis_u = np.concatenate([np.cos(np.pi * np.outer(u, k)), np.sin(np.pi * np.outer(u, k[1:]))], axis=1)

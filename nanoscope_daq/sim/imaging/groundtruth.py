@@ -9,7 +9,7 @@ on the rotation axis in the specimen frame at angle 0, unloaded and at rest
   (0 background, 1 soft tissue incl. marrow, 2 bone, 3 LCN/pore, 4 vessel).
 * ``/attenuation`` (float32, z-y-x, 1/mm): mu at the effective energy of the last
   X-ray frame's high voltage (``energy_kev`` attribute), averaged over
-  ``phantom.ground_truth_supersampling``^3 sub-voxel samples (partial volume).
+  ``sim.phantom.ground_truth_supersampling``^3 sub-voxel samples (partial volume).
 * ``/materials``: each material's name, label, mu (1/mm) and delta at that energy.
 * ``/volumes`` (attributes, mm^3): exact volumes inside the voxel grid's box -- bone
   tissue (labels 2+3), bone matrix (2), LCN (3), vessels (4) -- and ``porosity`` =
@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from .materials import LABEL_OF_MATERIAL, MATERIALS, MaterialId, Label, material_delta, property_table
-from .raster import MaterialGrid
-from .remodeling import SpecimenState
-from .shapes import Capsules, Ellipsoids, ellipsoid_cap_fraction, segment_distance
-from .volumes import ring_area_in_rectangle
+from ...physics.materials import LABEL_OF_MATERIAL, MATERIALS, MaterialId, Label, material_delta, property_table
+from ...physics.raster import MaterialGrid
+from ...physics.remodeling import SpecimenAnatomy
+from ...physics.shapes import Capsules, Ellipsoids, ellipsoid_cap_fraction, segment_distance
+from ...physics.volumes import ring_area_in_rectangle
 
 if TYPE_CHECKING:
     from .imager import Imager
@@ -75,7 +75,7 @@ def grid_axes(imager: Imager, binning: int) -> tuple[np.ndarray, np.ndarray, np.
     rows, cols = imager.frame_shape(binning)
     v = imager.sample_pitch_mm(binning)
     grid = imager.grid(binning, 0)
-    scale = v / (grid.pitch_mm * imager.config.detector.projection_supersampling)
+    scale = v / (grid.pitch_mm * imager.config.sim.detector.projection_supersampling)
     x0, z0 = grid.x_offset_mm * scale, grid.z_offset_mm * scale
     xs = x0 + (np.arange(cols) + 0.5 - cols / 2) * v
     ys = (np.arange(cols) + 0.5 - cols / 2) * v
@@ -83,7 +83,7 @@ def grid_axes(imager: Imager, binning: int) -> tuple[np.ndarray, np.ndarray, np.
     return xs, ys, zs, v
 
 
-def write_ground_truth(path: Path, imager: Imager, state: SpecimenState, binning: int,
+def write_ground_truth(path: Path, imager: Imager, state: SpecimenAnatomy, binning: int,
                        day_requested: float | None = None) -> None:
     """Rasterise ``state`` on the grid of ``binning`` and write everything known about it to ``path``."""
     xs, ys, zs, v = grid_axes(imager, binning)
@@ -134,7 +134,7 @@ def write_ground_truth(path: Path, imager: Imager, state: SpecimenState, binning
         prov.attrs["seed"] = imager.config.sim.seed
         prov.attrs["config_json"] = json.dumps(dataclasses.asdict(imager.config), default=str)
         prov.attrs["geometry"] = imager.geometry.kind
-        prov.attrs["contrast"] = imager.config.sim.contrast
+        prov.attrs["contrast"] = imager.config.geometry.contrast
         prov.attrs["binning"] = binning
         prov.attrs["day_applied"] = state.day
         if day_requested is not None:
@@ -166,7 +166,7 @@ def _write_volumes(group: h5py.Group, box: dict[str, float], whole: dict[str, fl
         sub.attrs[key] = value
 
 
-def _write_lacunae(group: h5py.Group, state: SpecimenState, box: Box, volumes: dict[str, float]) -> None:
+def _write_lacunae(group: h5py.Group, state: SpecimenAnatomy, box: Box, volumes: dict[str, float]) -> None:
     ell = state.lacunae
     inside = np.flatnonzero(box.contains(ell.centres))
     sub = ell.subset(inside)
@@ -181,7 +181,7 @@ def _write_lacunae(group: h5py.Group, state: SpecimenState, box: Box, volumes: d
     group.attrs["note"] = "lacunae whose centre lies in the grid's box; axes columns: long, mid, short"
 
 
-def _write_vessels(group: h5py.Group, state: SpecimenState) -> None:
+def _write_vessels(group: h5py.Group, state: SpecimenAnatomy) -> None:
     group["p0_mm"] = state.vessels.p0
     group["p1_mm"] = state.vessels.p1
     group["radius_um"] = state.vessels.radii * 1e3
@@ -189,7 +189,7 @@ def _write_vessels(group: h5py.Group, state: SpecimenState) -> None:
     group["bone_volume_mm3"] = state.vessel_bone_volumes()
 
 
-def _write_remodeling(group: h5py.Group, state: SpecimenState) -> None:
+def _write_remodeling(group: h5py.Group, state: SpecimenAnatomy) -> None:
     record = state.record
     for f in dataclasses.fields(record):
         value = getattr(record, f.name)
@@ -208,7 +208,7 @@ def _write_remodeling(group: h5py.Group, state: SpecimenState) -> None:
 
 
 # -- exact volumes ------------------------------------------------------------------
-def whole_bone_volumes(state: SpecimenState, canaliculi: Capsules | None) -> dict[str, float]:
+def whole_bone_volumes(state: SpecimenAnatomy, canaliculi: Capsules | None) -> dict[str, float]:
     """Volumes (mm^3) of the whole bone, closed form (see module docstring)."""
     length = 2 * state.bone_half_length
     cortex = length * state.cortical_area_mm2
@@ -219,7 +219,7 @@ def whole_bone_volumes(state: SpecimenState, canaliculi: Capsules | None) -> dic
     return _summary(tissue, lcn, state.vessels.volumes.sum(), len(state.lacunae), unresolved)
 
 
-def box_volumes(state: SpecimenState, box: Box, canaliculi: Capsules | None) -> dict[str, float]:
+def box_volumes(state: SpecimenAnatomy, box: Box, canaliculi: Capsules | None) -> dict[str, float]:
     """Volumes (mm^3) inside ``box``: closed forms for objects inside it, quadrature for those it cuts."""
     z_overlap = max(0.0, min(box.hi[2], state.bone_half_length) - max(box.lo[2], -state.bone_half_length))
     cortex = z_overlap * ring_area_in_rectangle(state.periosteum, state.endosteum, box.lo[0], box.hi[0],
@@ -251,7 +251,7 @@ def _summary(tissue: float, lcn: float, vessels: float, count: int, unresolved: 
     }
 
 
-def _cortex_test(state: SpecimenState):
+def _cortex_test(state: SpecimenAnatomy):
     def inside(points: np.ndarray) -> np.ndarray:
         x, y, z = points[..., 0], points[..., 1], points[..., 2]
         return ((state.periosteum.scale_of(x, y) <= 1) & (state.endosteum.scale_of(x, y) > 1)

@@ -35,15 +35,15 @@ from typing import Callable
 import numpy as np
 
 from ...config import Config, ConfigError
-from .contrast import TxmOptics, absorption, bin_samples, blur
+from ...physics.contrast import TxmOptics, absorption, bin_samples, blur
+from ...physics.geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays, rotation_z
+from ...physics.materials import property_table
+from ...physics.phantom import Phantom
+from ...physics.projector import specimen_line_integrals
+from ...physics.remodeling import SpecimenAnatomy, specimen_anatomy
+from ...physics.spectrum import DetectedBeam, detect, source_beam
 from .detector import Detector, check_binning
 from .exposure import Exposure
-from .geometry import ConeBeam, DetectorGrid, ParallelBeam, Pose, Rays, rotation_z
-from .materials import property_table
-from .phantom import Phantom
-from .projector import line_integrals
-from .remodeling import SpecimenState, specimen_state
-from .spectrum import DetectedBeam, detect, source_beam
 
 STATE_CACHE_DAYS = 4
 ZERNIKE_FFT_MARGIN_PX = 8
@@ -107,18 +107,18 @@ class Imager:
     def __init__(self, config: Config) -> None:
         self.config = config
         geo = config.geometry
-        if config.sim.geometry == "cone":
+        if geo.kind == "cone":
             self.geometry: ConeBeam | ParallelBeam = ConeBeam(geo.source_sample_mm, geo.source_detector_mm)
         else:
             self.geometry = ParallelBeam(geo.objective_magnification)
-        self.zernike = config.sim.contrast == "zernike"
+        self.zernike = geo.contrast == "zernike"
         if self.zernike and self.geometry.kind != "parallel":
             raise ConfigError(
-                "sim.contrast = 'zernike' needs sim.geometry = 'parallel': the phase ring sits in the back focal "
+                "geometry.contrast = 'zernike' needs geometry.kind = 'parallel': the phase ring sits in the back focal "
                 "plane of the TXM's objective, which the cone-beam projection microscope does not have"
             )
-        self.detector = Detector(config.detector, config.sim.seed)
-        ph = config.phantom
+        self.detector = Detector(config.detector, config.sim.detector, config.sim.seed)
+        ph = config.sim.phantom
         direction = np.array([ph.respiration_direction_x, ph.respiration_direction_y, ph.respiration_direction_z])
         self.respiration_direction = direction / np.linalg.norm(direction)
         envelope_reach = math.hypot(ph.soft_tissue_centre_x_mm, ph.soft_tissue_centre_y_mm) + max(
@@ -133,9 +133,9 @@ class Imager:
         h = ((a - b) / (a + b)) ** 2
         perimeter = math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
         self.specimen_chord_mm = math.pi * (math.pi * a * b) / perimeter
-        self._cache = ProjectionCache(config.detector.render_cache_mb * 2**20)
+        self._cache = ProjectionCache(config.sim.detector.render_cache_mb * 2**20)
         self._phantom: Phantom | None = None
-        self._states: OrderedDict[float, SpecimenState] = OrderedDict()
+        self._states: OrderedDict[float, SpecimenAnatomy] = OrderedDict()
         self._beams: dict[float, DetectedBeam] = {}
         self._flux: dict[tuple[int, float], np.ndarray] = {}
         self._optics: TxmOptics | None = None
@@ -180,8 +180,8 @@ class Imager:
         sx, sy, sz = sample_offset_mm
         half_w = det.pixels_x * det.pixel_um * 1e-3 / 2
         half_h = det.pixels_y * det.pixel_um * 1e-3 / 2
-        radius = self.specimen_radius_mm + self.config.physiology.respiration_amplitude_mm
-        half_len = self.config.phantom.soft_tissue_length_mm / 2
+        radius = self.specimen_radius_mm + self.config.sim.physiology.respiration_amplitude_mm
+        half_len = self.config.sim.phantom.soft_tissue_length_mm / 2
         if isinstance(self.geometry, ConeBeam):
             distance = math.hypot(sx, self.geometry.sod + sz)
             if distance <= radius:
@@ -203,16 +203,16 @@ class Imager:
     def phantom(self) -> Phantom:
         with self._phantom_lock:
             if self._phantom is None:
-                self._phantom = Phantom(self.config.phantom, self.config.sim.seed)
+                self._phantom = Phantom(self.config.sim.phantom, self.config.sim.seed)
             return self._phantom
 
-    def state(self, view: ViewState) -> SpecimenState:
+    def state(self, view: ViewState) -> SpecimenAnatomy:
         """The specimen on the view's (snapped) day, cached for a few days."""
         with self._lock:
             if view.day in self._states:
                 self._states.move_to_end(view.day)
                 return self._states[view.day]
-        state = specimen_state(self.phantom, view.day)
+        state = specimen_anatomy(self.phantom, view.day)
         with self._lock:
             self._states[view.day] = state
             while len(self._states) > STATE_CACHE_DAYS:
@@ -223,15 +223,15 @@ class Imager:
         return self.voxel_size_um(binning) * 1e-3
 
     def _tolerance_mm(self, binning: int) -> float:
-        return self.config.detector.render_tolerance_px * self.sample_pitch_mm(binning)
+        return self.config.sim.detector.render_tolerance_px * self.sample_pitch_mm(binning)
 
     def snap_day(self, day: float, binning: int) -> ViewState:
         """The day imaged for ``day``: a dyadic fraction of a day small enough for the tolerance."""
-        ph = self.config.phantom
+        ph = self.config.sim.phantom
         rate = max(ph.periosteal_mar_um_per_day, ph.endosteal_mar_um_per_day, 1e-6) * 1e-3
         quantum = min(2.0 ** math.floor(math.log2(self._tolerance_mm(binning) / rate)), 1.0 / 8)
         if not 0 <= day <= ph.max_study_day:
-            raise ValueError(f"study day {day} is outside 0 .. {ph.max_study_day}; raise phantom.max_study_day")
+            raise ValueError(f"study day {day} is outside 0 .. {ph.max_study_day}; raise sim.phantom.max_study_day")
         snapped = min(round(day / quantum) * quantum, ph.max_study_day)
         return ViewState(binning, snapped, 0.0, 0.0, (0.0, 0.0, 0.0), self.last_kv, 0.0)
 
@@ -239,16 +239,16 @@ class Imager:
         """The state a frame is imaged in: each quantity snapped so no feature moves > tolerance."""
         b = exposure.binning
         tol = self._tolerance_mm(b)
-        ph = self.config.phantom
+        ph = self.config.sim.phantom
         day = self.snap_day(exposure.day, b).day
-        angle_q = math.degrees(tol / (self.specimen_radius_mm + self.config.physiology.respiration_amplitude_mm))
+        angle_q = math.degrees(tol / (self.specimen_radius_mm + self.config.sim.physiology.respiration_amplitude_mm))
         half_height = self.config.detector.pixels_y * self.sample_pitch_mm(1) / 2
         area0 = self.phantom.periosteum.area - self.phantom.endosteum.area
         force_q = tol / half_height * ph.bone_modulus_gpa * 1e3 * area0
         sx, sy, sz = exposure.sample_offset_mm
         if isinstance(self.geometry, ConeBeam):
             half_width_px = max(self.frame_shape(b)) / 2
-            sz_q = self.config.detector.render_tolerance_px * self.geometry.sod / half_width_px
+            sz_q = self.config.sim.detector.render_tolerance_px * self.geometry.sod / half_width_px
             sz_snapped = round(sz / sz_q) * sz_q
             kv = round(exposure.kv, 1)
             spot = max(self.config.source.spot_default_um, exposure.power_w / self.config.source.power_per_um_spot_w)
@@ -286,7 +286,7 @@ class Imager:
     @property
     def optics(self) -> TxmOptics:
         if self._optics is None:
-            self._optics = TxmOptics(self.config.geometry, self.energy_kev(0.0), self.zernike)
+            self._optics = TxmOptics(self.config.sim.optics, self.energy_kev(0.0), self.zernike)
         return self._optics
 
     def energy_kev(self, kv: float) -> float:
@@ -295,7 +295,7 @@ class Imager:
 
     def margin_px(self, binning: int) -> int:
         """Binned pixels kept around the frame in cached views, for breathing shifts and blur."""
-        amplitude = 1.5 * self.config.physiology.respiration_amplitude_mm
+        amplitude = 1.5 * self.config.sim.physiology.respiration_amplitude_mm
         pitch = self.sample_pitch_mm(binning)
         rows, cols = self.frame_shape(binning)
         zoom_px = amplitude / self.geometry.sod * max(rows, cols) / 2 if isinstance(self.geometry, ConeBeam) else 0.0
@@ -307,7 +307,7 @@ class Imager:
     def _blur_px(self, binning: int, spot_um: float) -> float:
         """FWHM (binned pixels at the detector) of focal spot and detector blur."""
         det = self.config.detector
-        fwhm_um = det.psf_fwhm_um
+        fwhm_um = self.config.sim.detector.psf_fwhm_um
         if isinstance(self.geometry, ConeBeam):
             fwhm_um = math.hypot(fwhm_um, spot_um * (self.geometry.magnification - 1))
         return fwhm_um / (det.pixel_um * binning)
@@ -315,7 +315,7 @@ class Imager:
     def grid(self, binning: int, margin: int) -> DetectorGrid:
         """The working grid of a view: the binned frame plus margin, ``projection_supersampling`` finer."""
         det = self.config.detector
-        ss = det.projection_supersampling
+        ss = self.config.sim.detector.projection_supersampling
         rows, cols = self.frame_shape(binning)
         pixel_mm = det.pixel_um * 1e-3 * binning
         if isinstance(self.geometry, ParallelBeam):
@@ -328,7 +328,7 @@ class Imager:
     def ideal_view(self, view: ViewState, margin: int, breathing_mm: np.ndarray | None = None) -> np.ndarray:
         """Ideal intensity (float32, binned pixels, with margin) of the specimen in ``view``."""
         state = self.state(view)
-        ph = self.config.phantom
+        ph = self.config.sim.phantom
         strain = view.force_n / (ph.bone_modulus_gpa * 1e3 * state.cortical_area_mm2)
         pose = Pose.of(view.angle_deg, view.offset_mm, breathing_mm, strain, ph.poisson_ratio)
         grid = self.grid(view.binning, margin)
@@ -336,12 +336,12 @@ class Imager:
         parallel = isinstance(self.geometry, ParallelBeam)
         properties = property_table(energy, with_phase=parallel)
         resolved = self.phantom.canaliculi_resolved(self.voxel_size_um(view.binning))
-        lines = line_integrals(state, Rays(self.geometry, grid, pose), properties, resolved)
+        lines = specimen_line_integrals(state, Rays(self.geometry, grid, pose), properties, resolved)
         if parallel:
             image = self.optics.image(lines[0], lines[1], grid.pitch_mm)
         else:
             image = absorption(lines[0])
-        image = bin_samples(image, self.config.detector.projection_supersampling)
+        image = bin_samples(image, self.config.sim.detector.projection_supersampling)
         return blur(image, self._blur_px(view.binning, view.spot_um)).astype(np.float32)
 
     def _breathe(self, base: np.ndarray, margin: int, view: ViewState, breathing: np.ndarray) -> np.ndarray | None:
@@ -364,14 +364,13 @@ class Imager:
         with self._lock:
             if key in self._beams:
                 return self._beams[key]
-        geo = self.config.geometry
         if isinstance(self.geometry, ConeBeam):
             beam = detect(self.config, source_beam(self.config, max(key, 1e-3), 1.0, lines_only=False),
                           self.geometry.sdd, self.specimen_chord_mm)
         else:
             kv_line = self.config.source.kv_max if key == 0.0 else key
             beam = detect(self.config, source_beam(self.config, kv_line, 1.0, lines_only=True),
-                          geo.txm_air_path_mm, self.specimen_chord_mm)
+                          self.config.sim.optics.txm_air_path_mm, self.specimen_chord_mm)
         with self._lock:
             self._beams[key] = beam
         return beam
@@ -387,7 +386,7 @@ class Imager:
         if isinstance(self.geometry, ConeBeam):
             beam = self._beam(kv)
             grid = self.grid(binning, 0)
-            grid = DetectorGrid(rows, cols, grid.pitch_mm * det.projection_supersampling, grid.x_offset_mm,
+            grid = DetectorGrid(rows, cols, grid.pitch_mm * self.config.sim.detector.projection_supersampling, grid.x_offset_mm,
                                 grid.z_offset_mm)
             x, z = grid.col_x(np.arange(cols)), grid.row_z(np.arange(rows))
             r = np.sqrt(self.geometry.sdd**2 + x[None, :] ** 2 + z[:, None] ** 2)
@@ -396,8 +395,9 @@ class Imager:
         else:
             # TXM: the Kalpha line at the source's maximum high voltage scaled to this one
             ratio = self._kalpha_ratio(kv)
-            geo = self.config.geometry
-            collected = self._beam(kv).quanta_per_s * geo.condenser_solid_angle_msr * 1e-3 * geo.txm_optics_efficiency
+            optics = self.config.sim.optics
+            collected = (self._beam(kv).quanta_per_s * optics.condenser_solid_angle_msr * 1e-3
+                         * optics.txm_optics_efficiency)
             per_pixel = np.full((rows, cols), ratio * collected * binning**2 / (det.pixels_x * det.pixels_y))
         flux = (per_pixel * self.detector.gain_map(binning)).astype(np.float32)
         with self._lock:

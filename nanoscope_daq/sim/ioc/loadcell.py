@@ -24,7 +24,7 @@ from ..models.loadcell import (
     LoadFrameRefused,
     LoadFrameState,
     LoadingMode,
-    SpecimenState,
+    SpecimenCondition,
 )
 from .pvs import enum_pv, fixed_length, message_pv, readback, setpoint, wait_for_wake
 
@@ -135,7 +135,7 @@ class LoadCellIOC(PVGroup):
         "SPEC_STATE",
         "Specimen state: Intact, Yielded (past its yield force) or Failed (broken, carries no load; "
         "MOUNT a new one)",
-        SpecimenState.labels(),
+        SpecimenCondition.labels(),
         read_only=True,
     )
     mount = command(

@@ -80,7 +80,7 @@ class PhysiologyIOC(PVGroup):
         self._history_points = max(2, round(cfg.history_s * cfg.waveform_rate_hz))
         if self._history_points > HISTORY_MAX_POINTS:
             raise ConfigError(
-                f"physiology.history_s * physiology.waveform_rate_hz = {self._history_points} samples; "
+                f"sim.physiology.history_s * sim.physiology.waveform_rate_hz = {self._history_points} samples; "
                 f"the history PV holds at most {HISTORY_MAX_POINTS}: shorten history_s"
             )
         super().__init__(prefix)

@@ -124,8 +124,8 @@ class SourceIOC(PVGroup):
         ):
             await pv.write(value, verify_value=False, lower_ctrl_limit=low, upper_ctrl_limit=high)
         for pv, value, configured in (
-            (self.kv_ramp, model.kv_ramp_per_s, cfg.kv_ramp_per_s),
-            (self.power_ramp, model.power_ramp_w_per_s, cfg.power_ramp_w_per_s),
+            (self.kv_ramp, model.kv_ramp_per_s, model.behaviour.kv_ramp_per_s),
+            (self.power_ramp, model.power_ramp_w_per_s, model.behaviour.power_ramp_w_per_s),
         ):
             low, high = model.ramp_rate_range(configured)
             await pv.write(value, verify_value=False, lower_ctrl_limit=low, upper_ctrl_limit=high)
@@ -148,7 +148,7 @@ class SourceIOC(PVGroup):
         if value == "On":
             await self._command(
                 self.model.start_jet,
-                f"jet started: warm-up takes {self.model.config.warmup_s:g} s; HV is allowed at state Ready",
+                f"jet started: warm-up takes {self.model.behaviour.warmup_s:g} s; HV is allowed at state Ready",
             )
         else:
             await self._command(self.model.stop_jet, "jet stopped: high voltage off")

@@ -20,7 +20,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from ...config import LoadCellConfig
+from ...config import LoadCellConfig, SpecimenConfig
 from ..clock import SimClock
 
 #: Longest integration step (process seconds): the resolution of the settle timing.
@@ -67,7 +67,7 @@ class ControlMode(LabelledEnum):
     EXTENSION = 1
 
 
-class SpecimenState(LabelledEnum):
+class SpecimenCondition(LabelledEnum):
     INTACT = 0
     YIELDED = 1
     FAILED = 2
@@ -100,7 +100,7 @@ class LoadFrameState:
     force_n: float
     extension_mm: float
     specimen_displacement_mm: float
-    specimen: SpecimenState
+    specimen: SpecimenCondition
     peak_force_n: float
     moving: bool
     done: bool
@@ -119,7 +119,7 @@ class BoneSpecimen:
     fraction g with time constant tau. Brittle failure once |F| reaches failure_force_n.
     """
 
-    def __init__(self, config: LoadCellConfig) -> None:
+    def __init__(self, config: SpecimenConfig) -> None:
         self.stiffness = config.stiffness_n_per_mm
         self.yield_force = config.yield_force_n
         self.failure_force = config.failure_force_n
@@ -135,11 +135,11 @@ class BoneSpecimen:
         self.relaxing_force = 0.0
         self.force_n = 0.0
         self.peak_force_n = 0.0
-        self.state = SpecimenState.INTACT
+        self.state = SpecimenCondition.INTACT
 
     def deform(self, displacement_mm: float, duration_s: float) -> float:
         """Move linearly to ``displacement_mm`` over ``duration_s`` process seconds; the new force."""
-        if self.state is SpecimenState.FAILED:
+        if self.state is SpecimenCondition.FAILED:
             self.displacement_mm = displacement_mm
             return self.force_n
         previous_elastic = self.elastic_force
@@ -152,7 +152,7 @@ class BoneSpecimen:
         force = (1 - self.relax_fraction) * self.elastic_force + self.relax_fraction * self.relaxing_force
         self.peak_force_n = max(self.peak_force_n, abs(force))
         if abs(force) >= self.failure_force:
-            self.state = SpecimenState.FAILED
+            self.state = SpecimenCondition.FAILED
             force = 0.0
         self.force_n = force
         return force
@@ -169,12 +169,12 @@ class BoneSpecimen:
         direction = math.copysign(1.0, trial)
         self.plastic_mm += direction * flow
         self.accumulated_plastic_mm += flow
-        self.state = SpecimenState.YIELDED
+        self.state = SpecimenCondition.YIELDED
         return trial - direction * self.stiffness * flow
 
     def relaxation_rate(self) -> float:
         """d(force)/dt at a held extension (N per process second)."""
-        if self.state is SpecimenState.FAILED:
+        if self.state is SpecimenCondition.FAILED:
             return 0.0
         return -self.relax_fraction * self.relaxing_force / self.relax_time
 
@@ -190,13 +190,14 @@ class LoadFrameModel:
     specimen failure or the end of travel stop the motor and latch an alarm.
     """
 
-    def __init__(self, config: LoadCellConfig, clock: SimClock, seed: int = 0) -> None:
+    def __init__(self, config: LoadCellConfig, specimen: SpecimenConfig, clock: SimClock, seed: int = 0) -> None:
         self.config = config
+        self.specimen_config = specimen
         self.clock = clock
         self._rng = np.random.default_rng(seed)
         # The camera may ask for the state from another thread than the IOC's loop.
         self._lock = threading.RLock()
-        self.specimen = BoneSpecimen(config)
+        self.specimen = BoneSpecimen(specimen)
         self.mode = LoadingMode.COMPRESSION
         self.control = ControlMode.LOAD
         self.speed_mm_per_min = config.speed_default_mm_per_min
@@ -240,7 +241,7 @@ class LoadFrameModel:
     def measure_force(self) -> float:
         """One load-cell reading: the true force plus seeded Gaussian noise (N, mode frame)."""
         with self._lock:
-            noise = self.config.force_noise_n * self._rng.standard_normal()
+            noise = self.specimen_config.force_noise_n * self._rng.standard_normal()
             return self.mode.sign * self.specimen.force_n + noise
 
     def extension_range(self) -> tuple[float, float]:
@@ -297,7 +298,7 @@ class LoadFrameModel:
             self._restart_settling()
 
     def _check_load_target(self, target: float) -> None:
-        if self.specimen.state is SpecimenState.FAILED:
+        if self.specimen.state is SpecimenCondition.FAILED:
             raise LoadFrameRefused(
                 f"load target {target:g} N refused: the specimen has failed and carries no load; "
                 "mount a new specimen (MOUNT) or use extension control"
@@ -382,7 +383,7 @@ class LoadFrameModel:
             self._advance_to(self.clock.process_now())
             if self._move_active or self._loop is not None:
                 raise LoadFrameRefused("a specimen cannot be mounted while the frame is moving or holding; STOP first")
-            self.specimen = BoneSpecimen(self.config)
+            self.specimen = BoneSpecimen(self.specimen_config)
             self._seat_mm = self._position_mm
             if self.alarm is FrameAlarm.SPECIMEN_FAILED:
                 self.clear_alarm()
@@ -420,7 +421,7 @@ class LoadFrameModel:
             new_position = min(max(new_position, low), high)
             run_s = abs(new_position - self._position_mm) / abs(velocity)
         self._position_mm = new_position
-        was_intact = self.specimen.state is not SpecimenState.FAILED
+        was_intact = self.specimen.state is not SpecimenCondition.FAILED
         force = self.specimen.deform(self._position_mm - self._seat_mm, run_s)
         if dt > run_s:
             force = self.specimen.deform(self._position_mm - self._seat_mm, dt - run_s)
@@ -428,7 +429,7 @@ class LoadFrameModel:
         if self._loop is ControlMode.EXTENSION and self._position_mm == self._target:
             self._loop = None
             self._running = False
-        if was_intact and self.specimen.state is SpecimenState.FAILED:
+        if was_intact and self.specimen.state is SpecimenCondition.FAILED:
             self._trip(FrameAlarm.SPECIMEN_FAILED, self._failure_message())
         elif moved and abs(force) > self.force_limit_n and velocity * force > 0:
             self._trip(FrameAlarm.FORCE_LIMIT, self._force_limit_message(force))

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.signal import lfilter
 
-from ...config import PhysiologyConfig
+from ...config import PhysiologyConfig, PhysiologyModelConfig
 from ..clock import SimClock
 
 #: The drift keeps the breathing rate within this factor range of its configured mean.
@@ -63,25 +63,24 @@ class OrnsteinUhlenbeck:
 
 @dataclass(frozen=True)
 class VitalSpec:
-    """How a vital is named in messages and which config keys hold its alarm limits."""
+    """How a vital is named in messages."""
 
     label: str
     unit: str
-    low_key: str
-    high_key: str
 
 
 VITALS: dict[str, VitalSpec] = {
-    "rate": VitalSpec("respiration rate", "bpm", "respiration_alarm_low_bpm", "respiration_alarm_high_bpm"),
-    "heart_rate": VitalSpec("heart rate", "bpm", "heart_rate_alarm_low_bpm", "heart_rate_alarm_high_bpm"),
-    "temperature": VitalSpec("body temperature", "C", "temperature_alarm_low_c", "temperature_alarm_high_c"),
+    "rate": VitalSpec("respiration rate", "bpm"),
+    "heart_rate": VitalSpec("heart rate", "bpm"),
+    "temperature": VitalSpec("body temperature", "C"),
 }
 
 
 class PhysiologyModel:
     """The mouse the monitor watches: vectorised functions of real time ``t`` (seconds since sim start)."""
 
-    def __init__(self, config: PhysiologyConfig, clock: SimClock, seed: int = 0) -> None:
+    def __init__(self, config: PhysiologyModelConfig, alarms: PhysiologyConfig, clock: SimClock,
+                 seed: int = 0) -> None:
         self.config = config
         self.clock = clock
         drift_rng, breath_rng, heart_rng, temp_rng = (
@@ -95,9 +94,7 @@ class PhysiologyModel:
         self._amplitudes = np.zeros(0)
         self._active = np.zeros(0)  # fraction of breath k spent inspiring + expiring
         self._lock = threading.Lock()
-        self.limits: dict[str, tuple[float, float]] = {
-            name: (getattr(config, spec.low_key), getattr(config, spec.high_key)) for name, spec in VITALS.items()
-        }
+        self.limits: dict[str, tuple[float, float]] = alarms.alarm_limits()
 
     # ---- breath sequence -------------------------------------------------------------
 

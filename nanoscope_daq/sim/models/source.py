@@ -13,7 +13,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from ...config import SourceConfig
+from ...config import SimSourceConfig, SourceConfig
 from ..clock import SimClock
 
 #: Slowest settable ramp rate, as a fraction of the configured (fastest) rate.
@@ -107,20 +107,21 @@ class SourceOutput:
 class SourceModel:
     """State machine Off -> WarmingUp -> Ready -> On (and Fault) with ramped HV and power readbacks."""
 
-    def __init__(self, config: SourceConfig, clock: SimClock) -> None:
+    def __init__(self, config: SourceConfig, behaviour: SimSourceConfig, clock: SimClock) -> None:
         self.config = config
+        self.behaviour = behaviour
         self.clock = clock
         self.kv_setpoint = config.kv_min
         self.power_setpoint_w = 0.0
         self.spot_um = config.spot_default_um
-        self.kv_ramp_per_s = config.kv_ramp_per_s
-        self.power_ramp_w_per_s = config.power_ramp_w_per_s
+        self.kv_ramp_per_s = behaviour.kv_ramp_per_s
+        self.power_ramp_w_per_s = behaviour.power_ramp_w_per_s
         self.fault: str | None = None
         self._jet_started: float | None = None
         self._hv_on = False
         self._kv = Ramp.holding(0.0)
         self._power = Ramp.holding(0.0)
-        self._shutter = ShutterMotion(open=False, t_command=-math.inf, move_s=config.shutter_move_s)
+        self._shutter = ShutterMotion(open=False, t_command=-math.inf, move_s=behaviour.shutter_move_s)
 
     # ---- readbacks -------------------------------------------------------------------
 
@@ -147,10 +148,10 @@ class SourceModel:
         """Warm-up completed, in percent (0 with the jet off)."""
         if self._jet_started is None:
             return 0.0
-        if self.config.warmup_s == 0:
+        if self.behaviour.warmup_s == 0:
             return 100.0
         elapsed = self._process_time(t_process) - self._jet_started
-        return min(100.0, 100.0 * elapsed / self.config.warmup_s)
+        return min(100.0, 100.0 * elapsed / self.behaviour.warmup_s)
 
     def state(self, t_process: float | None = None) -> SourceState:
         if self.fault is not None:
@@ -190,7 +191,7 @@ class SourceModel:
         now = self.clock.now() if t_real is None else t_real
         process_events = [self._kv.end, self._power.end]
         if self._jet_started is not None:
-            process_events.append(self._jet_started + self.config.warmup_s)
+            process_events.append(self._jet_started + self.behaviour.warmup_s)
         real_events = [self.clock.to_real(t) for t in process_events] + [self._shutter.arrival]
         upcoming = [t - now for t in real_events if t > now]
         return min(upcoming, default=math.inf)
@@ -221,10 +222,10 @@ class SourceModel:
                 "high voltage refused: the source is Off; start the jet and wait for warm-up (state Ready)"
             )
         if state is SourceState.WARMING_UP:
-            remaining = self.config.warmup_s * (1 - self.warmup_progress(t) / 100.0)
+            remaining = self.behaviour.warmup_s * (1 - self.warmup_progress(t) / 100.0)
             raise SourceRefused(
                 f"high voltage refused: warm-up is {self.warmup_progress(t):.0f}% complete "
-                f"({remaining:.0f} s of {self.config.warmup_s:.0f} s remain); wait for state Ready"
+                f"({remaining:.0f} s of {self.behaviour.warmup_s:.0f} s remain); wait for state Ready"
             )
         if self._hv_on:
             return
@@ -295,11 +296,11 @@ class SourceModel:
         return configured * SLOWEST_RAMP_FRACTION, configured
 
     def set_kv_ramp(self, kv_per_s: float) -> None:
-        self.kv_ramp_per_s = self._checked_rate("high-voltage ramp rate", kv_per_s, self.config.kv_ramp_per_s, "kV/s")
+        self.kv_ramp_per_s = self._checked_rate("high-voltage ramp rate", kv_per_s, self.behaviour.kv_ramp_per_s, "kV/s")
         self._retarget()
 
     def set_power_ramp(self, w_per_s: float) -> None:
-        self.power_ramp_w_per_s = self._checked_rate("power ramp rate", w_per_s, self.config.power_ramp_w_per_s, "W/s")
+        self.power_ramp_w_per_s = self._checked_rate("power ramp rate", w_per_s, self.behaviour.power_ramp_w_per_s, "W/s")
         self._retarget()
 
     def _checked_rate(self, what: str, rate: float, configured: float, unit: str) -> float:
@@ -315,7 +316,7 @@ class SourceModel:
             self._refuse_if_tripped("shutter open")
         if self._shutter.open == open_:
             return  # already there or on its way
-        self._shutter = ShutterMotion(open=open_, t_command=self.clock.now(), move_s=self.config.shutter_move_s)
+        self._shutter = ShutterMotion(open=open_, t_command=self.clock.now(), move_s=self.behaviour.shutter_move_s)
 
     def trip(self, reason: str) -> None:
         """Interlock trip: high voltage off, shutter closing, state Fault until reset."""

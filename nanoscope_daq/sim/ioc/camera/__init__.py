@@ -19,7 +19,7 @@ def camera_iocs(prefix: str, world: World, trigger_input: TriggerLine) -> list[P
 
     ``trigger_input`` is the line the External trigger modes listen to (the PSO's output).
     """
-    config = world.config.camera
+    config = world.config.sim.camera
     ground_truth = GroundTruthRecorder(world.config)
     cam = Andor3CamIOC(prefix + "cam1:", world, trigger_input=trigger_input, ground_truth=ground_truth)
     hdf = HDF5PluginIOC(

@@ -7,7 +7,7 @@ frame goes to the :class:`~.pipeline.FramePipeline` (render threads, in-order
 delivery to the plugins once read out and rendered).
 
 Frames are never lost: each holds its bytes of the camera's frame memory
-(``camera.buffer_mb``) from exposure start until the plugins have it. With the memory
+(``sim.camera.buffer_mb``) from exposure start until the plugins have it. With the memory
 full the next exposure waits (Internal: counted in BufferStalls_RBV) or the trigger
 is ignored (External: counted in MissedTriggers_RBV), as a real camera's full buffer does.
 """
@@ -28,8 +28,8 @@ from ..pvs import cancel_and_wait
 from .frames import FrameTiming, FrameWindow, observe
 from .ground_truth import GroundTruthRecorder
 from .params import DISABLE_ENABLE, NO_YES, OFF_ON, Param, on_put, param_group_class, plain, rbv, ro
-from .plugin import COLOR_MODES, DATA_TYPES, NDArray, NDPluginIOC
 from .pipeline import FramePipeline, PendingFrame
+from .plugin import COLOR_MODES, DATA_TYPES, NDArray, NDPluginIOC
 from .timing import ENCODING_BITS, PIXEL_ENCODINGS, SHUTTER_MODES, SensorTiming
 
 DETECTOR_STATES = (
@@ -54,7 +54,7 @@ CAM_PARAMS: tuple[Param, ...] = (
     ro("PoolAllocBuffers", 0, "Frames in the frame memory (exposed, not yet with the plugins)"),
     ro("PoolFreeBuffers", 0, "Full frames the free frame memory could still hold"),
     ro("PoolMaxBuffers", 0, "Full frames the frame memory holds"),
-    ro("PoolMaxMem", 0.0, "Frame memory (camera.buffer_mb)", units="MB"),
+    ro("PoolMaxMem", 0.0, "Frame memory (sim.camera.buffer_mb)", units="MB"),
     ro("PoolUsedBuffers", 0, "Frames in the frame memory (exposed, not yet with the plugins)"),
     ro("PoolUsedMem", 0.0, "Frame memory in use", units="MB"),
     ro("PortName_RBV", "", "asyn port of the driver (the plugins' NDArrayPort)"),
@@ -182,7 +182,8 @@ class Andor3CamIOC(_Andor3CamParams):
         super().__init__(prefix, **kwargs)
         self.world = world
         self.ground_truth = ground_truth
-        self.config = world.config.camera
+        self.config = world.config.sim.camera
+        self.exposure_limits = world.config.camera
         self.timing = SensorTiming.from_config(self.config)
         self.plugins: list[NDPluginIOC] = []
         self._rng = np.random.default_rng(np.random.SeedSequence([world.config.sim.seed, 0x43414D]))
@@ -253,7 +254,7 @@ class Andor3CamIOC(_Andor3CamParams):
 
     @on_put("AcquireTime")
     async def _set_exposure(self, value: float) -> float:
-        return min(max(value, self.config.exposure_min_s), self.config.exposure_max_s)
+        return min(max(value, self.exposure_limits.exposure_min_s), self.exposure_limits.exposure_max_s)
 
     @on_put("AcquirePeriod")
     async def _set_period(self, value: float) -> float:
@@ -412,7 +413,7 @@ class Andor3CamIOC(_Andor3CamParams):
             if settings.frame_bytes > self.pipeline.buffer.capacity_bytes:
                 raise ValueError(
                     f"a frame of {settings.frame_bytes / 1e6:.1f} MB does not fit the frame memory "
-                    f"({self.config.buffer_mb} MB, camera.buffer_mb)"
+                    f"({self.config.buffer_mb} MB, sim.camera.buffer_mb)"
                 )
             external = settings.trigger_mode != "Internal"
             self._triggers = asyncio.Queue() if external else None
@@ -498,7 +499,7 @@ class Andor3CamIOC(_Andor3CamParams):
             if settings.trigger_mode == "External Start":
                 await self.post("DetectorState_RBV", "Acquire")  # only this task reserves memory
             exposure = pulse.width_s if settings.trigger_mode == "External Exposure" else settings.exposure_s
-            exposure = min(max(exposure, self.config.exposure_min_s), self.config.exposure_max_s)
+            exposure = min(max(exposure, self.exposure_limits.exposure_min_s), self.exposure_limits.exposure_max_s)
             busy = self.timing.min_period_s(exposure, settings.readout_s, settings.overlap)
             self._sensor_free_at = pulse.time_s + busy
             if settings.trigger_mode == "External Start":

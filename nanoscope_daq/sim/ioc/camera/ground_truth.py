@@ -127,11 +127,11 @@ class GroundTruthRecorder:
         if path.exists():
             return
         voxels = self.volume_voxels(binning)
-        if voxels > self.config.camera.ground_truth_max_voxels:
+        if voxels > self.config.sim.camera.ground_truth_max_voxels:
             log.warning(
                 "ground truth %s not written: at binning %d it is %.3g voxels, above "
-                "camera.ground_truth_max_voxels (%.3g); raise that key (disk and hours) or scan binned",
-                path, binning, voxels, self.config.camera.ground_truth_max_voxels,
+                "sim.camera.ground_truth_max_voxels (%.3g); raise that key (disk and hours) or scan binned",
+                path, binning, voxels, self.config.sim.camera.ground_truth_max_voxels,
             )
             return
         if self._thread is None:

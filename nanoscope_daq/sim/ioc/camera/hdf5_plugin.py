@@ -14,7 +14,7 @@ import queue
 import time
 from pathlib import Path
 
-from ....config import CameraConfig
+from ....config import SimCameraConfig
 from ...hdf5_writer import Compression, FileRequest, FileSummary, Frame, Hdf5FrameWriter, WriterError
 from .frames import ATTRIBUTES
 from .ground_truth import GroundTruthRecorder
@@ -132,7 +132,7 @@ class HDF5PluginIOC(_HDF5PluginParams):
     plugin_type = "NDFileHDF5"
 
     def __init__(
-        self, prefix: str, *, config: CameraConfig, data_dir: Path, ground_truth: GroundTruthRecorder, **kwargs
+        self, prefix: str, *, config: SimCameraConfig, data_dir: Path, ground_truth: GroundTruthRecorder, **kwargs
     ) -> None:
         super().__init__(prefix, port_name="HDF1", source_port=config.port_name, **kwargs)
         self.config = config
@@ -340,7 +340,7 @@ class HDF5PluginIOC(_HDF5PluginParams):
             if target * frame_bytes > self.config.capture_memory_mb * 1e6:
                 raise ValueError(
                     f"NumCapture={target} frames of {frame_bytes / 1e6:.1f} MB exceed the capture buffer "
-                    f"({self.config.capture_memory_mb} MB, camera.capture_memory_mb); use Stream mode"
+                    f"({self.config.capture_memory_mb} MB, sim.camera.capture_memory_mb); use Stream mode"
                 )
         elif self.value("LazyOpen") == "No":
             await self._open()

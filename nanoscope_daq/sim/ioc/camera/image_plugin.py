@@ -14,7 +14,7 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from ....config import CameraConfig
+from ....config import SimCameraConfig
 from .params import param_group_class
 from .plugin import PLUGIN_BASE_PARAMS, NDArray, NDPluginIOC
 
@@ -56,7 +56,7 @@ class ImagePluginIOC(_ImagePluginParams):
         max_subscription_backlog=PREVIEW_BACKLOG,
     )
 
-    def __init__(self, prefix: str, *, config: CameraConfig, **kwargs) -> None:
+    def __init__(self, prefix: str, *, config: SimCameraConfig, **kwargs) -> None:
         super().__init__(prefix, port_name="IMAGE1", source_port=config.port_name, **kwargs)
         self.config = config
         self._latest: NDArray | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ....config import CameraConfig
+from ....config import SimCameraConfig
 
 PIXEL_ENCODINGS = ("Mono12", "Mono16")
 SHUTTER_MODES = ("Rolling", "Global")
@@ -25,7 +25,7 @@ class SensorTiming:
     global_shutter_factor: float
 
     @classmethod
-    def from_config(cls, config: CameraConfig) -> SensorTiming:
+    def from_config(cls, config: SimCameraConfig) -> SensorTiming:
         return cls(
             row_time_mono12_s=config.row_time_mono12_us * 1e-6,
             row_time_mono16_s=config.row_time_mono16_us * 1e-6,

@@ -44,7 +44,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ...config import PhantomConfig
+from ..config import PhantomConfig
 from .remodeling import Pits, draw_pits
 from .shapes import Capsules, Ellipse, Ellipsoids, segment_distance, segment_segment_distance
 
@@ -81,7 +81,7 @@ class LacunaField:
 
 
 class Phantom:
-    """The seeded static anatomy; ``remodeling.specimen_state(phantom, day)`` gives a day's specimen."""
+    """The seeded static anatomy; ``remodeling.specimen_anatomy(phantom, day)`` gives a day's specimen."""
 
     def __init__(self, config: PhantomConfig, seed: int) -> None:
         self.config = config
@@ -144,7 +144,7 @@ class Phantom:
                         c.periosteal_semi_axis_y_mm - c.endosteal_semi_axis_y_mm)
         if c.pit_depth_max_um * UM >= thickness / 2:
             raise ValueError(
-                f"phantom.pit_depth_max_um ({c.pit_depth_max_um}) must stay below half the thinnest cortex "
+                f"sim.phantom.pit_depth_max_um ({c.pit_depth_max_um}) must stay below half the thinnest cortex "
                 f"({thickness / 2 / UM:.0f} um)"
             )
 
@@ -275,7 +275,7 @@ class Phantom:
         cell_xy = np.sqrt(cell_volume / cell_z)
         if cell_xy < 2 * half_xy + 1 * UM:
             raise ValueError(
-                f"phantom.lacuna_density_per_mm3 = {c.lacuna_density_per_mm3:g} leaves lattice cells of "
+                f"sim.phantom.lacuna_density_per_mm3 = {c.lacuna_density_per_mm3:g} leaves lattice cells of "
                 f"{cell_xy / UM:.1f} um, too small for lacunae up to {2 * half_xy / UM:.1f} um wide; "
                 "lower the density or the lacuna sizes"
             )

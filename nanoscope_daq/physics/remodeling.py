@@ -131,7 +131,7 @@ class RemodelingRecord:
 
 
 @dataclass(frozen=True)
-class SpecimenState:
+class SpecimenAnatomy:
     """The specimen on one study day, unloaded and at rest (specimen frame, mm)."""
 
     day: float
@@ -167,11 +167,11 @@ class SpecimenState:
         return out
 
 
-def specimen_state(phantom: Phantom, day: float) -> SpecimenState:
+def specimen_anatomy(phantom: Phantom, day: float) -> SpecimenAnatomy:
     """The specimen with the remodelling of days 0..``day`` applied."""
     if not 0.0 <= day <= phantom.max_day:
         raise ValueError(
-            f"study day {day} is outside the phantom's 0 .. {phantom.max_day} days; raise phantom.max_study_day"
+            f"study day {day} is outside the phantom's 0 .. {phantom.max_day} days; raise sim.phantom.max_study_day"
         )
     outer, inner = phantom.periosteum_at(day), phantom.endosteum_at(day)
     trabeculae = phantom.trabeculae.with_radii(phantom.trabecula_radii_at(day))
@@ -203,7 +203,7 @@ def specimen_state(phantom: Phantom, day: float) -> SpecimenState:
         pit_resorbed_mm3=pit_volumes,
     )
     index = np.flatnonzero(alive)
-    return SpecimenState(
+    return SpecimenAnatomy(
         day=day, envelope=phantom.envelope, envelope_half_length=phantom.envelope_half_length,
         periosteum=outer, endosteum=inner, bone_half_length=phantom.bone_half_length,
         trabeculae=trabeculae, vessels=phantom.vessels, vessel_is_transcortical=phantom.vessel_is_transcortical,

@@ -24,7 +24,7 @@ from .announcements import Announcements
 from .camera_file import read_camera_frames
 from ..documents import TOMOGRAMS_STREAM, DocumentContractError, ImageKey
 from .image_keys import classify_frames
-from .nxtomo_file import RunRecord, write_nxtomo
+from .nxtomo_layout import RunRecord, write_nxtomo
 from .tomogram import Tomogram, unfinished_grid, unfinished_parts
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...config import Config, load_config
+from ..config import Config
 
 TINY_LEG_PHANTOM: dict[str, Any] = {
     "periosteal_semi_axis_x_mm": 0.085, "periosteal_semi_axis_y_mm": 0.075,
@@ -25,16 +25,20 @@ TINY_LEG_PHANTOM: dict[str, Any] = {
 }
 """A tibia of 170 um x 150 um with 50 um of cortex, in 260 um x 240 um of soft tissue."""
 
-TINY_DETECTOR: dict[str, Any] = {"pixels_x": 144, "pixels_y": 96, "render_cache_mb": 64.0}
+TINY_DETECTOR: dict[str, Any] = {"pixels_x": 144, "pixels_y": 96}
 """144 x 96 pixels: with the default cone beam (M = 5) 2.2 um voxels over a 0.32 mm field."""
+
+TINY_RENDER_CACHE: dict[str, Any] = {"render_cache_mb": 64.0}
+"""Projections of so small a detector need little cache."""
 
 
 def tiny_leg_overrides() -> dict[str, dict[str, Any]]:
     """The tiny leg and detector as configuration overrides (e.g. for ``nanoscope sim --config``)."""
-    return {"phantom": dict(TINY_LEG_PHANTOM), "detector": dict(TINY_DETECTOR)}
+    return {"detector": dict(TINY_DETECTOR),
+            "sim": {"phantom": dict(TINY_LEG_PHANTOM), "detector": dict(TINY_RENDER_CACHE)}}
 
 
-def tiny_leg_config(**sections: dict[str, Any]) -> Config:
-    """The default configuration with the tiny leg and detector, then ``sections`` overrides."""
-    config = load_config().replace(phantom=TINY_LEG_PHANTOM, detector=TINY_DETECTOR)
-    return config.replace(**sections) if sections else config
+def tiny_leg_config(config: Config, **sections: dict[str, Any]) -> Config:
+    """``config`` with the tiny leg and detector, then ``sections`` overrides (validated like a file)."""
+    tiny = config.replace(**tiny_leg_overrides())
+    return tiny.replace(**sections) if sections else tiny

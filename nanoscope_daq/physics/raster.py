@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .materials import MaterialId
-from .remodeling import SpecimenState
+from .remodeling import SpecimenAnatomy
 from .shapes import Capsules, Ellipsoids, segment_distance
 
 CHUNK_POINTS = 2_000_000
@@ -52,7 +52,7 @@ class MaterialGrid:
     copied into every slab; objects are then painted where they reach the slab.
     """
 
-    def __init__(self, state: SpecimenState, xs: np.ndarray, ys: np.ndarray, canaliculi: Capsules | None = None):
+    def __init__(self, state: SpecimenAnatomy, xs: np.ndarray, ys: np.ndarray, canaliculi: Capsules | None = None):
         self.state, self.xs, self.ys = state, xs, ys
         x2, y2 = np.meshgrid(xs, ys)
         in_env = state.envelope.scale_of(x2, y2) <= 1.0

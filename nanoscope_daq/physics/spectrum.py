@@ -3,7 +3,7 @@
 Source (liquid-metal jet, anode ``source.anode``, Ga by default):
 
 * characteristic K lines (energies and relative intensities from xraydb), with the
-  K-alpha yield ``geometry.kalpha_photons_per_s_sr_w`` at ``geometry.kalpha_reference_kv``
+  K-alpha yield ``sim.source.kalpha_photons_per_s_sr_w`` at ``sim.source.kalpha_reference_kv``
   scaled with the electron current (P / U) and the overvoltage as (U/E_K - 1)^1.63
   (Green & Cosslett, J. Phys. D 1, 425 (1968)); no lines below the K edge;
 * bremsstrahlung after Kramers: total efficiency 1.1e-9 * Z * U[V], spread in energy as
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import xraydb
 
-from ...config import Config
+from ..config import Config
 from .materials import mu_spectrum_per_mm
 
 KEV_TO_J = 1.602176634e-16
@@ -84,7 +84,7 @@ def source_beam(config: Config, kv: float, power_w: float, lines_only: bool) -> 
     """The anode's emission towards the sample, after the beryllium window."""
     if kv <= 0 or power_w < 0:
         raise ValueError(f"the source needs kv > 0 and power >= 0, got kv={kv}, power={power_w} W")
-    geo = config.geometry
+    emission = config.sim.source
     anode = config.source.anode
     edge_kev = xraydb.xray_edge(anode, "K").energy / 1000.0
     lines = xraydb.xray_lines(anode, "K")
@@ -96,8 +96,8 @@ def source_beam(config: Config, kv: float, power_w: float, lines_only: bool) -> 
         def overvoltage_term(u_kv: float) -> float:
             return (u_kv / edge_kev - 1.0) ** OVERVOLTAGE_EXPONENT / u_kv
 
-        kalpha = (geo.kalpha_photons_per_s_sr_w * power_w * overvoltage_term(kv)
-                  / overvoltage_term(geo.kalpha_reference_kv))
+        kalpha = (emission.kalpha_photons_per_s_sr_w * power_w * overvoltage_term(kv)
+                  / overvoltage_term(emission.kalpha_reference_kv))
         for line in (alpha if lines_only else lines).values():
             energies.append(line.energy / 1000.0)
             photons.append(kalpha * line.intensity / alpha_intensity)
@@ -111,8 +111,8 @@ def source_beam(config: Config, kv: float, power_w: float, lines_only: bool) -> 
         energies.extend(centres.tolist())
         photons.extend((watts_per_kev_sr * SPECTRUM_BIN_KEV / (centres * KEV_TO_J)).tolist())
     beam = Beam(np.asarray(energies, dtype=float), np.asarray(photons, dtype=float))
-    beam = beam.filtered("Be", BERYLLIUM_DENSITY, geo.source_window_be_um / 1000.0)
-    return beam.filtered("Al", ALUMINIUM_DENSITY, geo.filter_al_um / 1000.0)
+    beam = beam.filtered("Be", BERYLLIUM_DENSITY, emission.source_window_be_um / 1000.0)
+    return beam.filtered("Al", ALUMINIUM_DENSITY, emission.filter_al_um / 1000.0)
 
 
 def detect(config: Config, beam: Beam, air_path_mm: float, specimen_chord_mm: float) -> DetectedBeam:
@@ -120,7 +120,7 @@ def detect(config: Config, beam: Beam, air_path_mm: float, specimen_chord_mm: fl
 
     ``specimen_chord_mm`` is the water-equivalent thickness the effective energy is matched at.
     """
-    det = config.detector
+    det = config.sim.detector
     air_formula, air_density = xraydb.get_material("air")
     beam = beam.filtered(air_formula, air_density, air_path_mm)
     e = beam.energies_kev

@@ -1,6 +1,8 @@
 """A tomography run without IOCs: frames into a real camera file, and the documents a plan would emit.
 
-For callbacks' tests and benchmarks (the NXtomo writer, the online reconstruction):
+A test helper, not part of the package (tests import it from this folder, benchmarks put
+the folder on sys.path). For callbacks' tests and benchmarks (the NXtomo writer, the
+online reconstruction):
 the camera file is written by the simulator's own HDF5 writer (the areaDetector
 layout, SWMR, the instrument's NDAttributes) and the documents follow
 docs/documents.md, made with event-model in the order the RunEngine emits them.
@@ -16,10 +18,10 @@ from typing import Any
 import numpy as np
 from event_model import compose_run, pack_event_page
 
-from ..documents import ATTRIBUTE_KEYS, FRAME_STREAMS, TOMOGRAM_KEYS, TOMOGRAMS_STREAM, datasets
-from ..pipeline.frame_ranges import FrameRange
-from .hdf5_writer import FileRequest, Frame, Hdf5FrameWriter
-from .ioc.camera.frames import ATTRIBUTES
+from nanoscope_daq.documents import ATTRIBUTE_KEYS, FRAME_STREAMS, TOMOGRAM_KEYS, TOMOGRAMS_STREAM, datasets
+from nanoscope_daq.pipeline.frame_ranges import FrameRange
+from nanoscope_daq.sim.hdf5_writer import FileRequest, Frame, Hdf5FrameWriter
+from nanoscope_daq.sim.ioc.camera.frames import ATTRIBUTES
 
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .geometry import Rays
 from .materials import MaterialId
-from .remodeling import SpecimenState
+from .remodeling import SpecimenAnatomy
 from .shapes import (
     Capsules,
     capsule_interval,
@@ -45,7 +45,8 @@ PATCH_SIZES = np.array([1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64,
 SUBSAMPLING = np.array([1, 2, 4, 8])
 
 
-def line_integrals(state: SpecimenState, rays: Rays, properties: np.ndarray, with_canaliculi: bool) -> np.ndarray:
+def specimen_line_integrals(state: SpecimenAnatomy, rays: Rays, properties: np.ndarray,
+                            with_canaliculi: bool) -> np.ndarray:
     """(channels, rows, cols) float32 line integrals of ``properties`` (materials x channels)."""
     grid = rays.grid
     out = np.zeros((properties.shape[1], grid.rows, grid.cols))
@@ -64,7 +65,7 @@ def line_integrals(state: SpecimenState, rays: Rays, properties: np.ndarray, wit
 class _Macro:
     """Per-column x-y and per-row z intervals of the nested cylinders of one view."""
 
-    def __init__(self, state: SpecimenState, rays: Rays) -> None:
+    def __init__(self, state: SpecimenAnatomy, rays: Rays) -> None:
         a_xy, d_xy = rays.columns()
         a_z, d_z = rays.row_z()
         self.xy = [e.xy_interval(a_xy[:, 0], a_xy[:, 1], d_xy[:, 0], d_xy[:, 1])
@@ -104,7 +105,7 @@ def _macro(macro: _Macro, rays: Rays, properties: np.ndarray, out: np.ndarray) -
             out[:, rows[0]:rows[-1] + 1] += w[:, None, None] * chord[None]
 
 
-def _objects(state: SpecimenState, macro: _Macro, rays: Rays, properties: np.ndarray, out: np.ndarray) -> None:
+def _objects(state: SpecimenAnatomy, macro: _Macro, rays: Rays, properties: np.ndarray, out: np.ndarray) -> None:
     """Trabeculae, vessels and pits, each replacing region materials on its footprint."""
     region_p = properties[list(REGIONS)]
 
@@ -171,7 +172,7 @@ def _add_object(rays: Rays, macro: _Macro, out: np.ndarray, deltas: np.ndarray, 
         out[:, rr[0]:rr[-1] + 1, window[1]] += add
 
 
-def _splat_lacunae(state: SpecimenState, rays: Rays, pore: np.ndarray) -> None:
+def _splat_lacunae(state: SpecimenAnatomy, rays: Rays, pore: np.ndarray) -> None:
     """Add each lacuna's chord (lab mm), averaged over grid samples, to ``pore`` (flat image)."""
     ell = state.lacunae
     if len(ell) == 0:

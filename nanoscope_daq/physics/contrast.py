@@ -24,7 +24,7 @@ import numpy as np
 import scipy.fft
 from scipy.ndimage import gaussian_filter
 
-from ...config import GeometryConfig
+from ..config import OpticsConfig
 from .materials import delta_beta, wavenumber_per_mm
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -38,18 +38,18 @@ def absorption(line_mu: np.ndarray) -> np.ndarray:
 class TxmOptics:
     """Zone-plate imaging with optional Zernike phase ring, on a grid of ``pitch_mm`` at the sample."""
 
-    def __init__(self, geometry: GeometryConfig, energy_kev: float, zernike: bool) -> None:
+    def __init__(self, optics: OpticsConfig, energy_kev: float, zernike: bool) -> None:
         self.zernike = zernike
-        self.cutoff = 1.0 / (2.0 * geometry.zone_plate_outermost_zone_nm * 1e-6)  # 1/mm
-        self.ring_radius = geometry.phase_ring_radius_fraction * self.cutoff
-        self.ring_half_width = geometry.phase_ring_width_fraction * self.cutoff / 2
+        self.cutoff = 1.0 / (2.0 * optics.zone_plate_outermost_zone_nm * 1e-6)  # 1/mm
+        self.ring_radius = optics.phase_ring_radius_fraction * self.cutoff
+        self.ring_half_width = optics.phase_ring_width_fraction * self.cutoff / 2
         k = wavenumber_per_mm(energy_kev)
-        delta, beta = delta_beta(geometry.phase_ring_material, geometry.phase_ring_density_g_cm3, energy_kev)
-        shift = np.radians(geometry.phase_ring_shift_deg)
+        delta, beta = delta_beta(optics.phase_ring_material, optics.phase_ring_density_g_cm3, energy_kev)
+        shift = np.radians(optics.phase_ring_shift_deg)
         self.ring_thickness_mm = shift / (k * delta)
         self.ring_amplitude = float(np.exp(-k * beta * self.ring_thickness_mm))
         self.ring_factor = self.ring_amplitude * np.exp(-1j * shift) if zernike else 1.0
-        n = geometry.condenser_illumination_points
+        n = optics.condenser_illumination_points
         angles = 2 * np.pi * (np.arange(n) + 0.5) / n
         self.illumination = self.ring_radius * np.column_stack([np.cos(angles), np.sin(angles)])
 
