@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench docs clean
+.PHONY: install demo test test-fast lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,15 +18,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/nanoscope demo
 
-# The import contracts (pyproject.toml, [tool.importlinter]) first: a layer violation fails
-# in seconds. pytest exits 5 when it collects no test: say so rather than fail obscurely.
-test: $(STAMP)
+# ruff ([tool.ruff]) and the import contracts ([tool.importlinter]) in pyproject.toml: a style
+# or layer violation fails in seconds, before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+# pytest exits 5 when it collects no test: say so rather than fail obscurely.
+test: lint
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-test-fast: $(STAMP)
-	$(VENV)/bin/lint-imports
+test-fast: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
