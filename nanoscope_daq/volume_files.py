@@ -30,6 +30,7 @@ import scipy
 import torch
 
 from . import __version__
+from .errors import RefusedInput
 
 PROVENANCE_GROUP = "provenance"
 ANGLES_DOC = "rotation angle of each projection used (measured, degrees)"
@@ -161,7 +162,7 @@ def write_labels(path: str | Path, labels: Volume, extra: Mapping[str, np.ndarra
     """Write ``/labels`` (uint8, z-y-x) with ``voxel_size_um``, provenance and optional extra datasets."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.asarray(labels.data)
+    data = checked_labels(np.asarray(labels.data), str(path))
     with h5py.File(path, "w") as h5:
         dataset = _create(h5, "labels", data.shape, np.uint8, labels.voxel_size_um, compress=True)
         dataset[...] = data.astype(np.uint8, copy=False)
@@ -171,36 +172,66 @@ def write_labels(path: str | Path, labels: Volume, extra: Mapping[str, np.ndarra
             h5.create_dataset(key, data=value, compression="gzip", compression_opts=1)
 
 
+def checked_labels(data: np.ndarray, where: str) -> np.ndarray:
+    """``data`` as uint8 label codes, refused when it is not 3-D integer codes 0..255 (never cast silently)."""
+    if data.ndim != 3:
+        raise RefusedInput(f"{where}: labels of shape {data.shape} are not a z-y-x volume; give a 3-D array")
+    if not (np.issubdtype(data.dtype, np.integer) or data.dtype == bool):
+        raise RefusedInput(f"{where}: labels of type {data.dtype} are not label codes; give integer codes "
+                           "(DESIGN.md: 0 background .. 5 shade-off), e.g. data.astype(np.uint8) after rounding")
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise RefusedInput(f"{where}: label codes {data.min()} .. {data.max()} do not fit uint8; use codes 0..255")
+    return data.astype(np.uint8, copy=False)
+
+
 def _open(path: str | Path, names: tuple[str, ...], what: str) -> tuple[h5py.File, str]:
-    """The open file and the first of ``names`` it holds; clear errors otherwise."""
+    """The open file and the first of ``names`` it holds; a :class:`RefusedInput` naming the fix otherwise.
+
+    A file whose writer died (still marked open for writing) is opened read-only with SWMR.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file {path} does not exist; pass the path of an existing HDF5 file")
-    h5 = h5py.File(path, "r")
+        raise RefusedInput(f"{what} file {path} does not exist; pass the path of an existing HDF5 file")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        if "already open for write" not in str(exc):
+            raise RefusedInput(f"{path} is not a readable HDF5 file ({exc}); pass a {what} file") from None
+        h5 = h5py.File(path, "r", swmr=True)
     for name in names:
         if name in h5:
             return h5, name
     h5.close()
-    raise ValueError(f"{path} has no /{names[0]} dataset: it is not a {what} file (DESIGN.md: /{names[0]}, "
-                     f"z-y-x, attribute voxel_size_um)")
+    raise RefusedInput(f"{path} has no /{names[0]} dataset: it is not a {what} file (DESIGN.md: /{names[0]}, "
+                       f"z-y-x, attribute voxel_size_um)")
 
 
 def _voxel_size(h5: h5py.File, dataset: str, path: str | Path) -> float:
     for owner in (h5[dataset], h5):
         if "voxel_size_um" in owner.attrs:
             return float(owner.attrs["voxel_size_um"])
-    raise ValueError(f"{path}: /{dataset} carries no voxel_size_um attribute; add it (micrometres per voxel)")
+    raise RefusedInput(f"{path}: /{dataset} carries no voxel_size_um attribute; add it (micrometres per voxel)")
+
+
+def _three_d(h5: h5py.File, name: str, path: str | Path, what: str) -> h5py.Dataset:
+    dataset = h5[name]
+    if dataset.ndim != 3:
+        raise RefusedInput(f"{path}: /{name} has shape {dataset.shape}, not a z-y-x volume; a {what} file holds a "
+                           "3-D array (a single slice: store it with a z axis of length 1)")
+    return dataset
 
 
 def read_volume(path: str | Path) -> Volume:
     """``/volume`` of a reconstructed volume file (or a simulator ground_truth.h5's ``/attenuation``)."""
     h5, name = _open(path, ("volume", "attenuation"), "volume")
     with h5:
-        return Volume(h5[name][...].astype(np.float32), _voxel_size(h5, name, path), read_provenance(h5))
+        data = _three_d(h5, name, path, "volume")[...].astype(np.float32)
+        return Volume(data, _voxel_size(h5, name, path), read_provenance(h5))
 
 
 def read_labels(path: str | Path) -> Volume:
     """``/labels`` (uint8) of a labels file or a simulator ground_truth.h5."""
     h5, name = _open(path, ("labels",), "labels")
     with h5:
-        return Volume(h5[name][...].astype(np.uint8), _voxel_size(h5, name, path), read_provenance(h5))
+        data = checked_labels(_three_d(h5, name, path, "labels")[...], str(path))
+        return Volume(data, _voxel_size(h5, name, path), read_provenance(h5))

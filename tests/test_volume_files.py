@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
+from nanoscope_daq.errors import RefusedInput
 from nanoscope_daq.volume_files import Volume, VolumeWriter, read_labels, read_volume, write_labels
 
 
@@ -49,7 +50,52 @@ def test_a_file_without_the_dataset_is_refused_naming_the_layout(tmp_path):
     path = tmp_path / "other.h5"
     with h5py.File(path, "w") as h5:
         h5["data"] = np.zeros((2, 2, 2))
-    with pytest.raises(ValueError, match="has no /labels dataset"):
+    with pytest.raises(RefusedInput, match="has no /labels dataset"):
         read_labels(path)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(RefusedInput, match="does not exist"):
         read_volume(tmp_path / "missing.h5")
+
+
+@pytest.mark.parametrize("data, words", [
+    (np.zeros((4, 4)), "not a z-y-x volume"),
+    (np.full((2, 2, 2), 2.0, dtype=np.float32), "are not label codes"),
+    (np.full((2, 2, 2), 300, dtype=np.int32), "do not fit uint8"),
+])
+def test_labels_that_are_not_codes_are_refused_not_cast(tmp_path, data, words):
+    with pytest.raises(RefusedInput, match=words):
+        write_labels(tmp_path / "labels.h5", Volume(data, 1.0))
+    with h5py.File(tmp_path / "raw.h5", "w") as h5:
+        h5["labels"] = data
+        h5["labels"].attrs["voxel_size_um"] = 1.0
+    with pytest.raises(RefusedInput, match=words):
+        read_labels(tmp_path / "raw.h5")
+
+
+def test_a_two_dimensional_volume_is_refused_naming_the_fix(tmp_path):
+    with h5py.File(tmp_path / "slice.h5", "w") as h5:
+        h5["volume"] = np.zeros((8, 8), dtype=np.float32)
+        h5["volume"].attrs["voxel_size_um"] = 1.0
+    with pytest.raises(RefusedInput, match="not a z-y-x volume.*z axis of length 1"):
+        read_volume(tmp_path / "slice.h5")
+
+
+def test_a_file_whose_writer_died_is_read_through_swmr(tmp_path):
+    """A volume file left marked open for writing (its writer was killed) is still readable."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "open.h5"
+    script = (
+        "import h5py, numpy as np, os\n"
+        f"h5 = h5py.File({str(path)!r}, 'w', libver='latest')\n"
+        "d = h5.create_dataset('volume', data=np.ones((2, 3, 4), np.float32))\n"
+        "d.attrs['voxel_size_um'] = 2.0\n"
+        "h5.swmr_mode = True\n"
+        "h5.flush()\n"
+        "os._exit(0)\n"  # no close: the file keeps its 'open for writing' mark
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    with pytest.raises(OSError):
+        h5py.File(path, "r").close()
+    volume = read_volume(path)
+    assert volume.data.shape == (2, 3, 4) and volume.voxel_size_um == 2.0

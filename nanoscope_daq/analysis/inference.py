@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..errors import RefusedInput
 from .labels import codes_of
 from .model_files import ModelFile
 from .training import normalise, sequence_of
@@ -34,9 +35,9 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+        raise RefusedInput("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+        raise RefusedInput(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
     return torch.device(name)
 
 

@@ -6,6 +6,8 @@ import enum
 
 import numpy as np
 
+from ..errors import RefusedInput
+
 
 class Code(enum.IntEnum):
     """Label codes of a labels file; SHADE_OFF is model output only (merged into bone by post-processing)."""
@@ -34,7 +36,7 @@ def bone_tissue(labels: np.ndarray) -> np.ndarray:
 def class_index(labels: np.ndarray, task: str) -> np.ndarray:
     """Channel index (int64) of each voxel for ``task``; codes a task lacks map as documented in TASK_CLASSES."""
     if task not in TASK_CLASSES:
-        raise ValueError(f"unknown segmentation task {task!r}; choose one of {', '.join(TASK_CLASSES)}")
+        raise RefusedInput(f"unknown segmentation task {task!r}; choose one of {', '.join(TASK_CLASSES)}")
     lut = np.zeros(256, dtype=np.int64)
     classes = TASK_CLASSES[task]
     for index, code in enumerate(classes):

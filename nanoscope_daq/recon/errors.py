@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import RefusedInput
 
-class ReconInputError(ValueError):
+
+class ReconInputError(RefusedInput):
     """Data or parameters unfit for reconstruction; the message names the problem and the fix."""

@@ -152,8 +152,10 @@ class NxTomoScan:
         try:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
-            raise ReconInputError(f"{self.path} is not a readable HDF5 file ({exc}); give an NXtomo (.nxs) "
-                                  "file") from None
+            if "already open for write" not in str(exc):
+                raise ReconInputError(f"{self.path} is not a readable HDF5 file ({exc}); give an NXtomo (.nxs) "
+                                      "file") from None
+            self._h5 = h5py.File(self.path, "r", swmr=True)  # its writer died: read what it flushed
         entry = _find_entry(self._h5, self.path)
         self.entry_name = entry.name
         self.data = _first(entry, "instrument/detector/data", "data/data")
