@@ -224,7 +224,9 @@ class ScanConfig:
     taxi_margin_deg: float = field(metadata=non_negative())
     flush_frames: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
     gate_timeout_s: float = field(metadata=positive())
-    frame_delivery_timeout_s: float = field(metadata=positive())
+    frame_stall_timeout_s: float = field(metadata=positive())
+    max_duration_s: float = field(metadata=positive())
+    free_space_margin: float = field(metadata=_check(lambda v: v >= 1, ">= 1"))
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,10 @@ BAD_INPUTS = [
     (insitu_loading, {"hold_s": -1.0}, "hold_s"),
     (continuous_loading, {"speed_mm_per_min": 50.0}, "speed_mm_per_min"),
     (darks_flats, {"darks": 0, "flats": 0}, "darks/flats"),
+    (fly_tomo, {"projections": 100_000_000}, "projections"),  # days at 3e-4 deg/s: over scan.max_duration_s
+    (step_tomo, {"projections": 50_000}, "projections"),  # hours of stop-and-shoot
+    (time_series, {"subject": MOUSE, "tomograms": 400, "interval_s": 600.0, "rotation": "back-and-forth"},
+     "projections"),  # 66 h
 ]
 
 

@@ -3,8 +3,7 @@
 ``cam`` is ophyd's ``Andor3DetectorCam``, ``hdf1`` its ``HDF5Plugin_V34`` with the
 ``FileStoreHDF5IterativeWrite`` mixin (each file becomes a bluesky Resource, each
 trigger a Datum), ``image1`` its ``ImagePlugin`` (binned live preview). Frames are
-written by the IOC under ``<data_dir>/YYYY/MM/DD/``; ``data_dir`` defaults to the
-configuration's ``paths.data_dir``.
+written by the IOC under ``<data_dir>/YYYY/MM/DD/`` (``data_dir`` given to the detector).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
 from ophyd.areadetector.plugins import HDF5Plugin_V34, ImagePlugin
 from ophyd.status import StatusBase
 
-from ..config import load_config
 
 DATE_SUBDIRECTORIES = "%Y/%m/%d/"
 """strftime template of the directories under the data directory (one per day)."""
@@ -37,18 +35,19 @@ def path_template(data_dir: str | os.PathLike) -> str:
 class XrmHDF5Plugin(HDF5Plugin_V34, FileStoreHDF5IterativeWrite):
     """HDF5 file plugin registering its files with bluesky (Resource/Datum documents).
 
-    Without a ``write_path_template`` the configuration's data directory is used.
-    Staging first asks the IOC to create and check the day's directory, and fails
+    Set ``write_path_template`` (or ``XrmDetector(data_dir=...)``) before staging: the
+    device reads no configuration of its own. Staging first asks the IOC to create and check the day's directory, and fails
     with the IOC's reason when it cannot write there (instead of waiting forever
     for a capture that cannot start).
     """
 
-    def __init__(self, *args, write_path_template: str | None = None, **kwargs) -> None:
-        if write_path_template is None:
-            write_path_template = path_template(load_config().paths.data_dir)
+    def __init__(self, *args, write_path_template: str = "", **kwargs) -> None:
         super().__init__(*args, write_path_template=write_path_template, **kwargs)
 
     def make_filename(self) -> tuple[str, str, str]:
+        if not self.write_path_template:
+            raise ValueError(f"{self.name}: no directory to write in; set {self.name}.write_path_template "
+                             "(or XrmDetector(data_dir=...)) before staging")
         filename, read_path, write_path = super().make_filename()
         self.create_directory.set(CREATE_DIRECTORY_DEPTH).wait()
         self.write_status.put(0, wait=True)

@@ -10,6 +10,7 @@ closes the file and books the dose, whatever happened.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -184,9 +185,9 @@ def prepare_scan(
     if acquisition.flats and flats_when != "none":
         axis = getattr(xrm, acquisition.flats_axis)
         check.within_limits(xrm, acquisition.flats_axis, [axis.position + acquisition.flats_offset_mm], "flats_offset_mm")
-    control = CameraControl(xrm.det, delivery_timeout_s=scan.frame_delivery_timeout_s)
+    control = CameraControl(xrm.det, delivery_timeout_s=scan.frame_stall_timeout_s)
     capture = FrameCapture(xrm.det, config.paths.data_dir, flush_frames=scan.flush_frames,
-                           delivery_timeout_s=scan.frame_delivery_timeout_s)
+                           delivery_timeout_s=scan.frame_stall_timeout_s)
     camera = ScanCamera(control, capture)
     flyer = TomoFlyer(xrm, camera, taxi_margin_deg=scan.taxi_margin_deg)
     context = ScanContext(
@@ -222,6 +223,33 @@ def scan_metadata(kind: str, grid, acquisition: Acquisition, **extra: Any) -> di
         "flats": a.flats, "flats_when": a.flats_when, "flats_axis": a.flats_axis,
         "flats_offset_mm": a.flats_offset_mm, **extra,
     }
+
+
+def check_extent(context: ScanContext, *, projections: int, flat_sets: int, duration_s: float) -> None:
+    """Refuse a scan that would outlast ``scan.max_duration_s`` or overflow the data directory, before it moves.
+
+    ``projections`` frames plus the darks and ``flat_sets`` sets of flats, at the frame
+    size the readout settings give, must fit the free space of the data directory with
+    ``scan.free_space_margin`` to spare.
+    """
+    scan, a, cam = context.config.scan, context.acquisition, context.xrm.det.cam
+    if duration_s > scan.max_duration_s:
+        raise PlanParameterError(
+            "projections", f"the scan would take about {duration_s / 3600:.1f} h, more than scan.max_duration_s "
+            f"({scan.max_duration_s / 3600:.1f} h)", "take fewer projections or tomograms, or turn faster",
+        )
+    frames = projections + a.darks + a.flats * flat_sets
+    frame_bytes = int(cam.array_size.array_size_x.get()) * int(cam.array_size.array_size_y.get()) * 2
+    needed = frames * frame_bytes * scan.free_space_margin
+    directory = context.config.paths.data_path
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        raise PlanParameterError(
+            "projections", f"{frames} frames need {needed / 1e9:.1f} GB with margin, but {directory} has "
+            f"{free / 1e9:.1f} GB free", "free space in the data directory, or take fewer or more binned frames",
+        )
 
 
 def book_dose(context: ScanContext, tomograms: int, beam_time_per_tomogram_s: float) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from ..devices import Instrument
 from ..devices.flyer import AngleGrid
 from ..devices.loadcell import LoadCellAlarm
 from . import validation as check
-from .context import ScanContext, book_dose, prepare_scan, scan_metadata, take_instrument, scan_run
+from .context import ScanContext, book_dose, check_extent, prepare_scan, scan_metadata, take_instrument, scan_run
 from .errors import PlanParameterError
 from .registry import registered
 from .series import merged_grid
@@ -100,7 +100,9 @@ def insitu_loading(
     min_period = yield from take_instrument(context)
     velocity = fly_settings(xrm, context, grid, velocity, min_period)
     fly_range_limits(xrm, context, grid, velocity)
-    dose = book_dose(context, len(loads), fly_beam_time_s(xrm, grid, velocity))
+    tomogram_s = fly_beam_time_s(xrm, grid, velocity)
+    check_extent(context, projections=len(loads) * grid.count, flat_sets=1, duration_s=len(loads) * (tomogram_s + hold_s))
+    dose = book_dose(context, len(loads), tomogram_s)
     outcome: dict[str, str] = {}
 
     def body() -> MsgGenerator[None]:
@@ -181,7 +183,9 @@ def continuous_loading(
     span = grid.step_deg * grid.count
     grids = [AngleGrid(grid.start_deg + k * span, grid.step_deg, grid.count) for k in range(max_tomograms)]
     fly_range_limits(xrm, context, merged_grid(grids), velocity)
-    dose = book_dose(context, max_tomograms, fly_beam_time_s(xrm, grid, velocity))
+    tomogram_s = fly_beam_time_s(xrm, grid, velocity)
+    check_extent(context, projections=max_tomograms * grid.count, flat_sets=1, duration_s=max_tomograms * tomogram_s)
+    dose = book_dose(context, max_tomograms, tomogram_s)
     outcome: dict[str, str] = {}
 
     def body() -> MsgGenerator[None]:

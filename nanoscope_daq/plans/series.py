@@ -13,7 +13,7 @@ from ..config import Config
 from ..devices import Instrument
 from ..devices.flyer import AngleGrid
 from . import validation as check
-from .context import book_dose, prepare_scan, scan_metadata, take_instrument, scan_run
+from .context import book_dose, check_extent, prepare_scan, scan_metadata, take_instrument, scan_run
 from .errors import PlanParameterError
 from .registry import registered
 from .stubs import announce
@@ -90,6 +90,9 @@ def time_series(
             "interval_s", f"{interval_s:g} s is shorter than one tomogram ({tomogram_s:.1f} s with run-up)",
             f"give at least {tomogram_s:.1f} s, or 0 for back-to-back tomograms",
         )
+    series_s = max(interval_s * (tomograms - 1) + tomogram_s, tomograms * tomogram_s)
+    check_extent(context, projections=tomograms * first.count, flat_sets=tomograms // max(flats_every, 1) + 2,
+                 duration_s=series_s)
     dose = book_dose(context, tomograms, beam_time)
     a = context.acquisition
     back_to_back = interval_s == 0

@@ -14,7 +14,7 @@ from ..devices import Instrument
 from ..devices.camera_control import FrameTrigger
 from ..devices.flyer import AngleGrid, fly_velocity, taxi_distance_deg
 from . import validation as check
-from .context import ScanContext, book_dose, prepare_scan, scan_metadata, take_instrument, scan_run
+from .context import ScanContext, book_dose, check_extent, prepare_scan, scan_metadata, take_instrument, scan_run
 from .errors import PlanParameterError
 from .registry import registered
 from .stubs import announce, shutter, wait_for_status
@@ -43,7 +43,8 @@ def darks_flats(
     a = context.acquisition
     if a.darks + a.flats == 0:
         raise PlanParameterError("darks/flats", "both are 0, so there is nothing to take", "ask for at least one frame")
-    yield from take_instrument(context)
+    min_period = yield from take_instrument(context)
+    check_extent(context, projections=0, flat_sets=1, duration_s=(a.darks + a.flats) * min_period)
     dose = book_dose(context, 0, 0.0)
 
     def body() -> MsgGenerator[None]:
@@ -118,6 +119,8 @@ def step_tomo(
     rot = xrm.rot
     move_s = abs(grid.step_deg) / rot.velocity.get() + rot.acceleration.get()
     frame_s = move_s + min_period + (60.0 / xrm.physio.rate.get() if gating == "prospective" else 0.0)
+    flat_sets = 2 if context.acquisition.flats_when == "both" else int(context.acquisition.flats_when != "none")
+    check_extent(context, projections=grid.count, flat_sets=flat_sets, duration_s=grid.count * frame_s)
     dose = book_dose(context, 1, grid.count * frame_s)
     a = context.acquisition
     gate_timeout = context.config.scan.gate_timeout_s
@@ -265,6 +268,10 @@ def fly_tomo(
     min_period = yield from take_instrument(context)
     velocity = fly_settings(xrm, context, grid, velocity, min_period)
     fly_range_limits(xrm, context, grid, velocity)
+    a = context.acquisition
+    flat_sets = 2 if a.flats_when == "both" else int(a.flats_when != "none")
+    check_extent(context, projections=grid.count, flat_sets=flat_sets,
+                 duration_s=fly_beam_time_s(xrm, grid, velocity) + (a.darks + a.flats * flat_sets) * min_period)
     dose = book_dose(context, 1, fly_beam_time_s(xrm, grid, velocity))
     a = context.acquisition
 
