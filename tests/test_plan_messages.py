@@ -8,6 +8,7 @@ which order. Every device action must be a message here; none may hide in a thre
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 
 import pytest
@@ -124,7 +125,10 @@ def test_a_fly_scan_is_a_sequence_of_bluesky_messages(xrm, config):
     assert readout < open_run  # the frame period is known before the run's checks finish
     start = sent[open_run].kwargs
     assert start["plan_name"] == "fly_tomo"
-    assert start["plan_args"]["projections"] == 90 and start["plan_args"]["range_deg"] == 180.0
+    assert start["plan_args"]["projections"] == 90 and start["plan_args"]["range_deg"] is None  # as called
+    fan_deg = 2 * math.degrees(math.atan(config.detector.pixels_x * config.detector.pixel_um / 2000
+                                         / config.geometry.source_detector_mm))
+    assert start["scan"]["range_deg"] == pytest.approx(math.ceil(180 + fan_deg))  # a cone-beam short scan
     assert start["plan_args"]["flats_when"] == "before" and "config" not in start["plan_args"]
     assert [m.kwargs["name"] for m in sent if m.command == "declare_stream"] == ["darks", "flats", "projections"]
     camera_file = index(sent, "prepare", ScanCamera, CameraFile(f"fly_tomo_{UID[:8]}"))

@@ -113,6 +113,7 @@ def test_a_fresh_instrument_from_the_command_line_source_on_fly_scan_source_off(
         assert ioc_get(sim.prefix + "SRC:STATE_RBV") == "On" and ioc_get(sim.prefix + "SRC:HV_RBV") == "On"
         fly = scan("fly_tomo")  # default parameters
         assert fly.returncode == 0, fly.stderr[-2000:]
+        assert "online reconstruction failed" not in fly.stderr  # the default range is one FDK reconstructs
         (nxs,) = [line.removeprefix("NXtomo file: ") for line in fly.stdout.splitlines()
                   if line.startswith("NXtomo file: ")]
         with h5py.File(nxs, "r") as h5:

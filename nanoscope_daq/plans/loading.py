@@ -29,7 +29,7 @@ from .registry import registered
 from .series import merged_grid
 from .stubs import announce
 from .subject import Subject
-from .tomo import angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
+from .tomo import tomogram_range_deg, angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def insitu_loading(
     hold_s: float = 0.0,
     unload_at_end: bool = True,
     projections: int = 360,
-    range_deg: float = 180.0,
+    range_deg: float | None = None,
     start_deg: float = 0.0,
     exposure_s: float = 0.005,
     binning: int = 4,
@@ -92,7 +92,7 @@ def insitu_loading(
     force_limit = float(xrm.load.force_limit.get())
     loads = check.loads(list(loads_n) if isinstance(loads_n, (tuple, list)) else loads_n, force_limit)
     hold_s = check.number("hold_s", hold_s, low=0, unit="s")
-    grid = angle_grid(start_deg, range_deg, projections)
+    grid = angle_grid(start_deg, tomogram_range_deg(range_deg, config), projections)
     _check_specimen(xrm)
     context = prepare_scan(xrm, "insitu_loading", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
@@ -141,7 +141,7 @@ def continuous_loading(
     speed_mm_per_min: float = 0.1,
     max_tomograms: int = 20,
     projections: int = 180,
-    range_deg: float = 180.0,
+    range_deg: float | None = None,
     exposure_s: float = 0.005,
     binning: int = 4,
     kv: float = 60.0,
@@ -173,7 +173,7 @@ def continuous_loading(
     low, high = xrm.load.speed.limits
     speed = check.number("speed_mm_per_min", speed_mm_per_min, low=low, high=high, unit="mm/min")
     max_tomograms = check.count("max_tomograms", max_tomograms, 1, what="tomograms")
-    grid = angle_grid(0.0, range_deg, projections)
+    grid = angle_grid(0.0, tomogram_range_deg(range_deg, config), projections)
     _check_specimen(xrm)
     context = prepare_scan(xrm, "continuous_loading", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,

@@ -26,7 +26,8 @@ NOT_RECORDED = ("xrm", "config", "md")
 SHARED_PARAMETERS: dict[str, str] = {
     "xrm": "The instrument (``nanoscope_daq.devices.Instrument``).",
     "projections": "Angles per tomogram, equally spaced over ``range_deg`` (endpoint excluded).",
-    "range_deg": "Angular range of one tomogram (deg; negative turns backwards).",
+    "range_deg": "Angular range of one tomogram (deg; negative turns backwards); None: what one tomogram needs "
+                 "in the instrument's geometry (180 in parallel beam, 180 + the fan angle in cone beam).",
     "start_deg": "First angle (deg).",
     "exposure_s": "Exposure per frame (s), inside the camera's limits (camera.exposure_min_s/max_s).",
     "binning": "Camera binning: 1, 2, 4 or 8.",

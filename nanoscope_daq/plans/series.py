@@ -18,7 +18,7 @@ from .errors import PlanParameterError
 from .registry import registered
 from .stubs import announce
 from .subject import Subject
-from .tomo import GATING, angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
+from .tomo import tomogram_range_deg, GATING, angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
 
 ROTATIONS = ("continuous", "back-and-forth")
 
@@ -33,7 +33,7 @@ def time_series(
     rotation: str = "continuous",
     flats_every: int = 0,
     projections: int = 360,
-    range_deg: float = 180.0,
+    range_deg: float | None = None,
     start_deg: float = 0.0,
     exposure_s: float = 0.005,
     binning: int = 4,
@@ -74,7 +74,7 @@ def time_series(
     if gating == "prospective":
         raise PlanParameterError("gating", "a fly time series cannot wait for the gate at each angle",
                                  "use gating='retrospective' (every frame tagged with its phase)")
-    first = angle_grid(start_deg, range_deg, projections)
+    first = angle_grid(start_deg, tomogram_range_deg(range_deg, config), projections)
     context = prepare_scan(xrm, "time_series", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when="both", subject=subject, in_vivo=True)

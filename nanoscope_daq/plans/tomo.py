@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -56,6 +57,22 @@ def darks_flats(
     return (yield from scan_run(context, body, scan=scan, dose=dose, md=md))
 
 
+def tomogram_range_deg(range_deg: float | None, config: Config) -> object:
+    """``range_deg``, or when None the range one tomogram needs in the instrument's geometry.
+
+    Parallel beam: 180 deg. Cone beam: a short scan of 180 deg plus the fan angle the
+    detector subtends from the source (what FDK reconstructs), rounded up to a degree.
+    """
+    if range_deg is not None:
+        return range_deg
+    geometry = config.geometry
+    if geometry.kind != "cone":
+        return 180.0
+    half_width_mm = config.detector.pixels_x * config.detector.pixel_um / 1000 / 2
+    fan_deg = 2 * math.degrees(math.atan(half_width_mm / geometry.source_detector_mm))
+    return float(math.ceil(180.0 + fan_deg))
+
+
 def angle_grid(start_deg: object, range_deg: object, projections: object) -> AngleGrid:
     """``projections`` angles over ``range_deg`` from ``start_deg`` (endpoint excluded; negative range turns backwards)."""
     count = check.count("projections", projections, 2, what="projections")
@@ -87,7 +104,7 @@ def step_tomo(
     xrm: Instrument,
     *,
     projections: int = 180,
-    range_deg: float = 180.0,
+    range_deg: float | None = None,
     start_deg: float = 0.0,
     exposure_s: float = 0.01,
     binning: int = 4,
@@ -110,7 +127,7 @@ def step_tomo(
     """
     gating = check.choice("gating", gating, GATING)
     in_vivo = gating != "none"
-    grid = angle_grid(start_deg, range_deg, projections)
+    grid = angle_grid(start_deg, tomogram_range_deg(range_deg, config), projections)
     context = prepare_scan(xrm, "step_tomo", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when=flats_when, subject=subject, in_vivo=in_vivo)
@@ -235,7 +252,7 @@ def fly_tomo(
     xrm: Instrument,
     *,
     projections: int = 900,
-    range_deg: float = 180.0,
+    range_deg: float | None = None,
     start_deg: float = 0.0,
     exposure_s: float = 0.005,
     binning: int = 4,
@@ -261,7 +278,7 @@ def fly_tomo(
         raise PlanParameterError("gating", "a fly scan cannot wait for the respiratory gate at each angle",
                                  "use step_tomo(gating='prospective') or gating='retrospective' here")
     in_vivo = gating != "none"
-    grid = angle_grid(start_deg, range_deg, projections)
+    grid = angle_grid(start_deg, tomogram_range_deg(range_deg, config), projections)
     context = prepare_scan(xrm, "fly_tomo", config=config, kv=kv, power_w=power_w,
                                        exposure_s=exposure_s, binning=binning, darks=darks, flats=flats,
                                        flats_when=flats_when, subject=subject, in_vivo=in_vivo)
