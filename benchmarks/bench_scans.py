@@ -132,7 +132,8 @@ def main() -> None:
           f"{fly['exposure_s'] * 1e3:g} ms, {fly['velocity_deg_s']:.2f} deg/s")
     print(f"  camera top rate       {fly['camera_top_fps']:8.2f} fps")
     print(f"  achieved (rotation)   {fly['achieved_fps']:8.2f} fps   efficiency {fly['efficiency']:.4f}")
-    print(f"  achieved (kickoff on) {fly['fps_from_kickoff']:8.2f} fps   efficiency {fly['efficiency_from_kickoff']:.4f}")
+    print(f"  achieved (kickoff on) {fly['fps_from_kickoff']:8.2f} fps   "
+          f"efficiency {fly['efficiency_from_kickoff']:.4f}")
     print(f"  largest frame gap     {fly['max_frame_gap_s'] * 1e3:8.2f} ms;  plan wall time {fly['plan_wall_s']:.1f} s")
     print(f"  dose estimate         {fly['dose_estimate_gy'] * 1e3:8.1f} mGy per tomogram")
     for rotation in ("continuous", "back-and-forth"):

@@ -59,8 +59,8 @@ def main() -> int:
         for device, threads in devices:
             if threads:
                 torch.set_num_threads(threads)
-            times = _time(lambda: segment_volume(model, info, volume, tile=args.tile, overlap=32,
-                                                 device=device), args.repeats)
+            times = _time(lambda model=model, info=info, device=device: segment_volume(
+                model, info, volume, tile=args.tile, overlap=32, device=device), args.repeats)
             rate = args.slices / min(times)
             rows.append({"architecture": arch, "base_channels": base, "device": device, "threads": threads,
                          "slices_per_s_best": rate, "slices_per_s_median": args.slices / statistics.median(times)})

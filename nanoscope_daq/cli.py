@@ -54,8 +54,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 LAZY_COMMANDS = {
     "scan": (".scan_cli", "add_scan_parser", "run a registered plan against the IOCs, with a progress bar"),
     "recon": (".recon.cli", "add_recon_parser", "reconstruct an NXtomo file into a volume file"),
-    "segment": (".analysis.cli", "add_segment_parser", "segment a reconstructed volume with the shipped or a given model"),
-    "morphometry": (".analysis.cli", "add_morphometry_parser", "porosity, lacunae and bone morphometry of a labels file"),
+    "segment": (".analysis.cli", "add_segment_parser",
+                "segment a reconstructed volume with the shipped or a given model"),
+    "morphometry": (".analysis.cli", "add_morphometry_parser",
+                    "porosity, lacunae and bone morphometry of a labels file"),
     "train": (".analysis.cli", "add_train_parser", "train a segmentation model; writes weights + metrics JSON"),
 }
 """Sub-commands whose options are built only when they are the command run: (module, builder, help)."""

@@ -343,7 +343,8 @@ class SimCameraConfig:
     model: str
     serial_number: str
     firmware_version: str
-    port_name: str = field(metadata=_check(lambda v: v != "" and " " not in v, "a non-empty asyn port name without spaces"))
+    port_name: str = field(
+        metadata=_check(lambda v: v != "" and " " not in v, "a non-empty asyn port name without spaces"))
     row_time_mono12_us: float = field(metadata=positive())
     row_time_mono16_us: float = field(metadata=positive())
     global_shutter_readout_factor: float = field(metadata=_check(lambda v: v >= 1, ">= 1"))

@@ -19,7 +19,7 @@ import json
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -66,7 +66,7 @@ def _json_default(value: Any) -> Any:
 def write_provenance(h5: h5py.File, record: Mapping[str, Any]) -> None:
     """The ``/provenance`` group of ``record`` (see the module docstring for the encoding)."""
     group = h5.create_group(PROVENANCE_GROUP)
-    group.attrs["created"] = datetime.now(timezone.utc).astimezone().isoformat()
+    group.attrs["created"] = datetime.now(UTC).astimezone().isoformat()
     group.attrs["software"] = json.dumps(software_versions())
     for key, value in record.items():
         if isinstance(value, np.ndarray):

@@ -24,7 +24,6 @@ from nanoscope_daq.sim.hdf5_writer import FileRequest, Frame, Hdf5FrameWriter
 from nanoscope_daq.sim.ioc.camera.frames import ATTRIBUTES
 
 
-
 def frame_data_keys(shape: tuple[int, int]) -> dict[str, dict]:
     keys = {"image": {"source": "sim:CAM", "dtype": "array", "dtype_numpy": "<u2", "shape": list(shape),
                       "external": "STREAM:", "units": "counts"}}
@@ -68,7 +67,8 @@ class DocumentScan:
     def emit(self, name: str, doc: dict) -> None:
         self.callback(name, doc)
 
-    def write(self, pixels: np.ndarray, timestamps: Sequence[float], attributes: Sequence[Mapping[str, float]]) -> FrameRange:
+    def write(self, pixels: np.ndarray, timestamps: Sequence[float],
+              attributes: Sequence[Mapping[str, float]]) -> FrameRange:
         """Write frames (n, rows, cols) with their exposure times and NDAttributes; announces nothing."""
         first = self.frames
         futures = [self.camera.submit(Frame(first + i + 1, float(t), np.asarray(p), {**dict.fromkeys(ATTRIBUTES, 0.0),

@@ -19,8 +19,14 @@ from nanoscope_daq.analysis.metrics import merged_codes, otsu_threshold, segment
 from nanoscope_daq.analysis.model_files import load_model, save_model
 from nanoscope_daq.analysis.models import Sensor3D, build_model
 from nanoscope_daq.analysis.postprocess import outer_geometry, postprocess, remove_islands
-from nanoscope_daq.analysis.simulated_training import (evaluate_otsu, incremental_training, model_info, prepare,
-                                                       spread_slices, train_on)
+from nanoscope_daq.analysis.simulated_training import (
+    evaluate_otsu,
+    incremental_training,
+    model_info,
+    prepare,
+    spread_slices,
+    train_on,
+)
 from nanoscope_daq.analysis.training import TrainSettings, _epoch_order, normalise
 from nanoscope_daq.config import load_config
 from nanoscope_daq.physics.presets import tiny_leg_config

@@ -11,6 +11,7 @@ import epics
 import h5py
 import numpy as np
 import pytest
+from conftest import ca_read, wait_until
 from ophyd import Component as Cpt
 from ophyd import Device, DynamicDeviceComponent
 from ophyd.areadetector import DetectorBase, SingleTrigger
@@ -20,8 +21,6 @@ from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
 from ophyd.areadetector.paths import EpicsPathSignal
 from ophyd.areadetector.plugins import HDF5Plugin_V34, ImagePlugin
 from ophyd.signal import EpicsSignalBase
-
-from conftest import ca_read, wait_until
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.detector import XrmDetector, path_template

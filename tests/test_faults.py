@@ -14,8 +14,8 @@ import time
 
 import h5py
 import pytest
-
 from conftest import connected_instrument, ioc_get, wait_until
+
 from nanoscope_daq.plans import PlanParameterError, fly_tomo
 
 

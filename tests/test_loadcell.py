@@ -8,9 +8,8 @@ import time
 import numpy as np
 import pytest
 from caproto import AlarmSeverity
-from ophyd.utils import LimitError
-
 from conftest import CAError, ca_read, ca_write, connected
+from ophyd.utils import LimitError
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.loadcell import LoadCell, LoadCellAlarm, LoadCellStopped, SpecimenFailed

@@ -195,7 +195,8 @@ def test_bad_limits_are_refused_by_ioc_and_device(monitor, sim):
             41.0,
         )
     finally:
-        monitor.set_alarm_limits("temperature", ALARMS.temperature_alarm_low_c, ALARMS.temperature_alarm_high_c).wait(10)
+        defaults = (ALARMS.temperature_alarm_low_c, ALARMS.temperature_alarm_high_c)
+        monitor.set_alarm_limits("temperature", *defaults).wait(10)
 
 
 def test_a_history_longer_than_the_pv_holds_is_a_configuration_error():

@@ -20,8 +20,7 @@ from nanoscope_daq.devices import Instrument
 from nanoscope_daq.devices.camera_control import FrameTrigger, ReadoutSettings
 from nanoscope_daq.devices.scan_camera import CameraFile, ScanCamera
 from nanoscope_daq.devices.signals import ConfirmedSignal
-from nanoscope_daq.plans import (PLANS, PlanParameterError, fly_tomo, insitu_loading, source_off, source_on,
-                                 step_tomo)
+from nanoscope_daq.plans import PLANS, PlanParameterError, fly_tomo, insitu_loading, source_off, source_on, step_tomo
 from nanoscope_daq.plans.registry import parameter_help
 from nanoscope_daq.plans.safety import BeamGuard
 

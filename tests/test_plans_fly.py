@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 from bluesky.utils import RunEngineInterrupted
-
 from conftest import wait_until
+
 from nanoscope_daq.plans import fly_tomo, step_tomo
 
 ATTRS = "entry/instrument/NDAttributes/"

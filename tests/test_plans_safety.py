@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from bluesky.suspenders import SuspendBoolHigh
 from bluesky.utils import RunEngineInterrupted
-
 from conftest import wait_until
+
 from nanoscope_daq.plans import fly_tomo
 from nanoscope_daq.plans.safety import AlarmSuspender
 

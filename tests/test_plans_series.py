@@ -34,15 +34,16 @@ def test_time_series_of_three_tomograms_back_to_back(scan_bench):
         first, stop = event["projections_start"], event["projections_stop"]
         np.testing.assert_allclose(encoder[first:stop], event["grid_start_deg"] + np.arange(120) * 1.5, atol=1e-3)
     period = np.median(np.diff(times[events[0]["projections_start"]:events[0]["projections_stop"]]))
-    dead = [times[b["projections_start"]] - times[a["projections_stop"] - 1] - period for a, b in zip(events, events[1:])]
+    dead = [times[b["projections_start"]] - times[a["projections_stop"] - 1] - period
+            for a, b in zip(events, events[1:])]
     assert max(dead) < 2.0 and max(dead) < 2 * period  # back to back: no gap beyond one frame
     assert len(bench.nxtomo.written) == 3
 
 
 def test_back_and_forth_series_reverses_and_tags_time_points(scan_bench):
     bench = scan_bench
-    bench.run(time_series(bench.xrm, subject=dict(MOUSE, subject_id="M09"), tomograms=2, rotation="back-and-forth", projections=60,
-                          range_deg=180.0, exposure_s=0.004, flats=0, config=bench.config))
+    bench.run(time_series(bench.xrm, subject=dict(MOUSE, subject_id="M09"), tomograms=2, rotation="back-and-forth",
+                          projections=60, range_deg=180.0, exposure_s=0.004, flats=0, config=bench.config))
     events = [e["data"] for e in bench.events("tomograms")]
     assert [e["grid_step_deg"] for e in events] == [3.0, -3.0]
     encoder = frame_values(events[1]["file"], "EncoderAngle")
@@ -61,7 +62,8 @@ def test_loading_series_ends_cleanly_when_the_specimen_fails(fresh_scan_bench):
     events = [e["data"] for e in bench.events("tomograms")]
     assert [e["force_n"] for e in events] == [5.0, 15.0]  # the 30 N step broke the specimen
     forces = frame_values(events[1]["file"], "Force")
-    assert np.median(forces[events[1]["projections_start"]:events[1]["projections_stop"]]) == pytest.approx(15.0, abs=1.0)
+    held = forces[events[1]["projections_start"]:events[1]["projections_stop"]]
+    assert np.median(held) == pytest.approx(15.0, abs=1.0)
     assert load.specimen_state.get() == "Failed"
     assert load.holding.get() == 0 and load.done.get() == 1  # crosshead stopped, no hold left on
     assert len(bench.nxtomo.written) == 2
@@ -76,7 +78,8 @@ def test_prospective_gating_takes_frames_only_in_the_gate_retrospective_tags_the
     gated = frame_values(event["data"]["file"], "Gate")[event["data"]["projections_start"]:]
     assert len(gated) >= 8 and (gated[-8:] == 1).all()
     bench.run(fly_tomo(bench.xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004,
-                       gating="retrospective", subject=dict(MOUSE, subject_id="M08"), flats_when="none", darks=0, config=bench.config))
+                       gating="retrospective", subject=dict(MOUSE, subject_id="M08"), flats_when="none", darks=0,
+                       config=bench.config))
     (event,) = bench.events("tomograms")
     data = event["data"]
     gate = frame_values(data["file"], "Gate")[data["projections_start"]:data["projections_stop"]]

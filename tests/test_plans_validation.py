@@ -8,11 +8,16 @@ import sys
 
 import h5py
 import pytest
-
 from conftest import ioc_get
 
 from nanoscope_daq.plans import (
-    PlanParameterError, continuous_loading, darks_flats, fly_tomo, insitu_loading, step_tomo, time_series,
+    PlanParameterError,
+    continuous_loading,
+    darks_flats,
+    fly_tomo,
+    insitu_loading,
+    step_tomo,
+    time_series,
 )
 
 MOUSE = {"subject_id": "V01", "cohort": "OVX", "treatment": "PTH", "day": 14, "anaesthesia": "isoflurane 2%"}

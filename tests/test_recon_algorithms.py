@@ -10,8 +10,14 @@ import torch
 
 from nanoscope_daq.recon import ConeGeometry, FilterSpec, ParallelGeometry, ReconInputError, VolumeGrid, reconstruct
 from nanoscope_daq.recon.fourier import _kernel_transform, _taps, kernel_beta
-from nanoscope_daq.recon.phantoms import (Ellipsoids, parallel_sinogram, project_ellipsoids, rasterise,
-                                          shepp_logan, shepp_logan_3d)
+from nanoscope_daq.recon.phantoms import (
+    Ellipsoids,
+    parallel_sinogram,
+    project_ellipsoids,
+    rasterise,
+    shepp_logan,
+    shepp_logan_3d,
+)
 from nanoscope_daq.recon.weights import parker, projection_weights
 
 N, PIXEL = 128, 0.01

@@ -10,7 +10,6 @@ from nanoscope_daq.recon import ConeGeometry, IncrementalFBP, ParallelGeometry, 
 from nanoscope_daq.recon.phantoms import project_ellipsoids, shepp_logan_3d
 from nanoscope_daq.recon.weights import projection_weights
 
-
 pytestmark = pytest.mark.torch_threads(1)
 
 

@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from nanoscope_daq.recon import (ParallelGeometry, ReconInputError, build_flat_field, check_angles, normalise,
-                                 paganin_filter, reconstruct, remove_rings, remove_zingers, to_line_integrals)
+from nanoscope_daq.recon import (
+    ParallelGeometry,
+    ReconInputError,
+    build_flat_field,
+    check_angles,
+    normalise,
+    paganin_filter,
+    reconstruct,
+    remove_rings,
+    remove_zingers,
+    to_line_integrals,
+)
 from nanoscope_daq.recon.phantoms import parallel_sinogram, shepp_logan
 
 ROWS, COLS = 6, 40

@@ -8,12 +8,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import TEST_TIME_SCALE, ca_write, connected, ioc_get, wait_until
 
 from nanoscope_daq.config import load_config
 from nanoscope_daq.devices.signals import CommandRefused
 from nanoscope_daq.devices.source import SourceNotReady, XraySource
-
-from conftest import TEST_TIME_SCALE, ca_read, ca_write, connected, ioc_get, wait_until
 
 CONFIG = load_config().source
 BEHAVIOUR = load_config().sim.source

@@ -112,13 +112,15 @@ def test_a_broken_document_fails_the_analysis_run_with_the_reason(tmp_path):
     recorder = Recorder()
     scan = DocumentScan(tmp_path, recorder.callback, START, (ROWS, COLS))
     take_calibration(scan)
-    datum = {"uid": "x/0", "stream_resource": "never-emitted", "descriptor": scan.streams["projections"].descriptor_doc["uid"],
+    descriptor = scan.streams["projections"].descriptor_doc["uid"]
+    datum = {"uid": "x/0", "stream_resource": "never-emitted", "descriptor": descriptor,
              "indices": {"start": 0, "stop": 4}, "seq_nums": {"start": 1, "stop": 5}}
     recorder.callback("stream_datum", datum)  # returns: the scan goes on
     scan.stop()
     recorder.finish()
     (stop,) = recorder.named("stop")
-    assert stop["exit_status"] == "fail" and "never-emitted" in stop["reason"] and "emit the stream_resource" in stop["reason"]
+    assert stop["exit_status"] == "fail"
+    assert "never-emitted" in stop["reason"] and "emit the stream_resource" in stop["reason"]
 
 
 def test_a_start_document_without_geometry_numbers_is_refused_naming_the_key(tmp_path):

@@ -75,8 +75,8 @@ def fitted_rmse(volume: np.ndarray, truth: np.ndarray, where: np.ndarray) -> flo
 def test_a_gated_fly_scan_is_reconstructed_online_and_gating_beats_breathing(scan_bench, tmp_path):
     bench = scan_bench
     online = Online(bench)
-    bench.run(fly_tomo(bench.xrm, projections=400, range_deg=200.0, velocity=10.0, exposure_s=0.045, binning=1, power_w=20.0,
-                       gating="retrospective", subject=MOUSE, config=bench.config))
+    bench.run(fly_tomo(bench.xrm, projections=400, range_deg=200.0, velocity=10.0, exposure_s=0.045, binning=1,
+                       power_w=20.0, gating="retrospective", subject=MOUSE, config=bench.config))
     online.finish()
     raw = bench.named("start")[0]
     (start,) = online.named("start")

@@ -21,7 +21,8 @@ def _analysis_config(args: argparse.Namespace) -> AnalysisConfig:
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML file overriding the defaults ([analysis]; train also reads the phantom, [sim.phantom])")
+    parser.add_argument("--config", help="TOML file overriding the defaults ([analysis]; train also reads the "
+                                         "phantom, [sim.phantom])")
 
 
 # -- train --------------------------------------------------------------------------
@@ -58,8 +59,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ..volume_files import read_labels, read_volume
     from .datasets import simulate_stack, simulated_instrument
     from .model_files import load_model, save_model
-    from .simulated_training import (Prepared, evaluate_otsu, evaluate_stack, incremental_training, model_info,
-                                     prepare, spread_slices, train_on)
+    from .simulated_training import (
+        Prepared,
+        evaluate_otsu,
+        evaluate_stack,
+        incremental_training,
+        model_info,
+        prepare,
+        spread_slices,
+        train_on,
+    )
     from .training import TrainSettings, normalise
 
     config = _config(args)
@@ -117,7 +126,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     metrics_path = Path(args.metrics) if args.metrics else Path(args.out).with_suffix(".json")
     metrics_path.write_text(json.dumps(metrics, indent=2, default=str))
     held = metrics.get("held_out")
-    summary = f"accuracy {held['accuracy']:.4f}, Dice {['%.3f' % d for d in held['dice']]}" if held else ""
+    summary = f"accuracy {held['accuracy']:.4f}, Dice {[format(d, '.3f') for d in held['dice']]}" if held else ""
     print(f"wrote {args.out} and {metrics_path} ({len(result.history)} epochs, best {result.best_epoch}) {summary}")
     return 0
 

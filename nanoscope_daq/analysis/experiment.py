@@ -41,8 +41,7 @@ from ..config import PhantomConfig, load_config
 from ..physics.presets import tiny_leg_config
 from .datasets import simulate_stack, simulated_instrument
 from .model_files import load_model, save_model
-from .simulated_training import (Prepared, evaluate_otsu, evaluate_stack, model_info, prepare, spread_slices,
-                                 train_on)
+from .simulated_training import Prepared, evaluate_otsu, evaluate_stack, model_info, prepare, spread_slices, train_on
 from .training import TrainSettings
 
 TRAIN_WINDOWS, TEST_WINDOWS, DEPTH, SIZE = 8, 4, 12, 128

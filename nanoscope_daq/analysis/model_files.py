@@ -63,8 +63,9 @@ def load_model(path: str | Path | None = None) -> tuple[nn.Module, ModelFile]:
                                 "--model to use the shipped default")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or damaged files
-        raise ValueError(f"{path} is not a readable model file ({exc}); pass a file written by `nanoscope train`")
+    except Exception as exc:  # noqa: BLE001 -- torch raises several types for foreign or damaged files
+        raise ValueError(f"{path} is not a readable model file ({exc}); pass a file written by `nanoscope train`") \
+            from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise ValueError(f"{path} is not a nanoscope segmentation model (format {FORMAT}); "
                          "pass a file written by `nanoscope train`")

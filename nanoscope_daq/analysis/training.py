@@ -32,7 +32,6 @@ from .metrics import segmentation_metrics
 from .model_files import ModelFile, save_model
 from .models import build_model
 
-
 LOSSES = ("cross_entropy", "cross_entropy+dice")
 
 

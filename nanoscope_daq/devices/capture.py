@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from event_model import ComposeStreamResource, StreamRange
-
-from ..documents import ATTRIBUTE_KEYS, datasets
 from ophyd.status import StatusBase
 
+from ..documents import ATTRIBUTE_KEYS, datasets
 from .detector import CREATE_DIRECTORY_DEPTH, XrmDetector, path_template
 from .signals import condition_status, done_status, progress_status, put_completed, puts_in_order, then
 

@@ -13,13 +13,12 @@ import time
 
 from ophyd import Component as Cpt
 from ophyd import EpicsSignalRO
-from ophyd.device import Staged
 from ophyd.areadetector import DetectorBase, SingleTrigger
 from ophyd.areadetector.cam import Andor3DetectorCam
 from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
 from ophyd.areadetector.plugins import HDF5Plugin_V34, ImagePlugin
+from ophyd.device import Staged
 from ophyd.status import StatusBase
-
 
 DATE_SUBDIRECTORIES = "%Y/%m/%d/"
 """strftime template of the directories under the data directory (one per day)."""
@@ -36,9 +35,9 @@ class XrmHDF5Plugin(HDF5Plugin_V34, FileStoreHDF5IterativeWrite):
     """HDF5 file plugin registering its files with bluesky (Resource/Datum documents).
 
     Set ``write_path_template`` (or ``XrmDetector(data_dir=...)``) before staging: the
-    device reads no configuration of its own. Staging first asks the IOC to create and check the day's directory, and fails
-    with the IOC's reason when it cannot write there (instead of waiting forever
-    for a capture that cannot start).
+    device reads no configuration of its own. Staging first asks the IOC to create and
+    check the day's directory, and fails with the IOC's reason when it cannot write
+    there (instead of waiting forever for a capture that cannot start).
     """
 
     def __init__(self, *args, write_path_template: str = "", **kwargs) -> None:

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ophyd import EpicsSignal, EpicsSignalRO
-from ophyd.signal import EpicsSignalBase
 from ophyd.ophydobj import OphydObject
+from ophyd.signal import EpicsSignalBase
 from ophyd.status import Status, StatusBase
 from ophyd.utils import InvalidState
 

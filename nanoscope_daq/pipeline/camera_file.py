@@ -11,8 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .announcements import CameraFile
 from ..documents import FRAME_DATA_KEY_UNITS, IMAGE_DATA_KEY, REQUIRED_FRAME_DATA_KEYS, DocumentContractError
+from .announcements import CameraFile
 
 
 @dataclass(frozen=True)

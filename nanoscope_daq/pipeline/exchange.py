@@ -10,8 +10,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from .camera_file import CameraFrames
 from ..documents import ImageKey
+from .camera_file import CameraFrames
 from .virtual_frames import link_frames
 
 

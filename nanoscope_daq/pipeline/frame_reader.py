@@ -13,8 +13,8 @@ from types import TracebackType
 import h5py
 import numpy as np
 
-from .announcements import CameraFile
 from ..documents import FRAME_DATA_KEY_UNITS, IMAGE_DATA_KEY, DocumentContractError
+from .announcements import CameraFile
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,8 @@ import h5py
 import numpy as np
 from event_model import NumpyEncoder
 
-from .camera_file import CameraFrames
 from ..documents import FRAME_DATA_KEY_UNITS, DocumentContractError, ImageKey
+from .camera_file import CameraFrames
 from .exchange import write_exchange
 from .image_keys import FrameClassification
 from .tomogram import Tomogram
@@ -72,7 +72,7 @@ def write_nxtomo(
         with h5py.File(partial, "w") as h5:
             h5.attrs["default"] = "entry"
             h5.attrs["creator"] = "nanoscope-daq NXtomo writer"
-            h5.attrs["file_time"] = datetime.now(timezone.utc).astimezone().isoformat()
+            h5.attrs["file_time"] = datetime.now(UTC).astimezone().isoformat()
             rotation_angle = frames.values["rotation_angle"]
             _write_entry(h5, tomogram, frames, classification, run)
             write_exchange(h5, frames, classification.image_key, rotation_angle)
@@ -315,4 +315,4 @@ def _json(value: Any) -> str:
 
 
 def _iso(posix_s: float) -> str:
-    return datetime.fromtimestamp(posix_s, tz=timezone.utc).astimezone().isoformat()
+    return datetime.fromtimestamp(posix_s, tz=UTC).astimezone().isoformat()

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from event_model import DocumentRouter
 
+from ..documents import TOMOGRAMS_STREAM, DocumentContractError, ImageKey
 from .announcements import Announcements
 from .camera_file import read_camera_frames
-from ..documents import TOMOGRAMS_STREAM, DocumentContractError, ImageKey
 from .image_keys import classify_frames
 from .nxtomo_layout import RunRecord, write_nxtomo
 from .tomogram import Tomogram, unfinished_grid, unfinished_parts

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..config import ReconConfig
+from ..documents import DocumentContractError
 from ..recon import ConeGeometry, ParallelGeometry
 from ..recon.geometry import Geometry
-from ..documents import DocumentContractError
 from .tomogram import Grid
 
 

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..documents import DocumentContractError, ImageKey
 from ..recon import FilterSpec, IncrementalFBP, normalise, reconstruct, to_line_integrals
 from ..recon.weights import projection_weights
 from ..volume_files import VolumeWriter
 from .analysis_run import AnalysisRun
 from .announcements import CameraFile
-from ..documents import DocumentContractError, ImageKey
-from .frame_reader import CameraReader, FrameBlock
 from .frame_ranges import FrameRange, FrameSet
+from .frame_reader import CameraReader, FrameBlock
 from .online_flats import FlatFieldsByIndex
 from .online_geometry import OnlineSetup
 from .online_window import FrameRef, SlotWindow
@@ -134,7 +134,8 @@ class OnlineReconstruction:
             return
         block = self.reader(camera).read(frames.indices())
         frame_type = block.value("frame_type")
-        valid = (block.value("source_current", 0.0) > 0) & (~np.isfinite(frame_type) | (frame_type == ImageKey.PROJECTION))
+        projection = ~np.isfinite(frame_type) | (frame_type == ImageKey.PROJECTION)
+        valid = (block.value("source_current", 0.0) > 0) & projection
         angles = block.value("rotation_angle")  # mid-exposure, as in the NXtomo files
         encoder = block.value("encoder_angle")  # latched at the trigger: names the grid angle, as image_keys.py does
         slots = self.setup.slot(np.where(np.isfinite(encoder), encoder, angles))
@@ -300,7 +301,8 @@ class OnlineReconstruction:
         grid = self.fbp.grid
         with VolumeWriter(path, grid.shape, grid.voxel_size_um, compress=False) as writer:
             writer.write(0, volume)
-            writer.provenance(self._provenance(tomogram, camera, selection, refs), np.array([r.angle_deg for r in refs]))
+            writer.provenance(self._provenance(tomogram, camera, selection, refs),
+                              np.array([r.angle_deg for r in refs]))
         self.on_written(path)
         logger.info("online reconstruction: wrote %s (%d projections) in %.2f s", path, len(refs),
                     time.perf_counter() - started)

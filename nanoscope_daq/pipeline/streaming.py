@@ -26,9 +26,9 @@ import torch
 from event_model import DocumentRouter
 
 from ..config import Config
+from ..documents import TOMOGRAMS_STREAM, DocumentContractError
 from .analysis_run import AnalysisRun, Publish
 from .announcements import Announcements, CameraFile
-from ..documents import TOMOGRAMS_STREAM, DocumentContractError
 from .frame_ranges import FrameRange
 from .online_geometry import online_setup
 from .online_recon import ANALYSIS, OnlineReconstruction

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .announcements import CameraFile, normalized
 from ..documents import STREAM_OF_KEY, DocumentContractError, ImageKey
+from .announcements import CameraFile, normalized
 from .frame_ranges import FrameRange
 
 EVENT_KEYS = (

@@ -19,12 +19,10 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import xraydb
+from bluesky.utils import MsgGenerator
 from ophyd import Signal
 
-from bluesky.utils import MsgGenerator
-
 from .. import __version__
-from ..documents import FRAME_STREAMS, TOMOGRAM_KEYS, TOMOGRAMS_STREAM
 from ..config import Config
 from ..devices import Instrument
 from ..devices.camera_control import CameraControl, ReadoutSettings
@@ -32,9 +30,10 @@ from ..devices.capture import FrameCapture
 from ..devices.flyer import TomoFlyer
 from ..devices.scan_camera import CameraFile, ScanCamera
 from ..devices.signals import CommandRefused
+from ..documents import FRAME_STREAMS, TOMOGRAM_KEYS, TOMOGRAMS_STREAM
 from . import validation as check
-from .errors import PlanParameterError
 from .dose import DoseLedger, DoseMeter, DoseModel
+from .errors import PlanParameterError
 from .safety import BeamGuard, safety_suspenders
 from .stubs import announce, shutter, take_darks, take_flats
 from .subject import Subject, parse_subject
@@ -132,8 +131,10 @@ def instrument_metadata(xrm: Instrument, config: Config, acquisition: Acquisitio
     """Geometry, source and detector of the scan, for the start document."""
     cam = xrm.det.cam
     geometry = config.geometry
-    cone = config.geometry.kind == "cone"
-    magnification = geometry.source_detector_mm / geometry.source_sample_mm if cone else geometry.objective_magnification
+    if geometry.kind == "cone":
+        magnification = geometry.source_detector_mm / geometry.source_sample_mm
+    else:
+        magnification = geometry.objective_magnification
     pixel_um = config.detector.pixel_um * acquisition.binning
     anode = xrm.source.anode.get() or config.source.anode
     return {
@@ -184,7 +185,8 @@ def prepare_scan(
     acquisition = dataclasses.replace(acquisition, kv=kv, power_w=power_w)
     if acquisition.flats and flats_when != "none":
         axis = getattr(xrm, acquisition.flats_axis)
-        check.within_limits(xrm, acquisition.flats_axis, [axis.position + acquisition.flats_offset_mm], "flats_offset_mm")
+        check.within_limits(xrm, acquisition.flats_axis, [axis.position + acquisition.flats_offset_mm],
+                            "flats_offset_mm")
     control = CameraControl(xrm.det, delivery_timeout_s=scan.frame_stall_timeout_s)
     capture = FrameCapture(xrm.det, config.paths.data_dir, flush_frames=scan.flush_frames,
                            delivery_timeout_s=scan.frame_stall_timeout_s)

@@ -77,7 +77,8 @@ class DoseLedger:
                 "dose",
                 f"this scan would deliver about {estimate_gy:.3f} Gy to {subject_id}, who has {delivered:.3f} Gy of "
                 f"the {budget_gy:g} Gy budget already: {max(remaining, 0.0):.3f} Gy remain",
-                "scan fewer tomograms, a shorter exposure or lower power, or raise dose.budget_gy if the protocol allows",
+                "scan fewer tomograms, a shorter exposure or lower power, "
+                "or raise dose.budget_gy if the protocol allows",
             )
         return delivered
 

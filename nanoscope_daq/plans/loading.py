@@ -23,13 +23,13 @@ from ..devices import Instrument
 from ..devices.flyer import AngleGrid
 from ..devices.loadcell import LoadCellAlarm
 from . import validation as check
-from .context import ScanContext, book_dose, check_extent, prepare_scan, scan_metadata, take_instrument, scan_run
+from .context import ScanContext, book_dose, check_extent, prepare_scan, scan_metadata, scan_run, take_instrument
 from .errors import PlanParameterError
 from .registry import registered
 from .series import merged_grid
 from .stubs import announce
 from .subject import Subject
-from .tomo import tomogram_range_deg, angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
+from .tomo import angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram, tomogram_range_deg
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def end_hold(xrm: Instrument) -> MsgGenerator[None]:
 
 def _check_specimen(xrm: Instrument) -> None:
     if xrm.load.specimen_state.get() != "Intact":
-        raise PlanParameterError("specimen", "the mounted specimen has failed", "mount a new specimen (load.mount_specimen())")
+        raise PlanParameterError("specimen", "the mounted specimen has failed",
+                                 "mount a new specimen (load.mount_specimen())")
     if xrm.load.alarm.get() != "No alarm":
         raise PlanParameterError("load", f"the loading cell's alarm is latched: {xrm.load.alarm_message.get()}",
                                  "clear it (load.clear_alarm()) after checking the specimen")
@@ -101,7 +102,8 @@ def insitu_loading(
     velocity = fly_settings(xrm, context, grid, velocity, min_period)
     fly_range_limits(xrm, context, grid, velocity)
     tomogram_s = fly_beam_time_s(xrm, grid, velocity)
-    check_extent(context, projections=len(loads) * grid.count, flat_sets=1, duration_s=len(loads) * (tomogram_s + hold_s))
+    check_extent(context, projections=len(loads) * grid.count, flat_sets=1,
+                 duration_s=len(loads) * (tomogram_s + hold_s))
     dose = book_dose(context, len(loads), tomogram_s)
     outcome: dict[str, str] = {}
 

@@ -13,12 +13,12 @@ from ..config import Config
 from ..devices import Instrument
 from ..devices.flyer import AngleGrid
 from . import validation as check
-from .context import book_dose, check_extent, prepare_scan, scan_metadata, take_instrument, scan_run
+from .context import book_dose, check_extent, prepare_scan, scan_metadata, scan_run, take_instrument
 from .errors import PlanParameterError
 from .registry import registered
 from .stubs import announce
 from .subject import Subject
-from .tomo import tomogram_range_deg, GATING, angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram
+from .tomo import GATING, angle_grid, fly_beam_time_s, fly_range_limits, fly_settings, fly_tomogram, tomogram_range_deg
 
 ROTATIONS = ("continuous", "back-and-forth")
 

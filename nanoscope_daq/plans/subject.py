@@ -29,7 +29,8 @@ SUBJECT_FIELDS = tuple(f.name for f in dataclasses.fields(Subject))
 
 def parse_subject(value: Subject | Mapping[str, Any] | None, *, required: bool) -> Subject | None:
     """A validated :class:`Subject` from a Subject, a mapping (e.g. parsed JSON) or None."""
-    example = "subject={'subject_id': 'M07', 'cohort': 'OVX', 'treatment': 'PTH', 'day': 14, 'anaesthesia': 'isoflurane 2%'}"
+    example = ("subject={'subject_id': 'M07', 'cohort': 'OVX', 'treatment': 'PTH', 'day': 14, "
+               "'anaesthesia': 'isoflurane 2%'}")
     if value is None:
         if required:
             raise PlanParameterError(
@@ -52,7 +53,8 @@ def parse_subject(value: Subject | Mapping[str, Any] | None, *, required: bool) 
     try:
         day = float(data["day"])
     except (TypeError, ValueError):
-        raise PlanParameterError("subject.day", f"{data['day']!r} is not a number", "give the study day, e.g. 14") from None
+        raise PlanParameterError("subject.day", f"{data['day']!r} is not a number",
+                                 "give the study day, e.g. 14") from None
     if day < 0:
         raise PlanParameterError("subject.day", f"{day:g} is negative", "give the study day counted from day 0")
     return Subject(str(data["subject_id"]), str(data["cohort"]), str(data["treatment"]), day, str(data["anaesthesia"]))

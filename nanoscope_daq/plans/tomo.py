@@ -15,7 +15,7 @@ from ..devices import Instrument
 from ..devices.camera_control import FrameTrigger
 from ..devices.flyer import AngleGrid, fly_velocity, taxi_distance_deg
 from . import validation as check
-from .context import ScanContext, book_dose, check_extent, prepare_scan, scan_metadata, take_instrument, scan_run
+from .context import ScanContext, book_dose, check_extent, prepare_scan, scan_metadata, scan_run, take_instrument
 from .errors import PlanParameterError
 from .registry import registered
 from .stubs import announce, shutter, wait_for_status
@@ -74,7 +74,10 @@ def tomogram_range_deg(range_deg: float | None, config: Config) -> object:
 
 
 def angle_grid(start_deg: object, range_deg: object, projections: object) -> AngleGrid:
-    """``projections`` angles over ``range_deg`` from ``start_deg`` (endpoint excluded; negative range turns backwards)."""
+    """``projections`` angles over ``range_deg`` from ``start_deg``.
+
+    The endpoint is excluded; a negative range turns backwards.
+    """
     count = check.count("projections", projections, 2, what="projections")
     start = check.number("start_deg", start_deg, unit="deg")
     span = check.number("range_deg", range_deg, unit="deg")
@@ -180,7 +183,7 @@ def gated_frame(xrm: Instrument, context: ScanContext, gate_timeout_s: float) ->
         yield from wait_for_status(lambda: xrm.physio.wait_for_gate(timeout=gate_timeout_s))
         closed: list[bool] = []
 
-        def on_gate(value, **_) -> None:
+        def on_gate(value, closed=closed, **_) -> None:
             if value == 0:
                 closed.append(True)
 

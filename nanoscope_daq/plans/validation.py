@@ -27,13 +27,16 @@ def number(name: str, value: object, *, low: float | None = None, high: float | 
            low_open: bool = False, unit: str = "") -> float:
     """A finite number within [low, high] (``low_open``: strictly above low)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise PlanParameterError(name, f"{value!r} is not a finite number", f"give a number{' in ' + unit if unit else ''}")
+        raise PlanParameterError(name, f"{value!r} is not a finite number",
+                                 f"give a number{' in ' + unit if unit else ''}")
     value = float(value)
     if low is not None and (value <= low if low_open else value < low):
         bound = "above" if low_open else "at least"
-        raise PlanParameterError(name, f"{value:g} {unit} is too small".strip(), f"give a value {bound} {low:g} {unit}".strip())
+        raise PlanParameterError(name, f"{value:g} {unit} is too small".strip(),
+                                 f"give a value {bound} {low:g} {unit}".strip())
     if high is not None and value > high:
-        raise PlanParameterError(name, f"{value:g} {unit} is too large".strip(), f"give at most {high:g} {unit}".strip())
+        raise PlanParameterError(name, f"{value:g} {unit} is too large".strip(),
+                                 f"give at most {high:g} {unit}".strip())
     return value
 
 

@@ -28,15 +28,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Union
 
 import numpy as np
 import torch
 
 from .errors import ReconInputError
 
-Angles = Union[Sequence[float], np.ndarray, torch.Tensor]
-Scalar = Union[float, torch.Tensor]
+Angles = Sequence[float] | np.ndarray | torch.Tensor
+Scalar = float | torch.Tensor
 
 
 def as_tensor(value: Angles | Scalar, device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -184,7 +183,7 @@ class ConeGeometry:
         return VolumeGrid((self.rows, self.cols, self.cols), self.sample_pixel_mm)
 
 
-Geometry = Union[ParallelGeometry, ConeGeometry]
+Geometry = ParallelGeometry | ConeGeometry
 
 
 def _check_detector(geometry: ParallelGeometry | ConeGeometry) -> None:

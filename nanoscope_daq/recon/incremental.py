@@ -26,11 +26,14 @@ from .algorithms import FilterSpec, check_algorithm, reconstruct
 from .geometry import Angles, Geometry, VolumeGrid
 from .weights import projection_weights
 
+DEFAULT_FILTER = FilterSpec()
+"""Ram-Lak at full bandwidth (FilterSpec's defaults)."""
+
 
 class IncrementalFBP:
     """Running FBP (FDK for a cone beam, or the Fourier method) of projection chunks with their measured angles."""
 
-    def __init__(self, geometry: Geometry, volume: VolumeGrid | None = None, *, filter: FilterSpec = FilterSpec(),
+    def __init__(self, geometry: Geometry, volume: VolumeGrid | None = None, *, filter: FilterSpec = DEFAULT_FILTER,
                  algorithm: str = "fbp", kernel_width: int = 4, device: torch.device | str = "cpu") -> None:
         self.geometry = geometry
         self.grid = volume or geometry.default_volume()

@@ -335,7 +335,7 @@ class Hdf5FrameWriter:
                 return
             try:
                 result = work(payload)
-            except BaseException as exc:  # reported through the future, never fatal to the worker
+            except BaseException as exc:  # noqa: BLE001 -- reported through the future, never fatal to the worker
                 future.set_exception(exc)
             else:
                 future.set_result(result)

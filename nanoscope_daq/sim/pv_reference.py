@@ -64,7 +64,8 @@ def _group_table(group: PVGroup) -> list[str]:
 
 def _served_count(group: PVGroup) -> int:
     """PVs a group serves, record fields (``NS:ROT.VAL`` ...) included."""
-    fields = sum(len(channel.field_inst.pvdb) for channel in group.pvdb.values() if getattr(channel, "field_inst", None))
+    fields = sum(len(channel.field_inst.pvdb) for channel in group.pvdb.values()
+                 if getattr(channel, "field_inst", None))
     return len(group.pvdb) + fields
 
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from ...physics.materials import LABEL_OF_MATERIAL, MATERIALS, MaterialId, Label, material_delta, property_table
+from ...physics.materials import LABEL_OF_MATERIAL, MATERIALS, Label, MaterialId, material_delta, property_table
 from ...physics.raster import MaterialGrid
 from ...physics.remodeling import SpecimenAnatomy
 from ...physics.shapes import Capsules, Ellipsoids, ellipsoid_cap_fraction, segment_distance

@@ -28,9 +28,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -386,8 +386,8 @@ class Imager:
         if isinstance(self.geometry, ConeBeam):
             beam = self._beam(kv)
             grid = self.grid(binning, 0)
-            grid = DetectorGrid(rows, cols, grid.pitch_mm * self.config.sim.detector.projection_supersampling, grid.x_offset_mm,
-                                grid.z_offset_mm)
+            pitch_mm = grid.pitch_mm * self.config.sim.detector.projection_supersampling
+            grid = DetectorGrid(rows, cols, pitch_mm, grid.x_offset_mm, grid.z_offset_mm)
             x, z = grid.col_x(np.arange(cols)), grid.row_z(np.arange(rows))
             r = np.sqrt(self.geometry.sdd**2 + x[None, :] ** 2 + z[:, None] ** 2)
             area = (det.pixel_um * 1e-3 * binning) ** 2

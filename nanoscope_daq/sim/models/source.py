@@ -296,11 +296,13 @@ class SourceModel:
         return configured * SLOWEST_RAMP_FRACTION, configured
 
     def set_kv_ramp(self, kv_per_s: float) -> None:
-        self.kv_ramp_per_s = self._checked_rate("high-voltage ramp rate", kv_per_s, self.behaviour.kv_ramp_per_s, "kV/s")
+        self.kv_ramp_per_s = self._checked_rate("high-voltage ramp rate", kv_per_s, self.behaviour.kv_ramp_per_s,
+                                                "kV/s")
         self._retarget()
 
     def set_power_ramp(self, w_per_s: float) -> None:
-        self.power_ramp_w_per_s = self._checked_rate("power ramp rate", w_per_s, self.behaviour.power_ramp_w_per_s, "W/s")
+        self.power_ramp_w_per_s = self._checked_rate("power ramp rate", w_per_s, self.behaviour.power_ramp_w_per_s,
+                                                     "W/s")
         self._retarget()
 
     def _checked_rate(self, what: str, rate: float, configured: float, unit: str) -> float:

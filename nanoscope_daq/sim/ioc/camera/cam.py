@@ -462,7 +462,7 @@ class Andor3CamIOC(_Andor3CamParams):
         except asyncio.CancelledError:
             await self.post("StatusMessage_RBV", "Acquisition stopped")
             raise
-        except Exception as exc:  # the imaging physics failed: say so, stop, keep serving
+        except Exception as exc:  # noqa: BLE001 -- the imaging physics failed: say so, stop, keep serving
             await self.post("StatusMessage_RBV", f"Acquisition failed: {exc}"[:1000])
             await self.post("DetectorState_RBV", "Error")
         finally:

@@ -110,7 +110,7 @@ class FramePipeline:
             assert frame.pixels is not None
             try:
                 data = await frame.pixels
-            except Exception as exc:  # the imaging physics failed: reported, counted, never silent
+            except Exception as exc:  # noqa: BLE001 -- the imaging physics failed: reported, counted, never silent
                 self.buffer.release(frame.nbytes)
                 await self._lost(frame, exc)
                 frame.delivered.set_result(False)
