@@ -29,6 +29,7 @@ from nanoscope_daq.analysis.simulated_training import (
 )
 from nanoscope_daq.analysis.training import TrainSettings, _epoch_order, normalise
 from nanoscope_daq.config import load_config
+from nanoscope_daq.errors import RefusedInput
 from nanoscope_daq.physics.presets import tiny_leg_config
 from nanoscope_daq.volume_files import Volume, read_labels, write_labels, write_volume
 
@@ -170,7 +171,7 @@ def test_model_files_round_trip_and_refuse_foreign_files(zernike, tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not a nanoscope segmentation model"):
         load_model(tmp_path / "foreign.pt")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(RefusedInput, match="does not exist"):
         load_model(tmp_path / "missing.pt")
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import PhantomConfig
+from ..errors import RefusedInput
 from ..physics.materials import LABEL_OF_MATERIAL
 from ..physics.phantom import Phantom
 from ..physics.raster import MaterialGrid
@@ -108,7 +109,7 @@ class SliceStack:
 def simulated_instrument(name: str) -> SimulatedInstrument:
     """The named simulated instrument."""
     if name not in SIMULATED_INSTRUMENTS:
-        raise ValueError(f"unknown simulated instrument {name!r}; choose one of {', '.join(SIMULATED_INSTRUMENTS)}")
+        raise RefusedInput(f"unknown simulated instrument {name!r}; choose one of {', '.join(SIMULATED_INSTRUMENTS)}")
     return SIMULATED_INSTRUMENTS[name]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import RefusedInput
 from .labels import TASK_CLASSES
 from .models import build_model
 
@@ -59,15 +60,15 @@ def load_model(path: str | Path | None = None) -> tuple[nn.Module, ModelFile]:
     """The network (eval mode) and its description, from ``path`` or the shipped default."""
     path = Path(path) if path is not None else default_model_path()
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist; train one with `nanoscope train` or omit "
+        raise RefusedInput(f"model file {path} does not exist; train one with `nanoscope train` or omit "
                                 "--model to use the shipped default")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- torch raises several types for foreign or damaged files
-        raise ValueError(f"{path} is not a readable model file ({exc}); pass a file written by `nanoscope train`") \
+        raise RefusedInput(f"{path} is not a readable model file ({exc}); pass a file written by `nanoscope train`") \
             from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a nanoscope segmentation model (format {FORMAT}); "
+        raise RefusedInput(f"{path} is not a nanoscope segmentation model (format {FORMAT}); "
                          "pass a file written by `nanoscope train`")
     info = ModelFile(architecture=saved["architecture"], task=saved["task"], base_channels=saved["base_channels"],
                      depth=saved["depth"], sequence=saved["sequence"], voxel_size_um=saved["voxel_size_um"],
