@@ -87,11 +87,14 @@ def parallel_filtered(slices: torch.Tensor, geometry: ParallelGeometry, weights:
 
 def reconstruct(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry, volume: VolumeGrid | None = None, *,
                 algorithm: str = "fbp", filter: FilterSpec = FilterSpec(), weights: torch.Tensor | None = None,
-                kernel_width: int = 4, device: torch.device | str = "cpu") -> torch.Tensor:
+                kernel_width: int = 4, match_fbp_noise: bool = True,
+                device: torch.device | str = "cpu") -> torch.Tensor:
     """Attenuation (1/mm, z-y-x) from line integrals (angles, rows, cols) with FBP, FDK or the Fourier method.
 
     ``weights``: per-projection angular weights (radians, (angles, 1) or (angles, cols));
-    default: the quadrature of the measured angles (weights.py).
+    default: the quadrature of the measured angles (weights.py). ``kernel_width`` and
+    ``match_fbp_noise`` (same noise as FBP, or False: the exact, sharper and noisier
+    interpolation) concern the Fourier method (fourier.py).
     """
     algorithm = check_algorithm(algorithm, geometry)
     volume = volume or geometry.default_volume()
@@ -105,6 +108,6 @@ def reconstruct(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry, v
     if algorithm == "fourier":
         check_filter(filter.name)
         return fourier_slices(slices, weights, theta, geometry.cor_value(), geometry.pixel_mm, volume,
-                              filter.response(geometry.cols, device), filter.pad_mode, kernel_width)
+                              filter.response(geometry.cols, device), filter.pad_mode, kernel_width, match_fbp_noise)
     filtered = parallel_filtered(slices, geometry, weights, filter)
     return backproject_parallel(filtered, theta, geometry.cor_value(), geometry.pixel_mm, volume)
