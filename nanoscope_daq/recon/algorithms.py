@@ -19,6 +19,7 @@ from .errors import ReconInputError
 from .filters import check_filter, filter_rows, padded_length, ramp_response
 from .fourier import fourier_slices
 from .geometry import ConeGeometry, Geometry, ParallelGeometry, VolumeGrid, as_tensor
+from .projector import backproject
 from .weights import projection_weights
 
 ALGORITHMS = ("fbp", "fdk", "fourier")
@@ -87,14 +88,16 @@ def parallel_filtered(slices: torch.Tensor, geometry: ParallelGeometry, weights:
 
 def reconstruct(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry, volume: VolumeGrid | None = None, *,
                 algorithm: str = "fbp", filter: FilterSpec = FilterSpec(), weights: torch.Tensor | None = None,
-                kernel_width: int = 4, match_fbp_noise: bool = True,
+                kernel_width: int = 4, match_fbp_noise: bool = True, shifts_mm: torch.Tensor | None = None,
                 device: torch.device | str = "cpu") -> torch.Tensor:
     """Attenuation (1/mm, z-y-x) from line integrals (angles, rows, cols) with FBP, FDK or the Fourier method.
 
     ``weights``: per-projection angular weights (radians, (angles, 1) or (angles, cols));
     default: the quadrature of the measured angles (weights.py). ``kernel_width`` and
     ``match_fbp_noise`` (same noise as FBP, or False: the exact, sharper and noisier
-    interpolation) concern the Fourier method (fourier.py).
+    interpolation) concern the Fourier method (fourier.py). ``shifts_mm`` (angles, 3): a rigid
+    translation of the specimen in the lab at each projection (motion), compensated by FBP/FDK.
+    A tilted detector or ``shifts_mm`` takes projector.py's general back-projection.
     """
     algorithm = check_algorithm(algorithm, geometry)
     volume = volume or geometry.default_volume()
@@ -102,6 +105,15 @@ def reconstruct(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry, v
     if weights is None:
         weights = projection_weights(geometry, device)
     theta = angles_rad(geometry, device)
+    if geometry.is_tilted() or shifts_mm is not None:
+        if algorithm == "fourier":
+            raise ReconInputError("the Fourier method needs an aligned detector and no motion; use algorithm 'fbp' "
+                                  "(or resample the projections onto an aligned detector first)")
+        if algorithm == "fdk":
+            filtered = fdk_filtered(projections, geometry, weights, filter)
+        else:
+            filtered = parallel_filtered(projections, geometry, weights, filter)
+        return backproject(filtered, theta, geometry, volume, shifts_mm)
     if algorithm == "fdk":
         return backproject_cone(fdk_filtered(projections, geometry, weights, filter), theta, geometry, volume)
     slices = parallel_slices(projections, geometry, volume)

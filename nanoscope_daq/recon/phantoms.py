@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .geometry import ConeGeometry, ParallelGeometry, VolumeGrid
+from .projector import detector_frame
 
 
 @dataclass(frozen=True)
@@ -141,32 +143,32 @@ def _chords(ellipsoids: Ellipsoids, start: np.ndarray, direction: np.ndarray) ->
     return out
 
 
-def project_ellipsoids(ellipsoids: Ellipsoids, geometry: ParallelGeometry | ConeGeometry,
-                       subsamples: int = 1) -> np.ndarray:
-    """Exact line integrals (angles, rows, cols) of the ellipsoids in either geometry."""
+def project_ellipsoids(ellipsoids: Ellipsoids, geometry: ParallelGeometry | ConeGeometry, subsamples: int = 1,
+                       shifts_mm: np.ndarray | None = None) -> np.ndarray:
+    """Exact line integrals (angles, rows, cols) of the ellipsoids in either geometry.
+
+    The detector's pose (tilt, roll, offsets) is the geometry's (projector.py's ray
+    geometry); ``shifts_mm`` (angles, 3) translates the specimen in the lab at each angle
+    (rigid motion).
+    """
+    frame = detector_frame(geometry, "cpu", torch.float64)
     sub = _offsets(subsamples)
-    cols = (np.arange(geometry.cols)[:, None] + sub[None, :]).reshape(-1)
-    rows = (np.arange(geometry.rows)[:, None] + sub[None, :]).reshape(-1)
+    cols = torch.from_numpy((np.arange(geometry.cols)[:, None] + sub[None, :]).reshape(-1))
+    rows = torch.from_numpy((np.arange(geometry.rows)[:, None] + sub[None, :]).reshape(-1))
+    pixels = frame.pixel_points(cols, rows).numpy()  # (rows, cols, 3) lab
+    axis = np.array([float(frame.axis_x), 0.0, 0.0])
+    if frame.source is None:
+        start, direction = pixels, np.broadcast_to(np.array([0.0, 1.0, 0.0]), pixels.shape)
+    else:
+        source = frame.source.numpy()
+        direction = pixels - source
+        direction = direction / np.linalg.norm(direction, axis=-1, keepdims=True)
+        start = np.broadcast_to(source, direction.shape)
+    shifts = np.zeros((geometry.num_angles, 3)) if shifts_mm is None else np.asarray(shifts_mm, float)
     out = np.empty((geometry.num_angles, geometry.rows, geometry.cols))
     for i, angle in enumerate(geometry.angles_array):
         to_specimen = _rotation_z(-angle)
-        if isinstance(geometry, ConeGeometry):
-            axis_x = (float(geometry.cor_value()) - geometry.central_col) * geometry.sample_pixel_mm
-            det_x = (cols - geometry.central_col) * geometry.pixel_mm
-            det_z = (rows - geometry.central_row) * geometry.pixel_mm
-            source = np.array([-axis_x, -geometry.source_sample_mm, 0.0])
-            ends = np.stack(np.broadcast_arrays(det_x[None, :] - axis_x,
-                                                geometry.source_detector_mm - geometry.source_sample_mm,
-                                                det_z[:, None]), axis=-1)
-            direction = ends - source
-            direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
-            start = np.broadcast_to(source, direction.shape)
-        else:
-            x = (cols - float(geometry.cor_value())) * geometry.pixel_mm
-            z = (rows - (geometry.rows - 1) / 2) * geometry.pixel_mm
-            start = np.stack(np.broadcast_arrays(x[None, :], 0.0, z[:, None]), axis=-1)
-            direction = np.broadcast_to(np.array([0.0, 1.0, 0.0]), start.shape)
-        lines = _chords(ellipsoids, start @ to_specimen.T, direction @ to_specimen.T)
+        lines = _chords(ellipsoids, (start - axis - shifts[i]) @ to_specimen.T, direction @ to_specimen.T)
         out[i] = lines.reshape(geometry.rows, subsamples, geometry.cols, subsamples).mean(axis=(1, 3))
     return out
 
