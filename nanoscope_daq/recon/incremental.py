@@ -48,17 +48,17 @@ class IncrementalFBP:
         return projection_weights(self.geometry.with_angles(angles_deg), self.device, plan_deg=self._plan)
 
     def contribution(self, projections: np.ndarray | torch.Tensor, angles_deg: Angles,
-                     weights: torch.Tensor | None = None) -> torch.Tensor:
-        """The volume of one chunk alone (what ``add`` adds)."""
+                     weights: torch.Tensor | None = None, shifts_mm: torch.Tensor | None = None) -> torch.Tensor:
+        """The volume of one chunk alone (what ``add`` adds); ``shifts_mm``: the specimen's motion (motion.py)."""
         chunk = self.geometry.with_angles(angles_deg)
         return reconstruct(projections, chunk, self.grid, algorithm=self.algorithm, filter=self.filter,
                            weights=self._weights(chunk.angles_array, weights), kernel_width=self.kernel_width,
-                           device=self.device)
+                           shifts_mm=shifts_mm, device=self.device)
 
     def add(self, projections: np.ndarray | torch.Tensor, angles_deg: Angles,
-            weights: torch.Tensor | None = None) -> None:
+            weights: torch.Tensor | None = None, shifts_mm: torch.Tensor | None = None) -> None:
         """Back-project line integrals (n, rows, cols) taken at ``angles_deg`` into the running volume."""
-        self._sum += self.contribution(projections, angles_deg, weights)
+        self._sum += self.contribution(projections, angles_deg, weights, shifts_mm)
         self.projections += len(angles_deg)
 
     def remove(self, projections: np.ndarray | torch.Tensor, angles_deg: Angles,

@@ -79,10 +79,11 @@ def shepp_logan(radius_mm: float, value_per_mm: float = 1.0) -> Ellipses:
     return Ellipses(t[:, 3:5] * radius_mm, t[:, 1:3] * radius_mm, t[:, 5].copy(), t[:, 0] * value_per_mm)
 
 
-def shepp_logan_3d(radius_mm: float, value_per_mm: float = 1.0) -> Ellipsoids:
-    """The 3D modified Shepp-Logan phantom fitted in a ball of ``radius_mm``."""
+def shepp_logan_3d(radius_mm: float, value_per_mm: float = 1.0, half_height_mm: float | None = None) -> Ellipsoids:
+    """The 3D modified Shepp-Logan phantom fitted in a ball of ``radius_mm``, or stretched along z to ``half_height_mm``."""
     t = _SHEPP_LOGAN_3D
-    return Ellipsoids(t[:, 4:7] * radius_mm, t[:, 1:4] * radius_mm, t[:, 7].copy(), t[:, 0] * value_per_mm)
+    scale = np.array([radius_mm, radius_mm, radius_mm if half_height_mm is None else half_height_mm])
+    return Ellipsoids(t[:, 4:7] * scale, t[:, 1:4] * scale, t[:, 7].copy(), t[:, 0] * value_per_mm)
 
 
 def _offsets(subsamples: int) -> np.ndarray:
