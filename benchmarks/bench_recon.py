@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from nanoscope_daq.recon import FILTERS, FilterSpec, ParallelGeometry, VolumeGrid, reconstruct
-from nanoscope_daq.recon.phantoms import parallel_sinogram, rasterise, shepp_logan
+from nanoscope_daq.recon.phantoms import parallel_sinogram, poisson_line_integrals, rasterise, shepp_logan
 
 RESULTS = Path(__file__).parent / "results" / "bench_recon.json"
 ANGLES = {512: 720, 2048: 2048}
@@ -64,13 +64,6 @@ def _ours(sinogram: np.ndarray, geometry: ParallelGeometry, algorithm: str, widt
             return reconstruct(data, geometry, volume, algorithm=algorithm, filter=FilterSpec(window),
                                kernel_width=width, match_fbp_noise=match_fbp_noise).numpy()[0]
     return run
-
-
-def poisson_line_integrals(sinogram: np.ndarray, counts: float, seed: int = 0) -> np.ndarray:
-    """-log of Poisson counts of the sinogram scaled to ``MAX_LINE_INTEGRAL``, scaled back (zero counts read 1)."""
-    scale = MAX_LINE_INTEGRAL / sinogram.max()
-    detected = np.random.default_rng(seed).poisson(counts * np.exp(-scale * sinogram))
-    return -np.log(np.maximum(detected, 1) / counts) / scale
 
 
 def _skimage(sinogram: np.ndarray, angles_deg: np.ndarray) -> Callable[[], np.ndarray]:
@@ -135,7 +128,8 @@ def bench(n: int, angles: int, repeats: int, skip: set[str], counts: float | Non
     sinogram = parallel_sinogram(phantom, geometry, subsamples=4)
     sinogram_s = time.perf_counter() - start
     if counts is not None:
-        sinogram = poisson_line_integrals(sinogram, counts)
+        sinogram = poisson_line_integrals(sinogram, counts, MAX_LINE_INTEGRAL / sinogram.max(),
+                                          np.random.default_rng(0))
     centre = np.arange(n) - (n - 1) / 2
     inside = np.hypot(*np.meshgrid(centre, centre)) < n / 2 - 1
     truth = {"between": rasterise(phantom, (n, n), 1.0, 4),

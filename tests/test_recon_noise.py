@@ -8,7 +8,7 @@ import torch
 
 from nanoscope_daq.recon import FILTERS, FilterSpec, ParallelGeometry, VolumeGrid, reconstruct
 from nanoscope_daq.recon.filters import linear_interpolation_power
-from nanoscope_daq.recon.phantoms import parallel_sinogram, rasterise, shepp_logan
+from nanoscope_daq.recon.phantoms import parallel_sinogram, poisson_line_integrals, rasterise, shepp_logan
 
 pytestmark = pytest.mark.torch_threads(1)
 
@@ -58,9 +58,7 @@ def noisy_phantom():
     ellipses = shepp_logan(0.46 * N, 1.0)
     geometry = _geometry()
     sinogram = parallel_sinogram(ellipses, geometry, subsamples=4)
-    scale = 2.0 / sinogram.max()  # the most attenuated ray transmits e^-2
-    counts = np.random.default_rng(0).poisson(500 * np.exp(-scale * sinogram))
-    noisy = -np.log(np.maximum(counts, 1) / 500) / scale
+    noisy = poisson_line_integrals(sinogram, 500, 2.0 / sinogram.max(), np.random.default_rng(0))  # e^-2 at most
     return geometry, noisy[:, None], rasterise(ellipses, (N, N), 1.0, 4)
 
 

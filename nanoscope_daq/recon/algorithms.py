@@ -80,9 +80,12 @@ def fdk_filtered(projections: torch.Tensor, geometry: ConeGeometry, weights: tor
 
 
 def parallel_filtered(slices: torch.Tensor, geometry: ParallelGeometry, weights: torch.Tensor,
-                      spec: FilterSpec) -> torch.Tensor:
-    """Parallel-beam slices (angles, nz, cols) ramp-filtered and weighted (per mm)."""
-    response = spec.response(geometry.cols, slices.device)
+                      spec: FilterSpec, response: torch.Tensor | None = None) -> torch.Tensor:
+    """Parallel-beam slices (angles, nz, cols) ramp-filtered and weighted (per mm).
+
+    ``response``: a filter's rfft of the padded length instead of ``spec``'s window (learned_fbp.py).
+    """
+    response = spec.response(geometry.cols, slices.device) if response is None else response
     return filter_rows(slices, response, spec.pad_mode) * (weights[:, :, None] / geometry.pixel_mm)
 
 
