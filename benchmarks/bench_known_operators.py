@@ -9,11 +9,13 @@ Calibrated: axis, tilt and distance (calibrate.py), compared with find_cor (axis
 Reconstruction error: FDK RMSE against the rasterised phantom on the start's grid.
 
 Motion: a parallel-beam scan (16 x 48 px, 60 angles over 180 deg) in which the specimen
-jumps by 2.5 px across and 1.5 px along the axis after a third of the scan and by -4 px
-across after two thirds; the error of the estimated shifts (less what a translation of the
+either jumps by 2.5 px across and 1.5 px along the axis after a third of the scan and by -4
+px across after two thirds (``jumps``), or breathes, ungated: 4 breaths during the scan,
+each a 2 px lift along the axis and 1 px across shaped sin^4 (short breaths, pauses
+between; ``breathing``); the error of the estimated shifts (less what a translation of the
 whole specimen causes) and the RMSE against the motion-free reconstruction before and after.
 
-Usage: python benchmarks/bench_known_operators.py [--skip calibration motion] [--evaluations 30]
+Usage: python benchmarks/bench_known_operators.py [--skip calibration jumps breathing] [--evaluations 30]
 Writes benchmarks/results/bench_known_operators.json.
 """
 
@@ -78,12 +80,22 @@ def calibration(rows: int, cols: int, angles: int, distance_error: float, evalua
     return row
 
 
-def motion(evaluations: int) -> dict:
+def injected_motion(kind: str, angles: int, pixel_mm: float) -> np.ndarray:
+    """Shifts (angles, 3) mm of the ``jumps`` or ``breathing`` case (module docstring)."""
+    shifts = np.zeros((angles, 3))
+    if kind == "jumps":
+        shifts[angles // 3:, 0], shifts[angles // 3:, 2] = 2.5 * pixel_mm, 1.5 * pixel_mm
+        shifts[2 * angles // 3:, 0] -= 4 * pixel_mm
+    else:
+        breath = np.sin(np.pi * 4 * np.arange(angles) / angles) ** 4
+        shifts[:, 0], shifts[:, 2] = 1.0 * pixel_mm * breath, 2.0 * pixel_mm * breath
+    return shifts
+
+
+def motion(kind: str, evaluations: int) -> dict:
     geometry = ParallelGeometry(np.linspace(0, 180, 60, endpoint=False), 16, 48, 0.1)
     phantom = _phantom(16, 48, 0.1)
-    shifts = np.zeros((60, 3))
-    shifts[20:, 0], shifts[20:, 2] = 0.25, 0.15
-    shifts[40:, 0] -= 0.4
+    shifts = injected_motion(kind, 60, geometry.pixel_mm)
     data = project_ellipsoids(phantom, geometry, 2, shifts)
     theta = torch.deg2rad(torch.tensor(geometry.angles_array, dtype=torch.float64))
     observable = np.insert(unobservable_removed(torch.tensor(shifts[:, [0, 2]]), theta).numpy(), 1, 0, axis=1)
@@ -95,7 +107,7 @@ def motion(evaluations: int) -> dict:
     with torch.no_grad():
         corrected = reconstruct_with_motion(data, geometry, result, volume).numpy()
     row = {
-        "scan": "parallel 16 x 48 px, 60 angles / 180 deg; jumps (2.5, 1.5) px at 20, (-4, 0) px at 40",
+        "scan": f"parallel 16 x 48 px, 60 angles / 180 deg; {kind}",
         "shift_error_px": {"rms": float(np.sqrt(np.mean(error_px**2))), "max": float(np.abs(error_px).max())},
         "rmse_vs_motion_free": {"uncorrected": _rmse(data, geometry, volume, still),
                                 "corrected": round(float(np.sqrt(np.mean((corrected - still) ** 2))), 5),
@@ -115,15 +127,16 @@ def main() -> None:
     parser.add_argument("--angles", type=int, default=90)
     parser.add_argument("--distance-error", type=float, default=0.02)
     parser.add_argument("--evaluations", type=int, default=30)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["calibration", "motion"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["calibration", "jumps", "breathing"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     results: dict = {"machine": {"torch": torch.__version__, "cores": os.cpu_count(), "torch_threads": 1,
                                  "load_average_before": list(os.getloadavg())}}
     if "calibration" not in args.skip:
         results["calibration"] = calibration(args.rows, args.cols, args.angles, args.distance_error, args.evaluations)
-    if "motion" not in args.skip:
-        results["motion"] = motion(args.evaluations // 2)
+    for kind in ("jumps", "breathing"):
+        if kind not in args.skip:
+            results[f"motion ({kind})"] = motion(kind, args.evaluations // 2)
     results["machine"]["load_average_after"] = list(os.getloadavg())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
