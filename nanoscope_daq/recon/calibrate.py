@@ -6,7 +6,10 @@ and the mismatch
 
     J(g) = sum_{angles, rows in the middle} (A_g FBP_g p - p)^2 / sum p^2
 
-is minimised over the chosen parameters. Why this objective: with the right geometry
+is minimised over the chosen parameters, both sides blurred by a Gaussian of
+``smoothing_px`` (1 px: most of the mismatch from resolution alone -- interpolation in the
+two operators -- goes, which otherwise biases parameters that move structure by
+fractions of a pixel). Why this objective: with the right geometry
 every ray of the data is explained by one volume (A FBP p = p up to FBP's resolution);
 a wrong axis, tilt or distance places the same structure at inconsistent positions in
 different projections, FBP smears it into arcs and doubled edges, and their reprojection
@@ -29,12 +32,14 @@ reprojected, and the objective would prefer the SDD that makes it largest on the
 (measured: -19 % from a 2 % error). So while the distance is calibrated, the trial
 geometry moves the source with it (SOD x SDD / SDD_start: the magnification and the
 specimen's size in voxels stay fixed, only the fan angles change); the result is
-reported with the start's SOD, the scale the user knows.
+reported with the start's SOD, the scale the user knows. Even so the distance is not
+recovered at small sizes: a 2 % error moves rays by less than FDK's own cone-beam
+approximation and position-dependent resolution change the mismatch (docs/recon.md,
+"Known operators": axis and tilt are recovered, the distance is not).
 
 Parameters (``PARAMETERS``): ``cor`` (px), ``tilt`` (deg), ``roll`` (deg, cone beam),
 ``distance`` (source-detector distance SDD, % of the start, with the source-axis distance
-SOD known),
-``offset_col``, ``offset_row`` (where the central ray meets the detector, px, cone beam).
+SOD known), ``offset_col``, ``offset_row`` (where the central ray meets the detector, px, cone beam).
 """
 
 from __future__ import annotations
@@ -181,6 +186,9 @@ def calibrate_geometry(line_integrals: np.ndarray | torch.Tensor, geometry: Geom
     ``volume``: the grid reconstructed and reprojected (default the geometry's own; it must
     hold the whole specimen). ``evaluations``: most objective evaluations by L-BFGS.
     ``reprojected_angles``: how many projections (evenly spread) the objective compares.
+    ``smoothing_px``: Gaussian blur of both sides of the comparison (module docstring).
+    ``corrections``: iterations x <- x + FBP(p - A x) after FBP; they lower the mismatch
+    that resolution leaves but also the geometry's signal (docs/recon.md); default none.
     """
     parameters = check_parameters(parameters, geometry)
     projections = as_projections(line_integrals, geometry, device)
