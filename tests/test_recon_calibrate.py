@@ -88,13 +88,13 @@ def test_motion_estimation_undoes_rigid_jumps_of_the_specimen():
     shifts[13:, 0], shifts[13:, 2] = 0.2, 0.1  # jumps of 2 and 1 px
     shifts[27:, 0] -= 0.3
     data = project_ellipsoids(phantom, geometry, 2, shifts)
-    motion = estimate_motion(data, geometry, evaluations=15)
+    motion = estimate_motion(data, geometry, evaluations=8)
     theta = torch.deg2rad(torch.tensor(geometry.angles_array, dtype=torch.float64))
     observable = unobservable_removed(torch.tensor(shifts[:, [0, 2]]), theta).numpy()
     error_px = np.abs(motion.shifts_mm[:, [0, 2]] - observable) / 0.1
     assert np.sqrt(np.mean(error_px**2)) < 0.2
     # Against the motion-free scan of the specimen at the position the estimate leaves it in. Measured: 0.070
-    # uncorrected, 0.0373 corrected, 0.0370 with the true shifts (what the shifted rows and columns lose at the edges).
+    # uncorrected, 0.0372 corrected (shift error 0.041 px RMS), 0.0370 with the true shifts (what the shifted rows and columns lose at the edges).
     volume = geometry.default_volume()
     observable_mm = np.insert(observable, 1, 0, axis=1)
     still = reconstruct(project_ellipsoids(phantom, geometry, 2, shifts - observable_mm), geometry, volume).numpy()
