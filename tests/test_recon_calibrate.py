@@ -24,7 +24,7 @@ def _rmse(image: np.ndarray, exact: np.ndarray) -> float:
 
 
 def test_reprojection_consistency_is_smallest_at_the_true_axis_and_its_gradient_points_there():
-    true = ParallelGeometry(np.linspace(0, 180, 45, endpoint=False), 8, 32, 0.1, cor=16.2)
+    true = ParallelGeometry(np.linspace(0, 360, 90, endpoint=False), 8, 32, 0.1, cor=16.2)
     data = torch.tensor(project_ellipsoids(_tall_shepp_logan(8, 32, 0.1), true, 2), dtype=torch.float32)
     objective = ReprojectionConsistency(data, true, true.default_volume(), FilterSpec(), 15)
     with torch.no_grad():
@@ -70,6 +70,8 @@ def test_calibration_refuses_parameters_the_geometry_does_not_have():
         calibrate_geometry(np.zeros((20, 4, 32), np.float32), geometry, ("cor", "distance"))
     with pytest.raises(ReconInputError, match="unknown calibration parameter 'yaw'"):
         calibrate_geometry(np.zeros((20, 4, 32), np.float32), geometry, ("yaw",))
+    with pytest.raises(ReconInputError, match="needs a full turn"):
+        calibrate_geometry(np.zeros((20, 4, 32), np.float32), geometry, ("cor", "tilt"))
 
 
 def test_whole_specimen_translations_are_removed_from_motion_estimates():
