@@ -198,6 +198,8 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
         if calibrate or motion:
             calibration = self_calibrate(np.asarray(stack), geometry, tuple(calibrate), motion, settings, device)
             geometry = calibration.geometry
+            if "cor" in calibrate:
+                cor_method += "; then calibrated by reprojection consistency (calibrate.py)"
             if calibration.shifts_mm is not None:
                 shifts = torch.from_numpy(calibration.shifts_mm).float().to(device)
         grid = geometry.default_volume()
