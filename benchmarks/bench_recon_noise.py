@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def radial_nps(images: np.ndarray, bins: np.ndarray) -> np.ndarray:
     spectrum = np.abs(np.fft.fft2(images - images.mean(axis=(1, 2), keepdims=True))) ** 2
     nps = spectrum.mean(axis=0) / m**2
     frequency = np.hypot(*np.meshgrid(np.fft.fftfreq(m), np.fft.fftfreq(m)))
-    return np.array([nps[(frequency >= lo) & (frequency < hi)].mean() for lo, hi in zip(bins[:-1], bins[1:])])
+    return np.array([nps[(frequency >= lo) & (frequency < hi)].mean() for lo, hi in pairwise(bins)])
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -185,6 +186,27 @@ class ReprojectionConsistency:
         return flat.reshape(projections.shape)
 
 
+def lbfgs_minimise(variables: torch.Tensor, value: Callable[[], torch.Tensor], evaluations: int,
+                   history_size: int = 10) -> int:
+    """Minimise ``value()`` over the leaf tensor ``variables`` (in place) by L-BFGS with a strong-Wolfe line search,
+    at most ``evaluations`` evaluations; returns how many were made."""
+    optimiser = torch.optim.LBFGS([variables], lr=1.0, max_iter=evaluations, max_eval=evaluations,
+                                  tolerance_grad=1e-12, tolerance_change=1e-14, history_size=history_size,
+                                  line_search_fn="strong_wolfe")
+    count = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal count
+        count += 1
+        optimiser.zero_grad()
+        result = value()
+        result.backward()
+        return result
+
+    optimiser.step(closure)
+    return count
+
+
 def calibrate_geometry(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry,
                        parameters: tuple[str, ...] = ("cor", "tilt"), *, volume: VolumeGrid | None = None,
                        filter: FilterSpec = FilterSpec("ram-lak"), evaluations: int = 40,
@@ -218,20 +240,7 @@ def calibrate_geometry(line_integrals: np.ndarray | torch.Tensor, geometry: Geom
 
     with torch.no_grad():
         objective_start = float(objective(trial(steps)))
-    optimiser = torch.optim.LBFGS([steps], lr=1.0, max_iter=evaluations, max_eval=evaluations,
-                                  tolerance_grad=1e-12, tolerance_change=1e-14, history_size=10,
-                                  line_search_fn="strong_wolfe")
-    count = 0
-
-    def closure() -> torch.Tensor:
-        nonlocal count
-        count += 1
-        optimiser.zero_grad()
-        value = objective(trial(steps))
-        value.backward()
-        return value
-
-    optimiser.step(closure)
+    count = lbfgs_minimise(steps, lambda: objective(trial(steps)), evaluations)
     with torch.no_grad():
         final = float(objective(trial(steps)))
     found = steps.detach()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .algorithms import FilterSpec, as_projections, reconstruct
-from .calibrate import ReprojectionConsistency
+from .calibrate import ReprojectionConsistency, lbfgs_minimise
 from .geometry import Geometry, VolumeGrid
 
 SMOOTHING_PX = (4.0, 2.0, 1.0)
@@ -72,19 +72,8 @@ def estimate_motion(line_integrals: np.ndarray | torch.Tensor, geometry: Geometr
         if stage == 0:
             with torch.no_grad():
                 objective_start = float(objective(geometry, shifts(steps)))
-        optimiser = torch.optim.LBFGS([steps], lr=1.0, max_iter=evaluations, max_eval=evaluations,
-                                      tolerance_grad=1e-12, tolerance_change=1e-14, history_size=20,
-                                      line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            nonlocal count
-            count += 1
-            optimiser.zero_grad()
-            value = objective(geometry, shifts(steps))
-            value.backward()
-            return value
-
-        optimiser.step(closure)
+        count += lbfgs_minimise(steps, lambda stage=objective: stage(geometry, shifts(steps)), evaluations,
+                                history_size=20)
     found = shifts(steps.detach())
     with torch.no_grad():
         final = float(objective(geometry, found))
