@@ -11,7 +11,14 @@ centres its grid on pixel N // 2, the others between the two middle pixels), ins
 the inscribed circle. Times are the best of ``--repeats`` runs, wall clock, with
 ``--threads`` torch threads (ASTRA's CPU FBP and scikit-image run on one).
 
-Usage: python benchmarks/bench_recon.py [--sizes 512 2048] [--repeats 1] [--threads 1] [--skip skimage astra]
+Each size is run twice: on the exact line integrals, and on noisy ones (Poisson counts,
+``--counts`` photons per unattenuated pixel, the phantom's attenuation scaled so that
+the most attenuated ray transmits e^-2; -log of the counts, scaled back). On the noisy
+data the Fourier method is run with and without ``match_fbp_noise``, and both
+this engine's methods at every filter window (ASTRA and scikit-image with Ram-Lak).
+
+Usage: python benchmarks/bench_recon.py [--sizes 512 2048] [--counts 2e4] [--repeats 1] [--threads 1]
+       [--skip skimage astra]
 Writes benchmarks/results/bench_recon.json.
 """
 
@@ -28,11 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanoscope_daq.recon import FilterSpec, ParallelGeometry, VolumeGrid, reconstruct
-from nanoscope_daq.recon.phantoms import parallel_sinogram, rasterise, shepp_logan
+from nanoscope_daq.recon import FILTERS, FilterSpec, ParallelGeometry, VolumeGrid, reconstruct
+from nanoscope_daq.recon.phantoms import parallel_sinogram, poisson_line_integrals, rasterise, shepp_logan
 
 RESULTS = Path(__file__).parent / "results" / "bench_recon.json"
 ANGLES = {512: 720, 2048: 2048}
+MAX_LINE_INTEGRAL = 2.0
+"""Attenuation scale of the noisy case: the most attenuated ray transmits e^-2 (13.5 %)."""
 
 
 def _timed(call: Callable[[], np.ndarray], repeats: int) -> tuple[np.ndarray, float]:
@@ -44,15 +53,16 @@ def _timed(call: Callable[[], np.ndarray], repeats: int) -> tuple[np.ndarray, fl
     return image, best
 
 
-def _ours(sinogram: np.ndarray, geometry: ParallelGeometry, algorithm: str, width: int = 4) -> Callable[[], np.ndarray]:
+def _ours(sinogram: np.ndarray, geometry: ParallelGeometry, algorithm: str, width: int = 4,
+          window: str = "ram-lak", match_fbp_noise: bool = True) -> Callable[[], np.ndarray]:
     n = geometry.cols - 1
     volume = VolumeGrid((1, n, n), 1.0)
     data = torch.from_numpy(sinogram[:, None].astype(np.float32))
 
     def run() -> np.ndarray:
         with torch.no_grad():
-            return reconstruct(data, geometry, volume, algorithm=algorithm, filter=FilterSpec("ram-lak"),
-                               kernel_width=width).numpy()[0]
+            return reconstruct(data, geometry, volume, algorithm=algorithm, filter=FilterSpec(window),
+                               kernel_width=width, match_fbp_noise=match_fbp_noise).numpy()[0]
     return run
 
 
@@ -89,33 +99,50 @@ def _astra(sinogram: np.ndarray, angles_deg: np.ndarray) -> Callable[[], np.ndar
     return run
 
 
-def bench(n: int, angles: int, repeats: int, skip: set[str]) -> dict:
-    angles_deg = np.linspace(0, 180, angles, endpoint=False)
-    geometry = ParallelGeometry(angles_deg, 1, n + 1, 1.0)
-    phantom = shepp_logan(0.46 * n, 1.0)
-    start = time.perf_counter()
-    sinogram = parallel_sinogram(phantom, geometry, subsamples=4)
-    sinogram_s = time.perf_counter() - start
-    centre = np.arange(n) - (n - 1) / 2
-    inside = np.hypot(*np.meshgrid(centre, centre)) < n / 2 - 1
-    truth = {"between": rasterise(phantom, (n, n), 1.0, 4),
-             "on_pixel": rasterise(phantom, (n, n), 1.0, 4, centre_mm=(-0.5, -0.5))}
-    methods: list[tuple[str, str, Callable[[], np.ndarray]]] = [
+def _methods(sinogram: np.ndarray, geometry: ParallelGeometry, angles_deg: np.ndarray, noisy: bool,
+             skip: set[str]) -> list[tuple[str, str, Callable[[], np.ndarray]]]:
+    """(name, grid, call) of every method the case runs."""
+    methods = [
         ("nanoscope fbp", "between", _ours(sinogram, geometry, "fbp")),
         ("nanoscope fourier", "between", _ours(sinogram, geometry, "fourier")),
+        ("nanoscope fourier exact", "between", _ours(sinogram, geometry, "fourier", match_fbp_noise=False)),
         ("nanoscope fourier w6", "between", _ours(sinogram, geometry, "fourier", 6)),
     ]
     if "astra" not in skip:
         methods.append(("astra FBP (CPU)", "between", _astra(sinogram, angles_deg)))
     if "skimage" not in skip:
         methods.append(("skimage iradon", "on_pixel", _skimage(sinogram, angles_deg)))
+    if noisy:
+        for window in FILTERS[1:]:
+            methods += [(f"nanoscope fbp {window}", "between", _ours(sinogram, geometry, "fbp", window=window)),
+                        (f"nanoscope fourier {window}", "between",
+                         _ours(sinogram, geometry, "fourier", window=window))]
+    return methods
+
+
+def bench(n: int, angles: int, repeats: int, skip: set[str], counts: float | None) -> dict:
+    angles_deg = np.linspace(0, 180, angles, endpoint=False)
+    geometry = ParallelGeometry(angles_deg, 1, n + 1, 1.0)
+    phantom = shepp_logan(0.46 * n, 1.0)
+    start = time.perf_counter()
+    sinogram = parallel_sinogram(phantom, geometry, subsamples=4)
+    sinogram_s = time.perf_counter() - start
+    if counts is not None:
+        sinogram = poisson_line_integrals(sinogram, counts, MAX_LINE_INTEGRAL / sinogram.max(),
+                                          np.random.default_rng(0))
+    centre = np.arange(n) - (n - 1) / 2
+    inside = np.hypot(*np.meshgrid(centre, centre)) < n / 2 - 1
+    truth = {"between": rasterise(phantom, (n, n), 1.0, 4),
+             "on_pixel": rasterise(phantom, (n, n), 1.0, 4, centre_mm=(-0.5, -0.5))}
+    label = f"{n}x{n} {angles} angles" + (f" {counts:g} counts" if counts else "")
     rows = []
-    for name, grid, run in methods:
+    for name, grid, run in _methods(sinogram, geometry, angles_deg, counts is not None, skip):
         image, seconds = _timed(run, repeats)
         rmse = float(np.sqrt(np.mean((image - truth[grid])[inside] ** 2)))
         rows.append({"method": name, "seconds": round(seconds, 4), "rmse": round(rmse, 5)})
-        print(f"  {n}x{n} {angles} angles  {name:22s} {seconds:9.3f} s   RMSE {rmse:.5f}", flush=True)
-    return {"size": n, "angles": angles, "detector_cols": n + 1, "sinogram_s": round(sinogram_s, 2), "results": rows}
+        print(f"  {label}  {name:30s} {seconds:9.3f} s   RMSE {rmse:.5f}", flush=True)
+    return {"size": n, "angles": angles, "detector_cols": n + 1, "counts": counts, "sinogram_s": round(sinogram_s, 2),
+            "results": rows}
 
 
 def main() -> None:
@@ -124,6 +151,8 @@ def main() -> None:
     parser.add_argument("--angles", type=int, nargs="+", help="angles per size (default: 720 for 512, 2048 for 2048)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for this engine")
+    parser.add_argument("--counts", type=float, default=2e4,
+                        help="photons per unattenuated pixel of the noisy cases (0: noise-free cases only)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["astra", "skimage"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -137,16 +166,17 @@ def main() -> None:
     results = {
         "machine": {**versions, "cpu": platform.processor(), "cores": os.cpu_count(), "torch_threads": args.threads,
                     "load_average_before": list(os.getloadavg())},
-        "cases": [bench(n, a, args.repeats, set(args.skip)) for n, a in zip(args.sizes, angles)],
+        "cases": [bench(n, a, args.repeats, set(args.skip), counts) for n, a in zip(args.sizes, angles)
+                  for counts in ([None, args.counts] if args.counts else [None])],
     }
     results["machine"]["load_average_after"] = list(os.getloadavg())
-    print(f"\n{'case':>18s}  {'method':22s} {'time s':>9s} {'RMSE':>9s} {'vs ASTRA':>9s}")
+    print(f"\n{'case':>26s}  {'method':30s} {'time s':>9s} {'RMSE':>9s} {'vs ASTRA':>9s}")
     for case in results["cases"]:
         astra_row = next((r for r in case["results"] if r["method"].startswith("astra")), None)
         for row in case["results"]:
             speedup = f"{astra_row['seconds'] / row['seconds']:8.1f}x" if astra_row else "        -"
-            label = f"{case['size']}^2 x {case['angles']}"
-            print(f"{label:>18s}  {row['method']:22s} {row['seconds']:9.3f} {row['rmse']:9.5f} {speedup}")
+            label = f"{case['size']}^2 x {case['angles']}" + (f" {case['counts']:g} counts" if case["counts"] else "")
+            print(f"{label:>26s}  {row['method']:30s} {row['seconds']:9.3f} {row['rmse']:9.5f} {speedup}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")

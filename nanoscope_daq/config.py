@@ -258,6 +258,9 @@ class ReconConfig:
     cor_search_px: float = field(metadata=positive())
     cor_step_px: float = field(metadata=positive())
     memory_limit_gb: float = field(metadata=positive())
+    calibration_max_pixels: int = field(metadata=_check(lambda v: v >= 16, ">= 16"))
+    calibration_max_angles: int = field(metadata=_check(lambda v: v >= 16, ">= 16"))
+    calibration_evaluations: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
     online: bool
     online_max_pixels: int = field(metadata=_check(lambda v: v >= 16, ">= 16"))
     online_algorithm: str = field(metadata=one_of("fbp", "fourier"))

@@ -19,6 +19,7 @@ from .errors import ReconInputError
 from .filters import check_filter, filter_rows, padded_length, ramp_response
 from .fourier import fourier_slices
 from .geometry import ConeGeometry, Geometry, ParallelGeometry, VolumeGrid, as_tensor
+from .projector import backproject
 from .weights import projection_weights
 
 ALGORITHMS = ("fbp", "fdk", "fourier")
@@ -34,6 +35,10 @@ class FilterSpec:
 
     def response(self, cols: int, device: torch.device | str) -> torch.Tensor:
         return ramp_response(padded_length(cols), check_filter(self.name), self.cutoff, device)
+
+
+RAM_LAK = FilterSpec()
+"""Ram-Lak at full bandwidth: the default filter of every reconstruction."""
 
 
 def check_algorithm(algorithm: str, geometry: Geometry) -> str:
@@ -79,19 +84,27 @@ def fdk_filtered(projections: torch.Tensor, geometry: ConeGeometry, weights: tor
 
 
 def parallel_filtered(slices: torch.Tensor, geometry: ParallelGeometry, weights: torch.Tensor,
-                      spec: FilterSpec) -> torch.Tensor:
-    """Parallel-beam slices (angles, nz, cols) ramp-filtered and weighted (per mm)."""
-    response = spec.response(geometry.cols, slices.device)
+                      spec: FilterSpec, response: torch.Tensor | None = None) -> torch.Tensor:
+    """Parallel-beam slices (angles, nz, cols) ramp-filtered and weighted (per mm).
+
+    ``response``: a filter's rfft of the padded length instead of ``spec``'s window (learned_fbp.py).
+    """
+    response = spec.response(geometry.cols, slices.device) if response is None else response
     return filter_rows(slices, response, spec.pad_mode) * (weights[:, :, None] / geometry.pixel_mm)
 
 
 def reconstruct(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry, volume: VolumeGrid | None = None, *,
                 algorithm: str = "fbp", filter: FilterSpec = FilterSpec(), weights: torch.Tensor | None = None,
-                kernel_width: int = 4, device: torch.device | str = "cpu") -> torch.Tensor:
+                kernel_width: int = 4, match_fbp_noise: bool = True, shifts_mm: torch.Tensor | None = None,
+                device: torch.device | str = "cpu") -> torch.Tensor:
     """Attenuation (1/mm, z-y-x) from line integrals (angles, rows, cols) with FBP, FDK or the Fourier method.
 
     ``weights``: per-projection angular weights (radians, (angles, 1) or (angles, cols));
-    default: the quadrature of the measured angles (weights.py).
+    default: the quadrature of the measured angles (weights.py). ``kernel_width`` and
+    ``match_fbp_noise`` (same noise as FBP, or False: the exact, sharper and noisier
+    interpolation) concern the Fourier method (fourier.py). ``shifts_mm`` (angles, 3): a rigid
+    translation of the specimen in the lab at each projection (motion), compensated by FBP/FDK.
+    A tilted detector or ``shifts_mm`` takes projector.py's general back-projection.
     """
     algorithm = check_algorithm(algorithm, geometry)
     volume = volume or geometry.default_volume()
@@ -99,12 +112,21 @@ def reconstruct(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry, v
     if weights is None:
         weights = projection_weights(geometry, device)
     theta = angles_rad(geometry, device)
+    if geometry.is_tilted() or shifts_mm is not None:
+        if algorithm == "fourier":
+            raise ReconInputError("the Fourier method needs an aligned detector and no motion; use algorithm 'fbp' "
+                                  "(or resample the projections onto an aligned detector first)")
+        if algorithm == "fdk":
+            filtered = fdk_filtered(projections, geometry, weights, filter)
+        else:
+            filtered = parallel_filtered(projections, geometry, weights, filter)
+        return backproject(filtered, theta, geometry, volume, shifts_mm)
     if algorithm == "fdk":
         return backproject_cone(fdk_filtered(projections, geometry, weights, filter), theta, geometry, volume)
     slices = parallel_slices(projections, geometry, volume)
     if algorithm == "fourier":
         check_filter(filter.name)
         return fourier_slices(slices, weights, theta, geometry.cor_value(), geometry.pixel_mm, volume,
-                              filter.response(geometry.cols, device), filter.pad_mode, kernel_width)
+                              filter.response(geometry.cols, device), filter.pad_mode, kernel_width, match_fbp_noise)
     filtered = parallel_filtered(slices, geometry, weights, filter)
     return backproject_parallel(filtered, theta, geometry.cor_value(), geometry.pixel_mm, volume)

@@ -12,6 +12,7 @@ import sys
 
 from ..config import ConfigError, load_config
 from .algorithms import ALGORITHMS
+from .calibrate import PARAMETERS
 from .errors import ReconInputError
 from .filters import FILTERS
 
@@ -36,9 +37,23 @@ def add_recon_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--energy-kev", type=float, help="X-ray energy for --paganin (default: the file's)")
     parser.add_argument("--distance-mm", type=float,
                         help="effective propagation distance for --paganin (default: the file's)")
+    parser.add_argument("--calibrate", metavar="PARAMS", type=_parameter_list, default=(),
+                        help="estimate these geometry parameters from the data, comma-separated: "
+                             f"{','.join(PARAMETERS)} (e.g. cor,tilt; distance and offsets: cone beam)")
+    parser.add_argument("--motion", action="store_true",
+                        help="estimate and undo a rigid translation of the specimen at each projection")
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
     parser.set_defaults(func=run_recon)
     return parser
+
+
+def _parameter_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in PARAMETERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown calibration parameter(s) {', '.join(unknown) or '(none)'}; "
+                                         f"give a comma-separated list of: {', '.join(PARAMETERS)}")
+    return names
 
 
 def run_recon(args: argparse.Namespace) -> int:
@@ -51,7 +66,8 @@ def run_recon(args: argparse.Namespace) -> int:
         settings = load_config(args.config, recon=overrides).recon
         phase = PhaseRetrieval(args.paganin, args.energy_kev, args.distance_mm) if args.paganin else None
         path = reconstruct_file(args.nxs, args.output, cor=args.cor, algorithm=args.algorithm, filter=args.filter,
-                                device=args.device, pixel_um=args.pixel_um, phase=phase, settings=settings)
+                                device=args.device, pixel_um=args.pixel_um, phase=phase, settings=settings,
+                                calibrate=args.calibrate, motion=args.motion)
     except (ReconInputError, ConfigError) as exc:
         print(f"nanoscope recon: {exc}", file=sys.stderr)
         return 2

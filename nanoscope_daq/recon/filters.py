@@ -66,6 +66,18 @@ def ramp_response(length: int, name: str = "ram-lak", cutoff: float = 1.0,
     return (response * window).to(torch.float32)
 
 
+def linear_interpolation_power(frequency: torch.Tensor) -> torch.Tensor:
+    """Noise power that linear interpolation passes at ``frequency`` (cycles per sample), position-averaged.
+
+    A signal interpolated linearly at a random sub-sample position has, per frequency f of
+    its samples, the mean power sum_m sinc^4(f + m) = (2 + cos 2 pi f) / 3 (aliases
+    included): 1 at f = 0, 1/3 at the Nyquist frequency. This is the smoothing that a
+    back-projector interpolating linearly along the detector applies to the noise of the
+    filtered projections (measured in docs/recon.md, "Noise").
+    """
+    return (2 + torch.cos(2 * math.pi * frequency)) / 3
+
+
 def filter_rows(projections: torch.Tensor, response: torch.Tensor, pad_mode: str = "edge") -> torch.Tensor:
     """Convolve every detector row (last axis) with the filter whose rfft is ``response``; same shape out.
 

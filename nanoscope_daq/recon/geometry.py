@@ -18,6 +18,12 @@ simulated data lands voxel for voxel on its ground truth:
   rotation axis sits at lab x = (cor - central column) * pixel / M, M = SDD / SOD.
 * Volumes are z-y-x; voxel (k, j, i) has its centre at ((i + 0.5 - nx/2) v,
   (j + 0.5 - ny/2) v, (k + 0.5 - nz/2) v) + ``centre_mm`` (x, y, z).
+* Detector misalignment (projector.py): ``tilt_deg`` turns the detector in its own plane
+  (about the beam axis y, from +x towards -z: a point of the column axis at u mm sits at
+  lab (u cos tilt, ., -u sin tilt)); ``roll_deg`` (cone beam) then turns it about the lab
+  x axis (rows lean towards the source: a point of the row axis at v mm sits at lab
+  (., -v sin roll, v cos roll)). Both turn about the pixel where the central ray (cone)
+  or the axis at z = 0 (parallel) meets the detector.
 
 Angles and ``cor`` may be torch tensors that require gradients: every operator built
 on these classes is differentiable in them (geometry calibration, motion correction).
@@ -85,6 +91,7 @@ class ParallelGeometry:
     cols: int
     pixel_mm: float
     cor: Scalar | None = None
+    tilt_deg: Scalar = 0.0
     kind: str = field(default="parallel", init=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +119,10 @@ class ParallelGeometry:
     def with_cor(self, cor: Scalar | None) -> ParallelGeometry:
         return replace(self, cor=cor)
 
+    def is_tilted(self) -> bool:
+        """Whether the detector may be turned in its plane: tilt_deg not 0, or a tensor (being estimated)."""
+        return isinstance(self.tilt_deg, torch.Tensor) or self.tilt_deg != 0
+
     def default_volume(self) -> VolumeGrid:
         """rows x cols x cols voxels of the sample pixel: the grid the simulator's ground truth uses."""
         return VolumeGrid((self.rows, self.cols, self.cols), self.pixel_mm)
@@ -128,7 +139,9 @@ class ConeGeometry:
     source_sample_mm: float
     source_detector_mm: float
     cor: Scalar | None = None
-    detector_offset_px: tuple[float, float] = (0.0, 0.0)
+    detector_offset_px: tuple[Scalar, Scalar] = (0.0, 0.0)
+    tilt_deg: Scalar = 0.0
+    roll_deg: Scalar = 0.0
     kind: str = field(default="cone", init=False)
 
     def __post_init__(self) -> None:
@@ -178,6 +191,10 @@ class ConeGeometry:
 
     def with_cor(self, cor: Scalar | None) -> ConeGeometry:
         return replace(self, cor=cor)
+
+    def is_tilted(self) -> bool:
+        """Whether the detector may be turned (tilt_deg or roll_deg not 0, or a tensor: being estimated)."""
+        return any(isinstance(a, torch.Tensor) or a != 0 for a in (self.tilt_deg, self.roll_deg))
 
     def default_volume(self) -> VolumeGrid:
         return VolumeGrid((self.rows, self.cols, self.cols), self.sample_pixel_mm)

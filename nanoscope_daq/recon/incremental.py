@@ -22,18 +22,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .algorithms import FilterSpec, check_algorithm, reconstruct
+from .algorithms import RAM_LAK, FilterSpec, check_algorithm, reconstruct
 from .geometry import Angles, Geometry, VolumeGrid
 from .weights import projection_weights
-
-DEFAULT_FILTER = FilterSpec()
-"""Ram-Lak at full bandwidth (FilterSpec's defaults)."""
 
 
 class IncrementalFBP:
     """Running FBP (FDK for a cone beam, or the Fourier method) of projection chunks with their measured angles."""
 
-    def __init__(self, geometry: Geometry, volume: VolumeGrid | None = None, *, filter: FilterSpec = DEFAULT_FILTER,
+    def __init__(self, geometry: Geometry, volume: VolumeGrid | None = None, *, filter: FilterSpec = RAM_LAK,
                  algorithm: str = "fbp", kernel_width: int = 4, device: torch.device | str = "cpu") -> None:
         self.geometry = geometry
         self.grid = volume or geometry.default_volume()
@@ -51,17 +48,17 @@ class IncrementalFBP:
         return projection_weights(self.geometry.with_angles(angles_deg), self.device, plan_deg=self._plan)
 
     def contribution(self, projections: np.ndarray | torch.Tensor, angles_deg: Angles,
-                     weights: torch.Tensor | None = None) -> torch.Tensor:
-        """The volume of one chunk alone (what ``add`` adds)."""
+                     weights: torch.Tensor | None = None, shifts_mm: torch.Tensor | None = None) -> torch.Tensor:
+        """The volume of one chunk alone (what ``add`` adds); ``shifts_mm``: the specimen's motion (motion.py)."""
         chunk = self.geometry.with_angles(angles_deg)
         return reconstruct(projections, chunk, self.grid, algorithm=self.algorithm, filter=self.filter,
                            weights=self._weights(chunk.angles_array, weights), kernel_width=self.kernel_width,
-                           device=self.device)
+                           shifts_mm=shifts_mm, device=self.device)
 
     def add(self, projections: np.ndarray | torch.Tensor, angles_deg: Angles,
-            weights: torch.Tensor | None = None) -> None:
+            weights: torch.Tensor | None = None, shifts_mm: torch.Tensor | None = None) -> None:
         """Back-project line integrals (n, rows, cols) taken at ``angles_deg`` into the running volume."""
-        self._sum += self.contribution(projections, angles_deg, weights)
+        self._sum += self.contribution(projections, angles_deg, weights, shifts_mm)
         self.projections += len(angles_deg)
 
     def remove(self, projections: np.ndarray | torch.Tensor, angles_deg: Angles,

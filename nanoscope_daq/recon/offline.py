@@ -4,7 +4,8 @@ Steps (each in its module): read the file (nxtomo_reader.py); check the angles (
 average darks and flat groups, normalise each projection by the flat interpolated to
 its time, remove zingers, optional Paganin phase retrieval, -log (preprocess.py,
 phase.py); optional ring removal (rings.py); the centre of rotation unless given
-(cor.py); FBP, FDK or the Fourier method in slabs of slices (algorithms.py,
+(cor.py); optionally the geometry's self-calibration and the specimen's motion
+(self_calibration.py); FBP, FDK or the Fourier method in slabs of slices (algorithms.py,
 incremental.py); write ``/volume`` with provenance (nanoscope_daq/volume_files.py).
 
 Line integrals of the whole tomogram are held in memory up to ``recon.memory_limit_gb``
@@ -34,6 +35,7 @@ from .nxtomo_reader import DARK, FLAT, PROJECTION, NxTomoScan
 from .phase import paganin_filter
 from .preprocess import FlatField, build_flat_field, normalise, to_line_integrals
 from .rings import remove_rings
+from .self_calibration import self_calibrate
 from .weights import check_angles, projection_weights
 
 FRAMES_PER_READ = 32
@@ -117,8 +119,24 @@ def _write_parallel(stack: np.ndarray, geometry: ParallelGeometry, algorithm: st
         writer.write(r0, slab)
 
 
+def _write_posed_parallel(stack: np.ndarray, geometry: ParallelGeometry, spec: FilterSpec, writer: VolumeWriter,
+                          shifts: torch.Tensor | None, device: str) -> None:
+    """Slabs of slices, each by FBP from every row: a tilted detector or a moving specimen couples the rows."""
+    grid = geometry.default_volume()
+    nz, ny, nx = grid.shape
+    slices = max(1, SLAB_BYTES // (ny * nx * 4))
+    data = torch.from_numpy(np.ascontiguousarray(stack))
+    weights = projection_weights(geometry, device)
+    for z0 in range(0, nz, slices):
+        count = min(slices, nz - z0)
+        centre_z = (z0 + count / 2 - nz / 2) * grid.voxel_mm
+        volume = VolumeGrid((count, ny, nx), grid.voxel_mm, (0.0, 0.0, centre_z))
+        writer.write(z0, reconstruct(data, geometry, volume, algorithm="fbp", filter=spec, weights=weights,
+                                     shifts_mm=shifts, device=device))
+
+
 def _write_cone(stack: np.ndarray, geometry: ConeGeometry, spec: FilterSpec, writer: VolumeWriter,
-                device: str) -> None:
+                device: str, shifts: torch.Tensor | None = None) -> None:
     """Slabs of slices, each the FDK sum over chunks of projections (incremental.py)."""
     grid = geometry.default_volume()
     nz, ny, nx = grid.shape
@@ -133,19 +151,24 @@ def _write_cone(stack: np.ndarray, geometry: ConeGeometry, spec: FilterSpec, wri
                              filter=spec, device=device)
         for a0 in range(0, angles.size, angles_per_chunk):
             part = slice(a0, a0 + angles_per_chunk)
-            fdk.add(torch.from_numpy(np.ascontiguousarray(stack[part])), angles[part], weights[part])
+            fdk.add(torch.from_numpy(np.ascontiguousarray(stack[part])), angles[part], weights[part],
+                    None if shifts is None else shifts[part])
         writer.write(z0, fdk.volume())
 
 
 def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float | None = None,
                      algorithm: str | None = None, filter: str | None = None, device: str = "cpu",
                      pixel_um: float | None = None, phase: PhaseRetrieval | None = None,
-                     settings: ReconConfig) -> Path:
+                     settings: ReconConfig, calibrate: tuple[str, ...] = (),
+                     motion: bool = False) -> Path:
     """Reconstruct the NXtomo file ``nxs_path`` into the volume file ``out_path``; returns ``out_path``.
 
     ``cor``: detector column of the rotation axis (default: found automatically);
-    ``algorithm``/``filter``: override ``settings`` (the configuration's [recon] section);
-    ``pixel_um``: pixel at the sample when the file lacks it.
+    ``calibrate``: geometry parameters to estimate from the data (calibrate.PARAMETERS),
+    starting from the file's geometry and that axis; ``motion``: estimate and undo a rigid
+    translation of the specimen per projection (self_calibration.py);
+    ``algorithm``/``filter``: override ``settings`` (the configuration's
+    [recon] section); ``pixel_um``: pixel at the sample when the file lacks it.
     """
     settings = dataclasses.replace(settings, algorithm=algorithm or settings.algorithm,
                                    filter=filter or settings.filter)
@@ -170,10 +193,21 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
         else:
             cor_method = "given"
         geometry = geometry.with_cor(float(cor))
+        calibration, shifts = None, None
+        if calibrate or motion:
+            calibration = self_calibrate(np.asarray(stack), geometry, tuple(calibrate), motion, settings, device)
+            geometry = calibration.geometry
+            if "cor" in calibrate:
+                cor_method += "; then calibrated by reprojection consistency (calibrate.py)"
+            if calibration.shifts_mm is not None:
+                shifts = torch.from_numpy(calibration.shifts_mm).float().to(device)
         grid = geometry.default_volume()
         writer = stack_of.enter_context(VolumeWriter(out_path, grid.shape, grid.voxel_size_um))
         if isinstance(geometry, ConeGeometry):
-            _write_cone(stack, geometry, spec, writer, device)
+            _write_cone(stack, geometry, spec, writer, device, shifts)
+        elif geometry.is_tilted() or shifts is not None:
+            chosen = "fbp"  # the Fourier method needs an aligned detector and a still specimen
+            _write_posed_parallel(stack, geometry, spec, writer, shifts, device)
         else:
             _write_parallel(stack, geometry, chosen, spec, settings, writer, device)
         writer.provenance({
@@ -181,7 +215,8 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
             "input_entry": scan.entry_name,
             "algorithm": chosen,
             "filter": spec.name, "filter_cutoff": spec.cutoff, "pad_mode": spec.pad_mode,
-            "cor_column": float(cor), "cor_method": cor_method,
+            "cor_column": float(geometry.cor_value()), "cor_method": cor_method,
+            "self_calibration": calibration.record() if calibration else {},
             "cor_registration": float("nan") if registration is None else registration,
             "geometry": _geometry_record(geometry),
             "projections": int(geometry.num_angles),
@@ -199,8 +234,9 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
 
 def _geometry_record(geometry: Geometry) -> dict:
     record = {"type": geometry.kind, "rows": geometry.rows, "cols": geometry.cols, "pixel_mm": geometry.pixel_mm,
-              "cor": float(geometry.cor_value())}
+              "cor": float(geometry.cor_value()), "tilt_deg": float(geometry.tilt_deg)}
     if isinstance(geometry, ConeGeometry):
         record.update(source_sample_mm=geometry.source_sample_mm, source_detector_mm=geometry.source_detector_mm,
-                      detector_offset_px=list(geometry.detector_offset_px))
+                      detector_offset_px=[float(v) for v in geometry.detector_offset_px],
+                      roll_deg=float(geometry.roll_deg))
     return record

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .geometry import ConeGeometry, ParallelGeometry, VolumeGrid
+from .projector import detector_frame
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,14 @@ def shepp_logan(radius_mm: float, value_per_mm: float = 1.0) -> Ellipses:
     return Ellipses(t[:, 3:5] * radius_mm, t[:, 1:3] * radius_mm, t[:, 5].copy(), t[:, 0] * value_per_mm)
 
 
-def shepp_logan_3d(radius_mm: float, value_per_mm: float = 1.0) -> Ellipsoids:
-    """The 3D modified Shepp-Logan phantom fitted in a ball of ``radius_mm``."""
+def shepp_logan_3d(radius_mm: float, value_per_mm: float = 1.0, half_height_mm: float | None = None) -> Ellipsoids:
+    """The 3D modified Shepp-Logan phantom fitted in a ball of ``radius_mm``.
+
+    With ``half_height_mm`` it is stretched along z to that half height.
+    """
     t = _SHEPP_LOGAN_3D
-    return Ellipsoids(t[:, 4:7] * radius_mm, t[:, 1:4] * radius_mm, t[:, 7].copy(), t[:, 0] * value_per_mm)
+    scale = np.array([radius_mm, radius_mm, radius_mm if half_height_mm is None else half_height_mm])
+    return Ellipsoids(t[:, 4:7] * scale, t[:, 1:4] * scale, t[:, 7].copy(), t[:, 0] * value_per_mm)
 
 
 def _offsets(subsamples: int) -> np.ndarray:
@@ -102,6 +108,16 @@ def parallel_sinogram(ellipses: Ellipses, geometry: ParallelGeometry, subsamples
         s = u - (cx * normal[0] + cy * normal[1])
         out += value * 2 * a * b * np.sqrt(np.clip(r2 - s**2, 0, None)) / r2
     return out.mean(axis=-1)
+
+
+def poisson_line_integrals(lines: np.ndarray, photons: float, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Noisy ``lines``: -log of Poisson counts of ``photons`` x exp(-scale x lines), divided by ``scale``.
+
+    ``photons`` per unattenuated pixel; ``scale`` turns the phantom's line integrals into
+    those of the imaged specimen (zero counts read as 1).
+    """
+    counts = rng.poisson(photons * np.exp(-scale * lines))
+    return -np.log(np.maximum(counts, 1) / photons) / scale
 
 
 def rasterise(ellipses: Ellipses, shape: tuple[int, int], voxel_mm: float, supersample: int = 4,
@@ -141,32 +157,32 @@ def _chords(ellipsoids: Ellipsoids, start: np.ndarray, direction: np.ndarray) ->
     return out
 
 
-def project_ellipsoids(ellipsoids: Ellipsoids, geometry: ParallelGeometry | ConeGeometry,
-                       subsamples: int = 1) -> np.ndarray:
-    """Exact line integrals (angles, rows, cols) of the ellipsoids in either geometry."""
+def project_ellipsoids(ellipsoids: Ellipsoids, geometry: ParallelGeometry | ConeGeometry, subsamples: int = 1,
+                       shifts_mm: np.ndarray | None = None) -> np.ndarray:
+    """Exact line integrals (angles, rows, cols) of the ellipsoids in either geometry.
+
+    The detector's pose (tilt, roll, offsets) is the geometry's (projector.py's ray
+    geometry); ``shifts_mm`` (angles, 3) translates the specimen in the lab at each angle
+    (rigid motion).
+    """
+    frame = detector_frame(geometry, "cpu", torch.float64)
     sub = _offsets(subsamples)
-    cols = (np.arange(geometry.cols)[:, None] + sub[None, :]).reshape(-1)
-    rows = (np.arange(geometry.rows)[:, None] + sub[None, :]).reshape(-1)
+    cols = torch.from_numpy((np.arange(geometry.cols)[:, None] + sub[None, :]).reshape(-1))
+    rows = torch.from_numpy((np.arange(geometry.rows)[:, None] + sub[None, :]).reshape(-1))
+    pixels = frame.pixel_points(cols, rows).numpy()  # (rows, cols, 3) lab
+    axis = np.array([float(frame.axis_x), 0.0, 0.0])
+    if frame.source is None:
+        start, direction = pixels, np.broadcast_to(np.array([0.0, 1.0, 0.0]), pixels.shape)
+    else:
+        source = frame.source.numpy()
+        direction = pixels - source
+        direction = direction / np.linalg.norm(direction, axis=-1, keepdims=True)
+        start = np.broadcast_to(source, direction.shape)
+    shifts = np.zeros((geometry.num_angles, 3)) if shifts_mm is None else np.asarray(shifts_mm, float)
     out = np.empty((geometry.num_angles, geometry.rows, geometry.cols))
     for i, angle in enumerate(geometry.angles_array):
         to_specimen = _rotation_z(-angle)
-        if isinstance(geometry, ConeGeometry):
-            axis_x = (float(geometry.cor_value()) - geometry.central_col) * geometry.sample_pixel_mm
-            det_x = (cols - geometry.central_col) * geometry.pixel_mm
-            det_z = (rows - geometry.central_row) * geometry.pixel_mm
-            source = np.array([-axis_x, -geometry.source_sample_mm, 0.0])
-            ends = np.stack(np.broadcast_arrays(det_x[None, :] - axis_x,
-                                                geometry.source_detector_mm - geometry.source_sample_mm,
-                                                det_z[:, None]), axis=-1)
-            direction = ends - source
-            direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
-            start = np.broadcast_to(source, direction.shape)
-        else:
-            x = (cols - float(geometry.cor_value())) * geometry.pixel_mm
-            z = (rows - (geometry.rows - 1) / 2) * geometry.pixel_mm
-            start = np.stack(np.broadcast_arrays(x[None, :], 0.0, z[:, None]), axis=-1)
-            direction = np.broadcast_to(np.array([0.0, 1.0, 0.0]), start.shape)
-        lines = _chords(ellipsoids, start @ to_specimen.T, direction @ to_specimen.T)
+        lines = _chords(ellipsoids, (start - axis - shifts[i]) @ to_specimen.T, direction @ to_specimen.T)
         out[i] = lines.reshape(geometry.rows, subsamples, geometry.cols, subsamples).mean(axis=(1, 3))
     return out
 
@@ -189,3 +205,34 @@ def rasterise_ellipsoids(ellipsoids: Ellipsoids, volume: VolumeGrid, supersample
         zr = (z - c[2]) / axes[2]
         out += value * ((xr**2 + yr**2)[None, :, :] + (zr**2)[:, None, None] <= 1)
     return out.reshape(nz, supersample, ny, supersample, nx, supersample).mean(axis=(1, 3, 5))
+
+
+def random_bone_slice(rng: np.random.Generator, radius_mm: float, value_per_mm: float = 1.0) -> Ellipses:
+    """A random 2D slice of a small animal's limb: soft tissue, a few cortical bone rings with marrow, and pores.
+
+    Soft tissue (0.2 ``value_per_mm``) fills an ellipse of about ``radius_mm``; 1-3 bones
+    (1.0) with marrow (back to 0.25) sit inside it; 4-12 small pores (0.2 below the bone)
+    sit in the cortices. Training and test slices for learned reconstruction.
+    """
+    centres, axes, angles, values = [[0.0, 0.0]], [[radius_mm * rng.uniform(0.8, 0.95),
+                                                    radius_mm * rng.uniform(0.6, 0.9)]], [rng.uniform(0, 180)], [0.2]
+    for _ in range(rng.integers(1, 4)):
+        size = radius_mm * rng.uniform(0.15, 0.3)
+        centre = rng.uniform(-0.35, 0.35, 2) * radius_mm
+        shape = np.array([size, size * rng.uniform(0.7, 1.0)])
+        turn = rng.uniform(0, 180)
+        thickness = rng.uniform(0.25, 0.45)
+        centres += [centre, centre]
+        axes += [shape, shape * (1 - thickness)]
+        angles += [turn, turn]
+        values += [0.8, -0.75]
+        for _ in range(rng.integers(2, 5)):
+            direction = rng.uniform(0, 2 * np.pi)
+            at = centre + (1 - thickness / 2) * shape * np.array([np.cos(direction), np.sin(direction)])
+            pore = radius_mm * rng.uniform(0.01, 0.025)
+            centres.append(at)
+            axes.append([pore, pore])
+            angles.append(0.0)
+            values.append(-0.2)
+    return Ellipses(np.array(centres, float), np.array(axes, float), np.array(angles, float),
+                    np.array(values, float) * value_per_mm)

@@ -1,0 +1,112 @@
+"""Self-calibration of a whole scan: geometry and motion estimated on a binned copy, mapped back to full size.
+
+Calibration (calibrate.py) and motion estimation (motion.py) reconstruct and reproject
+the scan tens of times, so they run on the line integrals binned by the smallest whole
+factor that brings the detector to ``calibration_max_pixels`` columns (mean of b x b
+pixels; the geometry's pixel is b times larger and its columns map as col_b = (col -
+(b - 1) / 2) / b). The geometry calibration also keeps only every k-th projection, at
+most ``calibration_max_angles``; motion needs every projection. Axis, detector offset
+map back to full-size columns; tilt, roll and distance are the same at every binning;
+shifts are in mm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..config import ReconConfig
+from .calibrate import CalibrationResult, calibrate_geometry, check_parameters
+from .geometry import ConeGeometry, Geometry
+from .motion import MotionResult, estimate_motion
+
+
+@dataclass(frozen=True)
+class SelfCalibration:
+    """The full-size geometry after calibration, the shifts (angles, 3, mm) or None, and what was found."""
+
+    geometry: Geometry
+    shifts_mm: np.ndarray | None
+    calibration: CalibrationResult | None
+    motion: MotionResult | None
+    binning: int
+
+    def record(self) -> dict:
+        """The provenance record: parameters before/after, objective, evaluations, time, binning, shifts' size."""
+        out: dict = {"binning": self.binning}
+        if self.calibration is not None:
+            c = self.calibration
+            out["calibration"] = {"start": c.start, "estimate": _full_size(c.estimate, self.binning),
+                                  "objective": [c.objective_start, c.objective], "evaluations": c.evaluations,
+                                  "seconds": round(c.seconds, 2)}
+        if self.motion is not None:
+            m = self.motion
+            out["motion"] = {"rms_shift_mm": float(np.sqrt(np.mean(m.shifts_mm**2))),
+                             "max_shift_mm": float(np.abs(m.shifts_mm).max()),
+                             "objective": [m.objective_start, m.objective], "evaluations": m.evaluations,
+                             "seconds": round(m.seconds, 2)}
+        return out
+
+
+def binned(line_integrals: np.ndarray, geometry: Geometry, factor: int) -> tuple[np.ndarray, Geometry]:
+    """Line integrals and geometry with b x b pixels averaged (the last rows and columns that do not fill a bin
+    dropped)."""
+    if factor == 1:
+        return np.asarray(line_integrals), geometry
+    rows, cols = geometry.rows // factor, geometry.cols // factor
+    data = np.asarray(line_integrals)[:, :rows * factor, :cols * factor]
+    data = data.reshape(data.shape[0], rows, factor, cols, factor).mean(axis=(2, 4))
+    changes: dict = {"rows": rows, "cols": cols, "pixel_mm": geometry.pixel_mm * factor,
+                     "cor": _to_binned(float(geometry.cor_value()), factor)}
+    if isinstance(geometry, ConeGeometry):
+        central = (_to_binned(geometry.central_col, factor), _to_binned(geometry.central_row, factor))
+        changes["detector_offset_px"] = (central[0] - (cols - 1) / 2, central[1] - (rows - 1) / 2)
+    return data.astype(np.float32), replace(geometry, **changes)
+
+
+def _to_binned(column: float, factor: int) -> float:
+    return (column - (factor - 1) / 2) / factor
+
+
+def _from_binned(column: float, factor: int) -> float:
+    return column * factor + (factor - 1) / 2
+
+
+def _full_size(estimate: dict[str, float], factor: int) -> dict[str, float]:
+    """Calibrated parameters of the binned geometry as full-size values (axis column)."""
+    return {name: _from_binned(value, factor) if name == "cor" else value for name, value in estimate.items()}
+
+
+def self_calibrate(line_integrals: np.ndarray, geometry: Geometry, parameters: tuple[str, ...], motion: bool,
+                   settings: ReconConfig, device: torch.device | str = "cpu") -> SelfCalibration:
+    """Calibrate ``parameters`` of ``geometry`` (the start) and, if ``motion``, estimate the shifts; full size out."""
+    if parameters:
+        check_parameters(parameters, geometry)
+    factor = max(1, math.ceil(geometry.cols / settings.calibration_max_pixels))
+    data, small = binned(line_integrals, geometry, factor)
+    calibration = None
+    if parameters:
+        every = max(1, math.ceil(geometry.num_angles / settings.calibration_max_angles))
+        subset = small.with_angles(small.angles_array[::every])
+        calibration = calibrate_geometry(data[::every], subset, parameters,
+                                         evaluations=settings.calibration_evaluations, device=device)
+        small = replace(calibration.geometry, angles_deg=small.angles_deg)
+        geometry = _full_geometry(geometry, calibration.geometry, factor)
+    found = estimate_motion(data, small, evaluations=settings.calibration_evaluations,
+                            device=device) if motion else None
+    return SelfCalibration(geometry, None if found is None else found.shifts_mm, calibration, found, factor)
+
+
+def _full_geometry(full: Geometry, calibrated: Geometry, factor: int) -> Geometry:
+    """``full`` with the calibrated binned geometry's axis, tilt, roll, distance and detector offset."""
+    changes: dict = {"cor": _from_binned(float(calibrated.cor_value()), factor),
+                     "tilt_deg": float(calibrated.tilt_deg)}
+    if isinstance(full, ConeGeometry) and isinstance(calibrated, ConeGeometry):
+        central = (_from_binned(float(calibrated.central_col), factor),
+                   _from_binned(float(calibrated.central_row), factor))
+        changes.update(roll_deg=float(calibrated.roll_deg), source_detector_mm=float(calibrated.source_detector_mm),
+                       detector_offset_px=(central[0] - (full.cols - 1) / 2, central[1] - (full.rows - 1) / 2))
+    return replace(full, **changes)
