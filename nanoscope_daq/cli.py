@@ -48,6 +48,8 @@ LAZY_COMMANDS = {
     "segment": (".analysis.cli", "add_segment_parser", "segment a reconstructed volume with the shipped or a given model"),
     "morphometry": (".analysis.cli", "add_morphometry_parser", "porosity, lacunae and bone morphometry of a labels file"),
     "train": (".analysis.cli", "add_train_parser", "train a segmentation model; writes weights + metrics JSON"),
+    "analyze": (".analysis.study.cli", "add_analyze_parser",
+                "reconstruct, segment and measure a study's tomograms on dask, then the cohort table"),
 }
 """Sub-commands whose options are built only when they are the command run: (module, builder, help)."""
 

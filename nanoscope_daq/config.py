@@ -404,6 +404,7 @@ class Config:
     dose: DoseConfig
     recon: ReconConfig
     analysis: AnalysisConfig
+    study: StudyConfig
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with keys of the named sections replaced, validated like a file."""
@@ -569,3 +570,10 @@ class AnalysisConfig:
     def validate(self, key: str) -> None:
         if self.tile_overlap_pixels >= self.tile_pixels:
             raise ConfigError(f"{key}.tile_overlap_pixels must be below {key}.tile_pixels")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    scheduler_host: str
+    bone_filter_sigma_voxels: float = field(metadata=positive())
+    allowed_failures: int = field(metadata=non_negative())

@@ -1,0 +1,225 @@
+"""The study's units of work: one tomogram, one interval of a subject; each done once, written atomically.
+
+Per tomogram (``analyse_tomogram``): offline reconstruction (recon/offline.py, the
+``nanoscope recon`` path, on CUDA when the worker has it), bone segmentation as
+analysis/longitudinal.py does it (Gaussian filter, Otsu) with the pores the cortex
+encloses labelled LCN/pore (morphometry.compartments), and morphometry.py. Per interval
+(``analyse_interval``): remodeling.py between the labels of two consecutive time points
+(rigid registration on the pores, formed / resorbed bone, BFR, BRR, MAR, ...).
+
+Each writes a result JSON (``*_analysis.json``, ``*_remodeling.json``) last, through a
+temporary file and an atomic rename: the JSON is the done-marker. A result counts as
+done when it exists, parses, and records the same input fingerprint (file size and
+modification time, or the inputs' results) and the same settings; a task finds its own
+result first, so a task the scheduler reruns (a worker killed after it finished) costs
+a file read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ... import __version__
+from ...config import Config, ReconConfig
+from ...recon.offline import reconstruct_file
+from ..labels import Code
+from ..longitudinal import bone_labels
+from ..morphometry import MorphometrySettings, compartments, morphometry
+from ..remodeling import remodeling
+from ..volume_files import Volume, read_labels, read_volume, write_labels
+from .sources import TomogramRecord
+
+RESULT_FORMAT = 1
+"""Bumped when a result's content changes meaning: older results are then redone."""
+TOMOGRAM_MEASURES = ("bv_mm3", "tv_mm3", "bv_tv", "ct_th_um", "porosity", "lacunae_count",
+                     "lacunae_density_per_mm3")
+INTERVAL_MEASURES = ("bfr_per_day", "brr_per_day", "mar_um_per_day", "mar_periosteal_um_per_day",
+                     "mar_endosteal_um_per_day", "mrr_um_per_day", "ms_bs", "es_bs")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything that changes a result (its hash is part of the done-check)."""
+
+    recon: ReconConfig
+    morphometry: MorphometrySettings
+    bone_filter_sigma_voxels: float
+    min_cluster_voxels: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> StudySettings:
+        a = config.analysis
+        return cls(config.recon, MorphometrySettings(a.lacuna_min_volume_um3, a.lacuna_min_thickness_um,
+                                                     a.thickness_step_voxels),
+                   config.study.bone_filter_sigma_voxels, a.remodeling_min_cluster_voxels)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where results go: next to each input, or under ``out/<cohort>/<subject>/`` when ``out`` is given."""
+
+    out: Path | None = None
+
+    def folder(self, record: TomogramRecord) -> Path:
+        return self.out / (record.cohort or "no-cohort") / record.subject_id if self.out else record.path.parent
+
+    def tomogram(self, record: TomogramRecord, suffix: str) -> Path:
+        return self.folder(record) / f"{record.path.stem}_{suffix}"
+
+    def interval(self, before: TomogramRecord, after: TomogramRecord) -> Path:
+        return self.folder(after) / f"{after.subject_id}_day{before.day:g}-{after.day:g}_remodeling.json"
+
+
+def bone_and_pores(volume: np.ndarray, sigma_voxels: float) -> np.ndarray:
+    """Labels of an absorption volume: bone (longitudinal.bone_labels), and LCN/pore where the cortex encloses
+    non-bone voxels (canals, lacunae large enough to survive the filter)."""
+    labels = bone_labels(volume, sigma_voxels)
+    cortex = compartments(labels == Code.BONE)[0]
+    labels[cortex & (labels != Code.BONE)] = Code.LCN
+    return labels
+
+
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def tomogram_fingerprint(record: TomogramRecord, settings: StudySettings) -> dict[str, Any]:
+    """What a tomogram's result is made from: the NXtomo file as it is now, and the settings."""
+    return {"format": RESULT_FORMAT, "input": file_fingerprint(record.path), "settings": settings.digest()}
+
+
+def interval_fingerprint(before: dict[str, Any], after: dict[str, Any], settings: StudySettings) -> dict[str, Any]:
+    """What an interval's result is made from: its two tomograms' fingerprints, and the settings."""
+    return {"format": RESULT_FORMAT, "inputs": [before, after], "settings": settings.digest()}
+
+
+def done_result(path: Path, fingerprint: dict[str, Any]) -> dict | None:
+    """The stored result at ``path`` if it was made from the same inputs and settings, else None."""
+    try:
+        result = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return result if result.get("fingerprint") == fingerprint else None
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Write ``result`` as JSON at ``path`` atomically (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    partial.write_text(json.dumps(result, indent=2, default=_json_default))
+    os.replace(partial, path)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def provenance(started: float, seconds: dict[str, float], device: str) -> dict[str, Any]:
+    """Who made a result, where, when, with what, and how long each stage took."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker().address
+    except (ImportError, ValueError):
+        worker = "serial"
+    return {"generator": "nanoscope_daq.analysis.study", "nanoscope_daq": __version__, "host": socket.gethostname(),
+            "pid": os.getpid(), "worker": worker, "device": device,
+            "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+            "seconds": {k: round(v, 3) for k, v in seconds.items()}}
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def analyse_tomogram(record: TomogramRecord, layout: Layout, settings: StudySettings, redo: bool = False) -> dict:
+    """Reconstruct, segment and measure one tomogram (or return its stored result unless ``redo``)."""
+    result_path = layout.tomogram(record, "analysis.json")
+    fingerprint = tomogram_fingerprint(record, settings)
+    stored = None if redo else done_result(result_path, fingerprint)
+    if stored is not None:
+        return stored
+    if record.gating == "retrospective":
+        raise ValueError(f"{record.path} was gated retrospectively; the offline reconstruction of gate-open frames "
+                         "is not available yet: reconstruct it with the online pipeline's gated volumes")
+    started, seconds, device = time.time(), {}, _device()
+    volume_path, labels_path = layout.tomogram(record, "volume.h5"), layout.tomogram(record, "labels.h5")
+    tick = time.perf_counter()
+    partial = volume_path.with_name(f".{volume_path.name}.{os.getpid()}.part")
+    reconstruct_file(record.path, partial, settings=settings.recon, device=device)
+    os.replace(partial, volume_path)
+    seconds["reconstruction"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    volume = read_volume(volume_path)
+    labels = bone_and_pores(volume.data, settings.bone_filter_sigma_voxels)
+    partial = labels_path.with_name(f".{labels_path.name}.{os.getpid()}.part")
+    write_labels(partial, Volume(labels, volume.voxel_size_um, {
+        "generator": "nanoscope_daq.analysis.study", "volume": str(volume_path),
+        "method": f"Gaussian sigma {settings.bone_filter_sigma_voxels} voxels, Otsu threshold; pores enclosed by "
+                  "the cortex labelled LCN/pore", "raw_run_uid": record.raw_run_uid}))
+    os.replace(partial, labels_path)
+    seconds["segmentation"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    measured = morphometry(labels, volume.voxel_size_um, settings.morphometry)
+    seconds["morphometry"] = time.perf_counter() - tick
+    measures = {"bv_mm3": measured.bv_mm3, "tv_mm3": measured.tv_mm3, "bv_tv": measured.bv_tv,
+                "ct_th_um": measured.ct_th_um, "porosity": measured.porosity, "lacunae_count": measured.lacunae.count,
+                "lacunae_density_per_mm3": measured.lacunae.density_per_mm3}
+    result = {"kind": "tomogram", "fingerprint": fingerprint, "record": _record_dict(record),
+              "raw_run_uid": record.raw_run_uid, "voxel_size_um": volume.voxel_size_um,
+              "outputs": {"volume": str(volume_path), "labels": str(labels_path)},
+              "measures": measures, "provenance": provenance(started, seconds, device)}
+    write_result(result_path, result)
+    return result
+
+
+def analyse_interval(before: dict, after: dict, layout: Layout, settings: StudySettings,
+                     redo: bool = False) -> dict:
+    """Register and compare two consecutive time points of one subject (their tomogram results)."""
+    first, second = _record(before["record"]), _record(after["record"])
+    result_path = layout.interval(first, second)
+    fingerprint = interval_fingerprint(before["fingerprint"], after["fingerprint"], settings)
+    stored = None if redo else done_result(result_path, fingerprint)
+    if stored is not None:
+        return stored
+    started, tick = time.time(), time.perf_counter()
+    baseline, followup = read_labels(before["outputs"]["labels"]), read_labels(after["outputs"]["labels"])
+    change = remodeling(baseline.data, followup.data, baseline.voxel_size_um, second.day - first.day,
+                        min_cluster_voxels=settings.min_cluster_voxels)
+    details = change.to_dict()
+    result = {"kind": "interval", "fingerprint": fingerprint, "subject_id": first.subject_id,
+              "cohort": first.cohort, "treatment": first.treatment, "from_day": first.day, "to_day": second.day,
+              "raw_run_uids": [first.raw_run_uid, second.raw_run_uid],
+              "measures": {k: details[k] for k in INTERVAL_MEASURES}, "remodeling": details,
+              "provenance": provenance(started, {"registration_and_remodeling": time.perf_counter() - tick}, "cpu")}
+    write_result(result_path, result)
+    return result
+
+
+def _record_dict(record: TomogramRecord) -> dict[str, Any]:
+    return {**dataclasses.asdict(record), "path": str(record.path)}
+
+
+def _record(data: dict[str, Any]) -> TomogramRecord:
+    return TomogramRecord(**{**data, "path": Path(data["path"])})
