@@ -1,7 +1,8 @@
 """The study's units of work: one tomogram, one interval of a subject; each done once, written atomically.
 
 Per tomogram (``analyse_tomogram``): offline reconstruction (recon/offline.py, the
-``nanoscope recon`` path, on CUDA when the worker has it), bone segmentation as
+``nanoscope recon`` path, on CUDA when the worker has it; of the gate-open projections
+when the scan was gated retrospectively, gating.py), bone segmentation as
 analysis/longitudinal.py does it (Gaussian filter, Otsu) with the pores the cortex
 encloses labelled LCN/pore (morphometry.compartments), and morphometry.py. Per interval
 (``analyse_interval``): remodeling.py between the labels of two consecutive time points
@@ -38,6 +39,7 @@ from ..longitudinal import bone_labels
 from ..morphometry import MorphometrySettings, compartments, morphometry
 from ..remodeling import remodeling
 from ..volume_files import Volume, read_labels, read_volume, write_labels
+from .gating import gated_view
 from .sources import TomogramRecord
 
 RESULT_FORMAT = 1
@@ -160,14 +162,15 @@ def analyse_tomogram(record: TomogramRecord, layout: Layout, settings: StudySett
     stored = None if redo else done_result(result_path, fingerprint)
     if stored is not None:
         return stored
-    if record.gating == "retrospective":
-        raise ValueError(f"{record.path} was gated retrospectively; the offline reconstruction of gate-open frames "
-                         "is not available yet: reconstruct it with the online pipeline's gated volumes")
     started, seconds, device = time.time(), {}, _device()
     volume_path, labels_path = layout.tomogram(record, "volume.h5"), layout.tomogram(record, "labels.h5")
     tick = time.perf_counter()
+    source, gating = record.path, {"gating": record.gating}
+    if record.gating == "retrospective":  # prospective gating took only gate-open frames: nothing to drop
+        source, kept, total = gated_view(record.path, layout.tomogram(record, "gated.nxs"))
+        gating.update(view=str(source), projections_gate_open=kept, projections_recorded=total)
     partial = volume_path.with_name(f".{volume_path.name}.{os.getpid()}.part")
-    reconstruct_file(record.path, partial, settings=settings.recon, device=device)
+    reconstruct_file(source, partial, settings=settings.recon, device=device)
     os.replace(partial, volume_path)
     seconds["reconstruction"] = time.perf_counter() - tick
     tick = time.perf_counter()
@@ -187,7 +190,7 @@ def analyse_tomogram(record: TomogramRecord, layout: Layout, settings: StudySett
                 "ct_th_um": measured.ct_th_um, "porosity": measured.porosity, "lacunae_count": measured.lacunae.count,
                 "lacunae_density_per_mm3": measured.lacunae.density_per_mm3}
     result = {"kind": "tomogram", "fingerprint": fingerprint, "record": _record_dict(record),
-              "raw_run_uid": record.raw_run_uid, "voxel_size_um": volume.voxel_size_um,
+              "raw_run_uid": record.raw_run_uid, "voxel_size_um": volume.voxel_size_um, "gating": gating,
               "outputs": {"volume": str(volume_path), "labels": str(labels_path)},
               "measures": measures, "provenance": provenance(started, seconds, device)}
     write_result(result_path, result)
