@@ -6,7 +6,10 @@
    tomograms per minute of the whole batch (tomogram tasks and interval tasks).
 2. The per-task cost of each stage, from the results' provenance (1-worker run).
 3. The scheduler's overhead per task: no-op tasks submitted and gathered, per task.
-4. A projection, on paper, of 100 mice x 10 sessions of 2048^3 tomograms on N GPU
+4. The cohort table of the 1-worker run against the truth the simulator applied
+   (``cohort_truth.json``): per cohort and time point, measured mean +- sd against the
+   applied mean +- sd, and the between-cohort difference.
+5. A projection, on paper, of 100 mice x 10 sessions of 2048^3 tomograms on N GPU
    workers from the measured costs (assumptions printed with it).
 
 Usage: python benchmarks/bench_cohort.py [--cohort DIR] [--mice-per-group 2] [--noops 400]
@@ -27,6 +30,7 @@ import h5py
 
 from nanoscope_daq.analysis.study.batch import DaskExecutor, run_batch
 from nanoscope_daq.analysis.study.cluster import study_client
+from nanoscope_daq.analysis.study.cohort_table import observations, summarise
 from nanoscope_daq.analysis.study.sources import NXtomoFiles, Selection
 from nanoscope_daq.analysis.study.tasks import Layout, StudySettings
 from nanoscope_daq.cohort import CohortSpec, generate
@@ -70,6 +74,57 @@ def analyse(records, out: Path, workers: int, host: str, settings: StudySettings
             "tomograms_per_minute": 60 * len(batch.tomograms) / wall, "batch": batch}
 
 
+TRUTH_KEYS = {"porosity": "days", "bfr_per_day": "intervals", "brr_per_day": "intervals",
+              "mar_periosteal_um_per_day": "intervals", "mar_endosteal_um_per_day": "intervals"}
+"""Measures whose truth cohort_truth.json holds, and where (per day or per interval)."""
+
+
+def truth_table(folder: Path, summary: dict) -> list[dict]:
+    """Measured (``summary``: cohort_table.summarise) against applied, per measure, time point and cohort, and
+    each cohort's difference from the reference cohort."""
+    truth = json.loads((folder / "cohort_truth.json").read_text())
+    applied: dict[tuple, list[float]] = {}
+    for mouse in truth["mice"]:
+        for measure, where in TRUTH_KEYS.items():
+            for item in mouse[where]:
+                point = f"{item['day']:g}" if where == "days" else f"{item['from_day']:g}-{item['to_day']:g}"
+                applied.setdefault((measure, point, mouse["cohort"]), []).append(item[measure])
+    reference = summary["reference"]
+    measured = {(r["measure"], r["time_point"], r["cohort"]): r for r in summary["table"]}
+    compared = {(c["measure"], c["time_point"], c["cohort"]): c for c in summary["comparisons"]}
+    out = []
+    for (measure, point, cohort), values in sorted(applied.items()):
+        if (measure, point, cohort) not in measured:
+            continue
+        m = measured[(measure, point, cohort)]
+        row = {"measure": measure, "time_point": point, "cohort": cohort, "n": m["n"], "measured_mean": m["mean"],
+               "measured_sd": m["sd"], "applied_mean": statistics.mean(values),
+               "applied_sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+        comparison = compared.get((measure, point, cohort))
+        if comparison:
+            base = statistics.mean(applied[(measure, point, reference)])
+            row.update(measured_difference=comparison["difference"], applied_difference=row["applied_mean"] - base,
+                       hedges_g=comparison["hedges_g"], welch_p=comparison["welch_p"],
+                       mann_whitney_p=comparison["mann_whitney_p"])
+        out.append(row)
+    return out
+
+
+def format_truth_table(rows: list[dict]) -> str:
+    """The truth comparison as a fixed-width text table."""
+    lines = [f"{'measure':28}{'time':>6}{'cohort':>7}{'n':>3}{'measured':>22}{'applied':>22}{'diff meas':>11}"
+             f"{'diff appl':>11}{'g':>7}{'p Welch':>9}"]
+    for r in rows:
+        line = (f"{r['measure']:28}{r['time_point']:>6}{r['cohort']:>7}{r['n']:>3}"
+                f"{r['measured_mean']:>12.4g} +- {r['measured_sd']:<7.2g}{r['applied_mean']:>12.4g} +- "
+                f"{r['applied_sd']:<7.2g}")
+        if "measured_difference" in r:
+            line += (f"{r['measured_difference']:>11.3g}{r['applied_difference']:>11.3g}{r['hedges_g']:>7.2f}"
+                     f"{r['welch_p']:>9.2g}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def stage_costs(batch) -> dict[str, dict[str, float]]:
     costs: dict[str, list[float]] = {}
     for result in list(batch.tomograms.values()) + list(batch.intervals.values()):
@@ -109,6 +164,7 @@ def main() -> None:
     parser.add_argument("--cohort", help="an existing cohort folder (default: generate one)")
     parser.add_argument("--mice-per-group", type=int, default=2)
     parser.add_argument("--noops", type=int, default=400)
+    parser.add_argument("--reference", default="sham", help="cohort the others are compared with")
     args = parser.parse_args()
     config = load_config()
     host, settings = config.study.scheduler_host, StudySettings.from_config(config)
@@ -123,6 +179,9 @@ def main() -> None:
         records = NXtomoFiles([folder]).tomograms(Selection())
         runs = [analyse(records, Path(scratch) / f"out-{n}", n, host, settings) for n in (1, 2)]
         costs = stage_costs(runs[0]["batch"])
+        batch = runs[0]["batch"]
+        recovered = truth_table(folder, summarise(observations(batch.tomograms.values(), batch.intervals.values()),
+                                                  args.reference))
         first = next(iter(runs[0]["batch"].tomograms.values()))
         with h5py.File(first["outputs"]["volume"], "r") as h5:
             volume_shape = tuple(int(n) for n in h5["volume"].shape)
@@ -133,12 +192,13 @@ def main() -> None:
         "cohort": {"tomograms": len(records), "generated_s": generated_s, "volume_shape": volume_shape,
                    "projections": projections},
         "throughput": [{k: v for k, v in run.items() if k != "batch"} for run in runs],
-        "stage_cost_s": costs, "scheduler_overhead_s_per_task": overhead,
+        "stage_cost_s": costs, "against_truth": recovered, "scheduler_overhead_s_per_task": overhead,
         "projection": projection(costs, volume_shape, projections, overhead[1]),
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "against_truth"}, indent=2))
+    print(format_truth_table(recovered))
     print(f"wrote {RESULTS}")
 
 

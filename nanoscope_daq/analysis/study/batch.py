@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from .cluster import GPU_RESOURCE, declares_gpu
 from .sources import TomogramRecord
-from .tasks import Layout, StudySettings, analyse_interval, analyse_tomogram, done_result, interval_fingerprint, \
-    tomogram_fingerprint
+from .results import done_result
+from .tasks import Layout, StudySettings, analyse_interval, analyse_tomogram, interval_fingerprint, tomogram_fingerprint
 
 
 class Handle(Protocol):

@@ -26,13 +26,20 @@ def add_analyze_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--day", nargs="+", type=float, default=[], help="only these study days")
     parser.add_argument("--plan", nargs="+", default=[], help="only tomograms of these plans")
     parser.add_argument("--scheduler", help="address of a running dask scheduler (default: a LocalCluster)")
-    parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per CPU)")
+    parser.add_argument("--workers", type=_positive, help="LocalCluster worker processes (default: one per CPU)")
     parser.add_argument("--out", help="results under OUT/<cohort>/<subject>/ and the cohort table in OUT "
                                       "(default: next to each input; the table in <inputs' folder>/study)")
     parser.add_argument("--redo", action="store_true", help="redo tasks whose results exist")
     parser.add_argument("--reference", help="cohort the others are compared with (default: first alphabetically)")
     parser.add_argument("--config", help="TOML file overriding the defaults (see default_config.toml)")
     parser.set_defaults(func=run_analyze)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def study_folder(records: list[TomogramRecord], out: Path | None) -> Path:
@@ -59,13 +66,17 @@ def run_analyze(args: argparse.Namespace) -> int:
     layout, settings = Layout(out), StudySettings.from_config(config)
     print(f"nanoscope analyze: {len(records)} tomograms of {len({r.subject_id for r in records})} subjects in "
           f"{len({r.cohort for r in records})} cohorts", flush=True)
-    with study_client(args.scheduler, args.workers, config.study.scheduler_host,
-                      config.study.allowed_failures) as client:
-        executor = DaskExecutor(client)
-        workers = client.scheduler_info()["workers"]
-        print(f"dask scheduler {client.scheduler.address}, {len(workers)} workers"
-              + (", GPU resource declared" if executor.gpu else ", CPU only"), flush=True)
-        batch = run_batch(executor, records, layout, settings, redo=args.redo)
+    try:
+        with study_client(args.scheduler, args.workers, config.study.scheduler_host,
+                          config.study.allowed_failures) as client:
+            executor = DaskExecutor(client)
+            workers = client.scheduler_info()["workers"]
+            print(f"dask scheduler {client.scheduler.address}, {len(workers)} workers"
+                  + (", GPU resource declared" if executor.gpu else ", CPU only"), flush=True)
+            batch = run_batch(executor, records, layout, settings, redo=args.redo)
+    except ConnectionError as exc:
+        print(f"nanoscope analyze: {exc}", file=sys.stderr)
+        return 2
     print(batch.summary())
     if batch.tomograms:
         for path in write_cohort_outputs(batch, study_folder(records, out), args.reference):

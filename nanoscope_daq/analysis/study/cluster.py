@@ -27,8 +27,6 @@ def study_client(scheduler: str | None, workers: int | None, host: str, allowed_
             yield client
         return
     count = workers or os.cpu_count() or 1
-    if count < 1:
-        raise ValueError(f"--workers must be >= 1, got {count}")
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
         cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host=host,
                                dashboard_address=f"{host}:0")

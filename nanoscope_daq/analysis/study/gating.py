@@ -10,14 +10,13 @@ copies the rest of the entry the reconstruction reads (angles, times, geometry, 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from ...pipeline.contract import ImageKey
 from .sources import SelectionError
+from .results import atomic_path
 
 SKIPPED = {"data", "exchange"}
 """Entry groups not copied: NXdata and the Data Exchange view hold (virtual) frames."""
@@ -34,9 +33,7 @@ def gated_view(nxs: Path, view: Path) -> tuple[Path, int, int]:
         projections = keys == ImageKey.PROJECTION
         closed = projections & (entry["frames/gate"][()] < 0.5)
         keys[closed] = ImageKey.INVALID
-        partial = view.with_name(f".{view.name}.{os.getpid()}.part")
-        view.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(partial, "w") as out:
+        with atomic_path(view) as partial, h5py.File(partial, "w") as out:
             copy = out.create_group("entry")
             copy.attrs.update(entry.attrs)
             for name in entry:
@@ -59,5 +56,4 @@ def gated_view(nxs: Path, view: Path) -> tuple[Path, int, int]:
             detector["image_key"] = keys
             detector["image_key_control"] = keys
             copy.attrs["gated_view_of"] = str(Path(nxs).resolve())
-        os.replace(partial, view)
     return view, int(projections.sum() - closed.sum()), int(projections.sum())

@@ -8,12 +8,11 @@ encloses labelled LCN/pore (morphometry.compartments), and morphometry.py. Per i
 (``analyse_interval``): remodeling.py between the labels of two consecutive time points
 (rigid registration on the pores, formed / resorbed bone, BFR, BRR, MAR, ...).
 
-Each writes a result JSON (``*_analysis.json``, ``*_remodeling.json``) last, through a
-temporary file and an atomic rename: the JSON is the done-marker. A result counts as
-done when it exists, parses, and records the same input fingerprint (file size and
-modification time, or the inputs' results) and the same settings; a task finds its own
-result first, so a task the scheduler reruns (a worker killed after it finished) costs
-a file read.
+Each writes its files atomically and its result JSON (``*_analysis.json``,
+``*_remodeling.json``) last, the done-marker (results.py). A result counts as done when
+it records the same input fingerprint (file size and modification time, or the inputs'
+results) and the same settings; a task finds its own result first, so a task the
+scheduler reruns (a worker killed after it finished) costs a file read.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from ..morphometry import MorphometrySettings, compartments, morphometry
 from ..remodeling import remodeling
 from ..volume_files import Volume, read_labels, read_volume, write_labels
 from .gating import gated_view
+from .results import atomic_path, done_result, file_fingerprint, write_result
 from .sources import TomogramRecord
 
 RESULT_FORMAT = 1
@@ -95,11 +95,6 @@ def bone_and_pores(volume: np.ndarray, sigma_voxels: float) -> np.ndarray:
     return labels
 
 
-def file_fingerprint(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
 def tomogram_fingerprint(record: TomogramRecord, settings: StudySettings) -> dict[str, Any]:
     """What a tomogram's result is made from: the NXtomo file as it is now, and the settings."""
     return {"format": RESULT_FORMAT, "input": file_fingerprint(record.path), "settings": settings.digest()}
@@ -108,31 +103,6 @@ def tomogram_fingerprint(record: TomogramRecord, settings: StudySettings) -> dic
 def interval_fingerprint(before: dict[str, Any], after: dict[str, Any], settings: StudySettings) -> dict[str, Any]:
     """What an interval's result is made from: its two tomograms' fingerprints, and the settings."""
     return {"format": RESULT_FORMAT, "inputs": [before, after], "settings": settings.digest()}
-
-
-def done_result(path: Path, fingerprint: dict[str, Any]) -> dict | None:
-    """The stored result at ``path`` if it was made from the same inputs and settings, else None."""
-    try:
-        result = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return result if result.get("fingerprint") == fingerprint else None
-
-
-def write_result(path: Path, result: dict) -> None:
-    """Write ``result`` as JSON at ``path`` atomically (a temporary file renamed over it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-    partial.write_text(json.dumps(result, indent=2, default=_json_default))
-    os.replace(partial, path)
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def provenance(started: float, seconds: dict[str, float], device: str) -> dict[str, Any]:
@@ -169,19 +139,17 @@ def analyse_tomogram(record: TomogramRecord, layout: Layout, settings: StudySett
     if record.gating == "retrospective":  # prospective gating took only gate-open frames: nothing to drop
         source, kept, total = gated_view(record.path, layout.tomogram(record, "gated.nxs"))
         gating.update(view=str(source), projections_gate_open=kept, projections_recorded=total)
-    partial = volume_path.with_name(f".{volume_path.name}.{os.getpid()}.part")
-    reconstruct_file(source, partial, settings=settings.recon, device=device)
-    os.replace(partial, volume_path)
+    with atomic_path(volume_path) as partial:
+        reconstruct_file(source, partial, settings=settings.recon, device=device)
     seconds["reconstruction"] = time.perf_counter() - tick
     tick = time.perf_counter()
     volume = read_volume(volume_path)
     labels = bone_and_pores(volume.data, settings.bone_filter_sigma_voxels)
-    partial = labels_path.with_name(f".{labels_path.name}.{os.getpid()}.part")
-    write_labels(partial, Volume(labels, volume.voxel_size_um, {
-        "generator": "nanoscope_daq.analysis.study", "volume": str(volume_path),
-        "method": f"Gaussian sigma {settings.bone_filter_sigma_voxels} voxels, Otsu threshold; pores enclosed by "
-                  "the cortex labelled LCN/pore", "raw_run_uid": record.raw_run_uid}))
-    os.replace(partial, labels_path)
+    with atomic_path(labels_path) as partial:
+        write_labels(partial, Volume(labels, volume.voxel_size_um, {
+            "generator": "nanoscope_daq.analysis.study", "volume": str(volume_path),
+            "method": f"Gaussian sigma {settings.bone_filter_sigma_voxels} voxels, Otsu threshold; pores enclosed by "
+                      "the cortex labelled LCN/pore", "raw_run_uid": record.raw_run_uid}))
     seconds["segmentation"] = time.perf_counter() - tick
     tick = time.perf_counter()
     measured = morphometry(labels, volume.voxel_size_um, settings.morphometry)
