@@ -1,6 +1,6 @@
 """Study-scale analysis on dask.distributed: throughput, per-stage cost, scheduler overhead, and a projection.
 
-1. A simulated cohort (nanoscope_daq/cohort.py; default 2 mice per group x 3 days, or
+1. A simulated cohort (nanoscope_daq/cohort.py; default 1 mouse per group x 3 days, or
    ``--cohort DIR``) is analysed twice in this run, on a LocalCluster of 1 and of 2
    single-threaded worker processes on loopback, each into a fresh output folder:
    tomograms per minute of the whole batch (tomogram tasks and interval tasks).
@@ -12,7 +12,7 @@
 5. A projection, on paper, of 100 mice x 10 sessions of 2048^3 tomograms on N GPU
    workers from the measured costs (assumptions printed with it).
 
-Usage: python benchmarks/bench_cohort.py [--cohort DIR] [--mice-per-group 2] [--noops 400]
+Usage: python benchmarks/bench_cohort.py [--cohort DIR] [--mice-per-group 1] [--noops 400]
 Writes benchmarks/results/bench_cohort.json.
 """
 
@@ -162,7 +162,7 @@ def projection(costs: dict, shape: tuple[int, int, int], projections: int, overh
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cohort", help="an existing cohort folder (default: generate one)")
-    parser.add_argument("--mice-per-group", type=int, default=2)
+    parser.add_argument("--mice-per-group", type=int, default=1)
     parser.add_argument("--noops", type=int, default=400)
     parser.add_argument("--reference", default="sham", help="cohort the others are compared with")
     args = parser.parse_args()

@@ -5,7 +5,8 @@ mid-exposure fell in the end-expiration window). The view is a small NXtomo file
 frames are an external link to the original's (no pixel copied), whose image keys mark
 the gate-closed projections invalid (3, which every NXtomo reader skips), and which
 copies the rest of the entry the reconstruction reads (angles, times, geometry, beam).
-``nanoscope recon`` / recon.offline then reconstructs it like any NXtomo file.
+``nanoscope recon`` / recon.offline then reconstructs it like any NXtomo file. It is
+named ``*_gated_view.h5``, not ``.nxs``, so that a study never selects it as a tomogram.
 """
 
 from __future__ import annotations

@@ -34,8 +34,13 @@ def done_result(path: Path, fingerprint: dict[str, Any]) -> dict | None:
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write; renamed to ``path`` when the block succeeds, removed if not."""
+    """A temporary name beside ``path`` to write; renamed to ``path`` when the block succeeds, removed if not.
+
+    Partial files of ``path`` left by a killed process are removed first (one task writes a path at a time).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.part"):
+        stale.unlink(missing_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         yield partial

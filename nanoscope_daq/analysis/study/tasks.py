@@ -137,7 +137,7 @@ def analyse_tomogram(record: TomogramRecord, layout: Layout, settings: StudySett
     tick = time.perf_counter()
     source, gating = record.path, {"gating": record.gating}
     if record.gating == "retrospective":  # prospective gating took only gate-open frames: nothing to drop
-        source, kept, total = gated_view(record.path, layout.tomogram(record, "gated.nxs"))
+        source, kept, total = gated_view(record.path, layout.tomogram(record, "gated_view.h5"))
         gating.update(view=str(source), projections_gate_open=kept, projections_recorded=total)
     with atomic_path(volume_path) as partial:
         reconstruct_file(source, partial, settings=settings.recon, device=device)
