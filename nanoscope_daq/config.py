@@ -577,3 +577,4 @@ class StudyConfig:
     scheduler_host: str
     bone_filter_sigma_voxels: float = field(metadata=positive())
     allowed_failures: int = field(metadata=non_negative())
+    min_quiescent_fraction: float = field(metadata=fraction())

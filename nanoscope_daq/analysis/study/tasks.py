@@ -36,7 +36,7 @@ from ...recon.offline import reconstruct_file
 from ..labels import Code
 from ..longitudinal import bone_labels
 from ..morphometry import MorphometrySettings, compartments, morphometry
-from ..remodeling import remodeling
+from ..remodeling import Remodeling, remodeling
 from ..volume_files import Volume, read_labels, read_volume, write_labels
 from .gating import gated_view
 from .results import atomic_path, done_result, file_fingerprint, write_result
@@ -58,16 +58,24 @@ class StudySettings:
     morphometry: MorphometrySettings
     bone_filter_sigma_voxels: float
     min_cluster_voxels: int
+    min_quiescent_fraction: float
 
     @classmethod
     def from_config(cls, config: Config) -> StudySettings:
         a = config.analysis
         return cls(config.recon, MorphometrySettings(a.lacuna_min_volume_um3, a.lacuna_min_thickness_um,
                                                      a.thickness_step_voxels),
-                   config.study.bone_filter_sigma_voxels, a.remodeling_min_cluster_voxels)
+                   config.study.bone_filter_sigma_voxels, a.remodeling_min_cluster_voxels,
+                   config.study.min_quiescent_fraction)
 
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+    def digest(self, *names: str) -> str:
+        """Hash of the named settings: a change of one redoes only the tasks it affects."""
+        chosen = {name: dataclasses.asdict(self)[name] for name in names}
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+TOMOGRAM_SETTINGS = ("recon", "morphometry", "bone_filter_sigma_voxels")
+INTERVAL_SETTINGS = ("min_cluster_voxels", "min_quiescent_fraction")
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,13 @@ def bone_and_pores(volume: np.ndarray, sigma_voxels: float) -> np.ndarray:
 
 def tomogram_fingerprint(record: TomogramRecord, settings: StudySettings) -> dict[str, Any]:
     """What a tomogram's result is made from: the NXtomo file as it is now, and the settings."""
-    return {"format": RESULT_FORMAT, "input": file_fingerprint(record.path), "settings": settings.digest()}
+    return {"format": RESULT_FORMAT, "input": file_fingerprint(record.path),
+            "settings": settings.digest(*TOMOGRAM_SETTINGS)}
 
 
 def interval_fingerprint(before: dict[str, Any], after: dict[str, Any], settings: StudySettings) -> dict[str, Any]:
     """What an interval's result is made from: its two tomograms' fingerprints, and the settings."""
-    return {"format": RESULT_FORMAT, "inputs": [before, after], "settings": settings.digest()}
+    return {"format": RESULT_FORMAT, "inputs": [before, after], "settings": settings.digest(*INTERVAL_SETTINGS)}
 
 
 def provenance(started: float, seconds: dict[str, float], device: str) -> dict[str, Any]:
@@ -176,16 +185,39 @@ def analyse_interval(before: dict, after: dict, layout: Layout, settings: StudyS
         return stored
     started, tick = time.time(), time.perf_counter()
     baseline, followup = read_labels(before["outputs"]["labels"]), read_labels(after["outputs"]["labels"])
-    change = remodeling(baseline.data, followup.data, baseline.voxel_size_um, second.day - first.day,
-                        min_cluster_voxels=settings.min_cluster_voxels)
+    change, registration = checked_remodeling(baseline, followup, second.day - first.day, settings)
     details = change.to_dict()
     result = {"kind": "interval", "fingerprint": fingerprint, "subject_id": first.subject_id,
               "cohort": first.cohort, "treatment": first.treatment, "from_day": first.day, "to_day": second.day,
               "raw_run_uids": [first.raw_run_uid, second.raw_run_uid],
               "measures": {k: details[k] for k in INTERVAL_MEASURES}, "remodeling": details,
+              "registration": registration,
               "provenance": provenance(started, {"registration_and_remodeling": time.perf_counter() - tick}, "cpu")}
     write_result(result_path, result)
     return result
+
+
+def quiescent_fraction(change: Remodeling) -> float:
+    """Fraction of the baseline's bone that is bone in the registered follow-up too."""
+    return change.quiescent_mm3 / change.baseline_bv_mm3
+
+
+def checked_remodeling(baseline: Volume, followup: Volume, days: float,
+                       settings: StudySettings) -> tuple[Remodeling, dict[str, Any]]:
+    """remodeling.py with its registration checked: below ``min_quiescent_fraction`` of the baseline bone kept,
+    the unregistered comparison is used if it passes, else the interval fails with why."""
+    tried = {}
+    for register in (True, False):
+        change = remodeling(baseline.data, followup.data, baseline.voxel_size_um, days, register=register,
+                            min_cluster_voxels=settings.min_cluster_voxels)
+        tried["registered" if register else "unregistered"] = round(quiescent_fraction(change), 4)
+        if quiescent_fraction(change) >= settings.min_quiescent_fraction:
+            return change, {"method": "rigid registration" if register else
+                            "none: the registration diverged, the unregistered comparison passed",
+                            "quiescent_fraction": tried}
+    raise ValueError(f"registration check failed: of the baseline's bone only {tried} is still bone in the follow-up "
+                     f"(at least {settings.min_quiescent_fraction} expected); check both scans show the same bone, "
+                     "or lower [study] min_quiescent_fraction")
 
 
 def _record_dict(record: TomogramRecord) -> dict[str, Any]:
