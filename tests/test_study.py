@@ -30,7 +30,7 @@ from nanoscope_daq.cli import main
 from nanoscope_daq.cohort import CohortSpec, generate
 from nanoscope_daq.config import load_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.torch_threads(1)]
+pytestmark = [pytest.mark.slow, pytest.mark.torch_threads(1), pytest.mark.timeout(900)]
 
 SPEC = CohortSpec(mice_per_group=3, days=(0.0, 10.0), rows=32, projections=180)
 HOST = load_config().study.scheduler_host
