@@ -47,8 +47,8 @@ def observations(tomograms: Iterable[Mapping], intervals: Iterable[Mapping]) -> 
     for result in tomograms:
         record = result["record"]
         for measure in TOMOGRAM_MEASURES:
-            rows.append({"subject_id": record["subject_id"], "cohort": record["cohort"], "time_point": f"{record['day']:g}",
-                         "measure": measure, "value": result["measures"][measure]})
+            rows.append({"subject_id": record["subject_id"], "cohort": record["cohort"],
+                         "time_point": f"{record['day']:g}", "measure": measure, "value": result["measures"][measure]})
     for result in intervals:
         for measure in INTERVAL_MEASURES:
             rows.append({"subject_id": result["subject_id"], "cohort": result["cohort"],

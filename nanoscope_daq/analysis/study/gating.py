@@ -15,10 +15,12 @@ from pathlib import Path
 
 import h5py
 
-from ...pipeline.contract import ImageKey
+from ...recon.nxtomo import PROJECTION
 from .sources import SelectionError
 from .results import atomic_path
 
+INVALID = 3
+"""NXtomo image_key of a frame no reader uses (DESIGN.md; analysis does not import the pipeline's enum)."""
 SKIPPED = {"data", "exchange"}
 """Entry groups not copied: NXdata and the Data Exchange view hold (virtual) frames."""
 
@@ -31,9 +33,9 @@ def gated_view(nxs: Path, view: Path) -> tuple[Path, int, int]:
             raise SelectionError(f"{nxs} says it was gated retrospectively but holds no /entry/frames/gate; "
                                  "reconstruct it ungated (nanoscope recon) or rewrite it with the NXtomo writer")
         keys = entry["instrument/detector/image_key"][()].copy()
-        projections = keys == ImageKey.PROJECTION
+        projections = keys == PROJECTION
         closed = projections & (entry["frames/gate"][()] < 0.5)
-        keys[closed] = ImageKey.INVALID
+        keys[closed] = INVALID
         with atomic_path(view) as partial, h5py.File(partial, "w") as out:
             copy = out.create_group("entry")
             copy.attrs.update(entry.attrs)
