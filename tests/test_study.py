@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -166,3 +168,24 @@ def test_a_retrospectively_gated_scan_is_reconstructed_from_its_gate_open_projec
         assert h5["provenance"].attrs["projections"] == SPEC.projections * 3 // 4
     ungated = json.loads(Layout(analysed).tomogram(record, "analysis.json").read_text())["measures"]
     assert result["measures"]["bv_mm3"] == pytest.approx(ungated["bv_mm3"], rel=0.03)
+
+
+def test_on_an_existing_scheduler_tomogram_tasks_go_to_the_worker_declaring_a_gpu(cohort, tmp_path):
+    """A LocalCluster whose one worker declares GPU=1, plus a CPU-only `dask worker` joined by address."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, resources={"GPU": 1}, host=HOST,
+                      dashboard_address=f"{HOST}:0") as cluster, Client(cluster) as client:
+        gpu_worker = next(iter(client.scheduler_info()["workers"]))
+        cpu_worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
+                                       "--nworkers", "1", "--nthreads", "1", "--host", HOST, "--no-dashboard"])
+        try:
+            client.wait_for_workers(2, timeout=120)
+            out = tmp_path / "out"
+            assert main(["analyze", str(cohort), "--subject", "OVX02", "--scheduler", cluster.scheduler_address,
+                         "--out", str(out)]) == 0
+        finally:
+            cpu_worker.terminate()
+            cpu_worker.wait(60)
+    workers = [json.loads(p.read_text())["provenance"]["worker"] for p in out.glob("ovx/OVX02/*_analysis.json")]
+    assert workers == [gpu_worker, gpu_worker]
