@@ -549,6 +549,7 @@ class Config:
     dose: DoseConfig
     recon: ReconConfig
     analysis: AnalysisConfig
+    study: StudyConfig
     sim: SimConfig
 
     def validate(self, key: str) -> None:
@@ -706,3 +707,11 @@ def overrides_toml(sections: Mapping[str, Mapping[str, Any]]) -> str:
     for name, values in sections.items():
         table(name, values)
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    scheduler_host: str
+    bone_filter_sigma_voxels: float = field(metadata=positive())
+    allowed_failures: int = field(metadata=non_negative())
+    min_quiescent_fraction: float = field(metadata=fraction())

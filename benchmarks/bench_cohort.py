@@ -1,0 +1,206 @@
+"""Study-scale analysis on dask.distributed: throughput, per-stage cost, scheduler overhead, and a projection.
+
+1. A simulated cohort (nanoscope_daq/cohort.py; default 1 mouse per group x 3 days, or
+   ``--cohort DIR``) is analysed twice in this run, on a LocalCluster of 1 and of 2
+   single-threaded worker processes on loopback, each into a fresh output folder:
+   tomograms per minute of the whole batch (tomogram tasks and interval tasks).
+2. The per-task cost of each stage, from the results' provenance (1-worker run).
+3. The scheduler's overhead per task: no-op tasks submitted and gathered, per task.
+4. The cohort table of the 1-worker run against the truth the simulator applied
+   (``cohort_truth.json``): per cohort and time point, measured mean +- sd against the
+   applied mean +- sd, and the between-cohort difference.
+5. A projection, on paper, of 100 mice x 10 sessions of 2048^3 tomograms on N GPU
+   workers from the measured costs (assumptions printed with it).
+
+Usage: python benchmarks/bench_cohort.py [--cohort DIR] [--mice-per-group 1] [--noops 400]
+Writes benchmarks/results/bench_cohort.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+
+from nanoscope_daq.analysis.study.batch import DaskExecutor, run_batch
+from nanoscope_daq.analysis.study.cluster import study_client
+from nanoscope_daq.analysis.study.cohort_table import observations, summarise
+from nanoscope_daq.analysis.study.sources import NXtomoFiles, Selection
+from nanoscope_daq.analysis.study.tasks import Layout, StudySettings
+from nanoscope_daq.cohort import CohortSpec, generate
+from nanoscope_daq.config import load_config
+
+RESULTS = Path(__file__).parent / "results" / "bench_cohort.json"
+
+# Projection assumptions (stated, not measured here: no GPU on this machine).
+PAPER_MICE, PAPER_SESSIONS, PAPER_SIZE = 100, 10, 2048
+PAPER_PROJECTIONS = 3200
+"""Projections of a 2048^3 cone-beam tomogram (about pi/2 x 2048)."""
+GPU_VOXEL_UPDATES_PER_S = 1.0e11
+"""FDK back-projection rate of one data-centre GPU (voxel x projection updates per second): the order of
+published CUDA back-projectors (ASTRA, TIGRE) on current cards. An assumption to replace by a measurement."""
+CPU_CORES_PER_WORKER = 16
+"""CPU cores beside each GPU for the CPU stages (segmentation, morphometry, registration), chunked across them."""
+
+
+def noop(index: int) -> int:
+    return index
+
+
+def scheduler_overhead(host: str, workers: int, tasks: int) -> float:
+    """Seconds per no-op task, submitted one by one and gathered, on a fresh LocalCluster."""
+    with study_client(None, workers, host, 3) as client:
+        client.gather(client.map(noop, range(20), pure=False))  # warm-up
+        start = time.perf_counter()
+        client.gather([client.submit(noop, i, pure=False) for i in range(tasks)])
+        return (time.perf_counter() - start) / tasks
+
+
+def analyse(records, out: Path, workers: int, host: str, settings: StudySettings) -> dict:
+    started = time.perf_counter()
+    with study_client(None, workers, host, 3) as client:
+        ready = time.perf_counter()
+        batch = run_batch(DaskExecutor(client), records, Layout(out), settings, progress=False)
+        wall = time.perf_counter() - ready
+    assert batch.count("failed") == 0, batch.summary()
+    return {"workers": workers, "cluster_start_s": ready - started, "batch_s": wall,
+            "tomograms": len(batch.tomograms), "intervals": len(batch.intervals),
+            "tomograms_per_minute": 60 * len(batch.tomograms) / wall, "batch": batch}
+
+
+TRUTH_KEYS = {"porosity": "days", "bfr_per_day": "intervals", "brr_per_day": "intervals",
+              "mar_periosteal_um_per_day": "intervals", "mar_endosteal_um_per_day": "intervals"}
+"""Measures whose truth cohort_truth.json holds, and where (per day or per interval)."""
+
+
+def truth_table(folder: Path, summary: dict) -> list[dict]:
+    """Measured (``summary``: cohort_table.summarise) against applied, per measure, time point and cohort, and
+    each cohort's difference from the reference cohort."""
+    truth = json.loads((folder / "cohort_truth.json").read_text())
+    applied: dict[tuple, list[float]] = {}
+    for mouse in truth["mice"]:
+        for measure, where in TRUTH_KEYS.items():
+            for item in mouse[where]:
+                point = f"{item['day']:g}" if where == "days" else f"{item['from_day']:g}-{item['to_day']:g}"
+                applied.setdefault((measure, point, mouse["cohort"]), []).append(item[measure])
+    reference = summary["reference"]
+    measured = {(r["measure"], r["time_point"], r["cohort"]): r for r in summary["table"]}
+    compared = {(c["measure"], c["time_point"], c["cohort"]): c for c in summary["comparisons"]}
+    out = []
+    for (measure, point, cohort), values in sorted(applied.items()):
+        if (measure, point, cohort) not in measured:
+            continue
+        m = measured[(measure, point, cohort)]
+        row = {"measure": measure, "time_point": point, "cohort": cohort, "n": m["n"], "measured_mean": m["mean"],
+               "measured_sd": m["sd"], "applied_mean": statistics.mean(values),
+               "applied_sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+        comparison = compared.get((measure, point, cohort))
+        if comparison:
+            base = statistics.mean(applied[(measure, point, reference)])
+            row.update(measured_difference=comparison["difference"], applied_difference=row["applied_mean"] - base,
+                       hedges_g=comparison["hedges_g"], welch_p=comparison["welch_p"],
+                       mann_whitney_p=comparison["mann_whitney_p"])
+        out.append(row)
+    return out
+
+
+def format_truth_table(rows: list[dict]) -> str:
+    """The truth comparison as a fixed-width text table."""
+    lines = [f"{'measure':28}{'time':>6}{'cohort':>7}{'n':>3}{'measured':>22}{'applied':>22}{'diff meas':>11}"
+             f"{'diff appl':>11}{'g':>7}{'p Welch':>9}"]
+    for r in rows:
+        line = (f"{r['measure']:28}{r['time_point']:>6}{r['cohort']:>7}{r['n']:>3}"
+                f"{r['measured_mean']:>12.4g} +- {r['measured_sd']:<7.2g}{r['applied_mean']:>12.4g} +- "
+                f"{r['applied_sd']:<7.2g}")
+        if "measured_difference" in r:
+            line += (f"{r['measured_difference']:>11.3g}{r['applied_difference']:>11.3g}{r['hedges_g']:>7.2f}"
+                     f"{r['welch_p']:>9.2g}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def stage_costs(batch) -> dict[str, dict[str, float]]:
+    costs: dict[str, list[float]] = {}
+    for result in list(batch.tomograms.values()) + list(batch.intervals.values()):
+        for stage, seconds in result["provenance"]["seconds"].items():
+            costs.setdefault(stage, []).append(seconds)
+    return {stage: {"mean_s": statistics.mean(v), "sd_s": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+            for stage, v in costs.items()}
+
+
+def projection(costs: dict, shape: tuple[int, int, int], projections: int, overhead_s: float) -> dict:
+    """Hours for the paper cohort on N GPU workers; CPU stages scale with voxels, FDK with voxels x projections."""
+    voxels = shape[0] * shape[1] * shape[2]
+    scale = PAPER_SIZE**3 / voxels
+    tomograms = PAPER_MICE * PAPER_SESSIONS
+    intervals = PAPER_MICE * (PAPER_SESSIONS - 1)
+    recon_gpu_s = PAPER_SIZE**3 * PAPER_PROJECTIONS / GPU_VOXEL_UPDATES_PER_S
+    recon_cpu_1core_s = costs["reconstruction"]["mean_s"] * scale * PAPER_PROJECTIONS / projections
+    per_tomogram_cpu_s = (costs["segmentation"]["mean_s"] + costs["morphometry"]["mean_s"]) * scale
+    per_interval_cpu_s = costs["registration_and_remodeling"]["mean_s"] * scale
+    worker_s = (tomograms * (recon_gpu_s + per_tomogram_cpu_s / CPU_CORES_PER_WORKER)
+                + intervals * per_interval_cpu_s / CPU_CORES_PER_WORKER + (tomograms + intervals) * overhead_s)
+    return {
+        "tomograms": tomograms, "intervals": intervals, "voxel_scale": scale,
+        "per_tomogram": {"fdk_gpu_s": recon_gpu_s, "fdk_one_cpu_core_s": recon_cpu_1core_s,
+                         "segmentation_and_morphometry_one_core_s": per_tomogram_cpu_s},
+        "per_interval_registration_one_core_s": per_interval_cpu_s,
+        "hours_on_n_gpu_workers": {n: worker_s / n / 3600 for n in (1, 4, 16, 64)},
+        "assumptions": {"gpu_voxel_updates_per_s": GPU_VOXEL_UPDATES_PER_S, "projections": PAPER_PROJECTIONS,
+                        "cpu_cores_per_worker": CPU_CORES_PER_WORKER,
+                        "cpu_stages": "linear in voxels, split in chunks over the worker's cores without loss",
+                        "workers": "perfect scaling: tasks are independent, the scheduler's overhead is measured"},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cohort", help="an existing cohort folder (default: generate one)")
+    parser.add_argument("--mice-per-group", type=int, default=1)
+    parser.add_argument("--noops", type=int, default=400)
+    parser.add_argument("--reference", default="sham", help="cohort the others are compared with")
+    args = parser.parse_args()
+    config = load_config()
+    host, settings = config.study.scheduler_host, StudySettings.from_config(config)
+    with tempfile.TemporaryDirectory(prefix="bench-cohort-") as scratch:
+        folder = Path(args.cohort) if args.cohort else Path(scratch) / "cohort"
+        spec = CohortSpec(mice_per_group=args.mice_per_group)
+        generated_s = None
+        if not args.cohort:
+            start = time.perf_counter()
+            generate(folder, spec, config, workers=2)
+            generated_s = time.perf_counter() - start
+        records = NXtomoFiles([folder]).tomograms(Selection())
+        runs = [analyse(records, Path(scratch) / f"out-{n}", n, host, settings) for n in (1, 2)]
+        costs = stage_costs(runs[0]["batch"])
+        batch = runs[0]["batch"]
+        recovered = truth_table(folder, summarise(observations(batch.tomograms.values(), batch.intervals.values()),
+                                                  args.reference))
+        first = next(iter(runs[0]["batch"].tomograms.values()))
+        with h5py.File(first["outputs"]["volume"], "r") as h5:
+            volume_shape = tuple(int(n) for n in h5["volume"].shape)
+        projections = json.loads((folder / "cohort_truth.json").read_text())["spec"]["projections"]
+        overhead = {n: scheduler_overhead(host, n, args.noops) for n in (1, 2)}
+    report = {
+        "machine": platform.platform(), "python": platform.python_version(),
+        "cohort": {"tomograms": len(records), "generated_s": generated_s, "volume_shape": volume_shape,
+                   "projections": projections},
+        "throughput": [{k: v for k, v in run.items() if k != "batch"} for run in runs],
+        "stage_cost_s": costs, "against_truth": recovered, "scheduler_overhead_s_per_task": overhead,
+        "projection": projection(costs, volume_shape, projections, overhead[1]),
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "against_truth"}, indent=2))
+    print(format_truth_table(recovered))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""nanoscope analyze on a LocalCluster of processes on loopback, against a simulated cohort with known truth.
+
+The cohort (nanoscope_daq/cohort.py) is rendered once per session: three sham and three
+ovariectomised mice imaged on days 0 and 10, through the camera's imaging physics into
+NXtomo files. The study is analysed on dask, compared with the serial path, interrupted
+by killing a worker, and run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from nanoscope_daq.analysis.study.batch import DaskExecutor, SerialExecutor, run_batch
+from nanoscope_daq.analysis.study.cli import study_folder, write_cohort_outputs
+from nanoscope_daq.analysis.study.cluster import study_client
+from nanoscope_daq.analysis.study.cohort_table import hedges_g, observations, summarise
+from nanoscope_daq.analysis.study.sources import NXtomoFiles, Selection, SelectionError, read_record
+from nanoscope_daq.analysis.study.tasks import Layout, StudySettings, analyse_tomogram
+from nanoscope_daq.cli import main
+from nanoscope_daq.cohort import CohortSpec, generate
+from nanoscope_daq.config import load_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.torch_threads(1), pytest.mark.timeout(900)]
+
+SPEC = CohortSpec(mice_per_group=3, days=(0.0, 10.0), rows=32, projections=180)
+HOST = load_config().study.scheduler_host
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cohort")
+    generate(folder, SPEC, load_config(), workers=2)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def analysed(cohort, tmp_path_factory):
+    """The whole cohort through ``nanoscope analyze`` on a 2-process LocalCluster."""
+    out = tmp_path_factory.mktemp("analysed")
+    assert main(["analyze", str(cohort), "--workers", "2", "--out", str(out), "--reference", "sham"]) == 0
+    return out
+
+
+def settings() -> StudySettings:
+    return StudySettings.from_config(load_config())
+
+
+def test_selection_reads_the_subject_metadata_and_refuses_what_matches_nothing(cohort):
+    records = NXtomoFiles([cohort]).tomograms(Selection(cohorts=("ovx",), days=(10.0,)))
+    assert [(r.subject_id, r.cohort, r.treatment, r.day, r.gating) for r in records] == [
+        (f"OVX0{i}", "ovx", "ovariectomy", 10.0, "none") for i in (1, 2, 3)]
+    assert all(r.raw_run_uid.startswith("cohort-") and r.plan_name == "fly_tomo" for r in records)
+    with pytest.raises(SelectionError, match="cohorts: \\['ovx', 'sham'\\]"):
+        NXtomoFiles([cohort]).tomograms(Selection(cohorts=("pth",)))
+
+
+def test_the_cohort_table_recovers_the_group_differences_the_simulator_applied(cohort, analysed):
+    table = json.loads((analysed / "cohort_table.json").read_text())
+    truth = json.loads((cohort / "cohort_truth.json").read_text())
+    comparisons = {(c["measure"], c["time_point"]): c for c in table["comparisons"]}
+    rows = {(r["measure"], r["cohort"], r["time_point"]): r for r in table["table"]}
+    assert all(rows[("bv_mm3", cohort_name, day)]["n"] == 3 for cohort_name in ("sham", "ovx") for day in ("0", "10"))
+
+    def applied(key: str, group: str) -> np.ndarray:
+        return np.array([m["intervals"][0][key] for m in truth["mice"] if m["cohort"] == group])
+
+    for measure in ("mar_periosteal_um_per_day", "mar_endosteal_um_per_day", "bfr_per_day"):
+        effect = comparisons[(measure, "0-10")]
+        true_difference = applied(measure, "ovx").mean() - applied(measure, "sham").mean()
+        assert np.sign(effect["difference"]) == np.sign(true_difference) == -1, measure
+        # Within its error: the measured difference lies within 3 standard errors of the applied one.
+        sds = [rows[(measure, g, "0-10")]["sd"] for g in ("sham", "ovx")]
+        standard_error = np.sqrt(sum(sd**2 / 3 for sd in sds))
+        assert abs(effect["difference"] - true_difference) < 3 * standard_error + 0.1 * abs(true_difference), measure
+        assert effect["hedges_g"] < -1 and effect["welch_p"] < 0.05, measure
+    assert comparisons[("brr_per_day", "0-10")]["difference"] > 0  # ovx resorbs more
+    assert comparisons[("porosity", "0")]["difference"] > 0  # ovx cortex holds more canals
+    for name in ("cohort_table.csv", "cohort_comparisons.csv", "cohort_morphometry.png", "cohort_remodeling.png"):
+        assert (analysed / name).stat().st_size > 0
+    record = NXtomoFiles([cohort]).tomograms(Selection(subjects=("OVX01",), days=(0.0,)))[0]
+    result = json.loads(Layout(analysed).tomogram(record, "analysis.json").read_text())
+    assert result["raw_run_uid"] and result["provenance"]["worker"].startswith("tcp://127.0.0.1:")
+    assert set(result["provenance"]["seconds"]) == {"reconstruction", "segmentation", "morphometry"}
+
+
+def test_distributed_results_equal_the_serial_path(cohort, analysed, tmp_path):
+    records = NXtomoFiles([cohort]).tomograms(Selection(subjects=("SHAM02",)))
+    serial = run_batch(SerialExecutor(), records, Layout(tmp_path), settings(), progress=False)
+    assert serial.count("ran") == 3 and serial.count("failed") == 0
+    stored = [Layout(analysed).tomogram(r, "analysis.json") for r in records]
+    stored.append(Layout(analysed).interval(*records))
+    ran = [serial.tomograms[r.key] for r in records] + list(serial.intervals.values())
+    for path, result in zip(stored, ran, strict=True):
+        assert json.loads(path.read_text())["measures"] == result["measures"], path.name
+
+
+def test_a_second_run_skips_what_is_done_and_redo_forces_it(cohort, analysed, capsys):
+    assert main(["analyze", str(cohort), "--workers", "1", "--out", str(analysed), "--subject", "OVX03"]) == 0
+    assert "ran 0, skipped 3 (done before), failed 0" in capsys.readouterr().out
+    records = NXtomoFiles([cohort]).tomograms(Selection(subjects=("OVX03",), days=(0.0,)))
+    redone = run_batch(SerialExecutor(), records, Layout(analysed), settings(), redo=True, progress=False)
+    assert [o.status for o in redone.outcomes] == ["ran"]
+
+
+def test_a_killed_worker_loses_no_result(cohort, tmp_path):
+    records = NXtomoFiles([cohort]).tomograms(Selection(subjects=("SHAM01", "SHAM02")))
+    killed: list[int] = []
+    with study_client(None, 2, HOST, allowed_failures=3) as client:
+        def kill_a_busy_worker() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not killed:
+                busy = [address for address, tasks in client.processing().items() if tasks]
+                if busy:
+                    pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    time.sleep(1.0)  # mid-reconstruction
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.2)
+
+        killer = threading.Thread(target=kill_a_busy_worker)
+        killer.start()
+        batch = run_batch(DaskExecutor(client), records, Layout(tmp_path), settings(), progress=False)
+        killer.join()
+    assert killed, "no worker was busy within a minute"
+    assert batch.count("failed") == 0 and batch.count("ran") == 6  # 4 tomograms, 2 intervals
+    assert len(list(tmp_path.glob("sham/*/*_analysis.json"))) == 4
+    assert len(list(tmp_path.glob("sham/*/*_remodeling.json"))) == 2
+    assert not list(tmp_path.rglob("*.part"))
+    rows = observations(batch.tomograms.values(), batch.intervals.values())
+    assert write_cohort_outputs(batch, study_folder(records, tmp_path), None)[0].is_file()
+    assert {r["cohort"] for r in rows} == {"sham"} and summarise(rows)["comparisons"] == []
+
+
+def test_hedges_g_of_two_known_samples():
+    # Means 4 and 2, both sd 1 (pooled 1), n = 3 + 3: d = 2, J = 1 - 3 / (4 * 6 - 9) = 0.8.
+    assert hedges_g(np.array([3.0, 4.0, 5.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(1.6)
+
+
+def test_a_retrospectively_gated_scan_is_reconstructed_from_its_gate_open_projections(cohort, analysed, tmp_path):
+    record = NXtomoFiles([cohort]).tomograms(Selection(subjects=("SHAM01",), days=(0.0,)))[0]
+    for name in (record.path.name, record.path.stem + "_camera.h5"):
+        shutil.copy(record.path.parent / name, tmp_path / name)
+    gated = tmp_path / record.path.name
+    with h5py.File(gated, "r+") as h5:
+        scan = json.loads(h5["entry/acquisition/scan"][()])
+        del h5["entry/acquisition/scan"]
+        h5["entry/acquisition/scan"] = json.dumps({**scan, "gating": "retrospective"})
+        gate = h5["entry/frames/gate"][()]
+        projections = np.flatnonzero(h5["entry/instrument/detector/image_key"][()] == 0)
+        gate[projections[::4]] = 0.0  # a quarter of the projections taken while the mouse breathed in
+        h5["entry/frames/gate"][...] = gate
+    result = analyse_tomogram(read_record(gated), Layout(tmp_path / "out"), settings())
+    assert result["gating"]["projections_gate_open"] == SPEC.projections * 3 // 4
+    assert result["gating"]["projections_recorded"] == SPEC.projections
+    with h5py.File(result["outputs"]["volume"], "r") as h5:
+        assert h5["provenance"].attrs["projections"] == SPEC.projections * 3 // 4
+    ungated = json.loads(Layout(analysed).tomogram(record, "analysis.json").read_text())["measures"]
+    assert result["measures"]["bv_mm3"] == pytest.approx(ungated["bv_mm3"], rel=0.03)
+
+
+def test_on_an_existing_scheduler_tomogram_tasks_go_to_the_worker_declaring_a_gpu(cohort, tmp_path):
+    """A LocalCluster whose one worker declares GPU=1, plus a CPU-only `dask worker` joined by address."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, resources={"GPU": 1}, host=HOST,
+                      dashboard_address=f"{HOST}:0") as cluster, Client(cluster) as client:
+        gpu_worker = next(iter(client.scheduler_info()["workers"]))
+        cpu_worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
+                                       "--nworkers", "1", "--nthreads", "1", "--host", HOST, "--no-dashboard"])
+        try:
+            client.wait_for_workers(2, timeout=120)
+            out = tmp_path / "out"
+            assert main(["analyze", str(cohort), "--subject", "OVX02", "--scheduler", cluster.scheduler_address,
+                         "--out", str(out)]) == 0
+        finally:
+            cpu_worker.terminate()
+            cpu_worker.wait(60)
+    workers = [json.loads(p.read_text())["provenance"]["worker"] for p in out.glob("ovx/OVX02/*_analysis.json")]
+    assert workers == [gpu_worker, gpu_worker]
