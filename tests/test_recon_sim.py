@@ -231,7 +231,7 @@ def test_command_line_calibrates_axis_and_tilt_of_a_cone_beam_file(tmp_path, cap
     assert estimate["cor"] == pytest.approx(17.5, abs=0.1) and geometry["cor"] == pytest.approx(estimate["cor"])
     assert geometry["tilt_deg"] == pytest.approx(1.0, abs=0.15)
     exact = rasterise_ellipsoids(phantom, true.default_volume(), 2)
-    uncalibrated = reconstruct_file(path, tmp_path / "plain.h5", cor=15.5)
+    uncalibrated = reconstruct_file(path, tmp_path / "plain.h5", cor=15.5, settings=load_config().recon)
     with h5py.File(uncalibrated) as h5:
         plain = h5["volume"][:]
     assert np.sqrt(np.mean((volume - exact) ** 2)) < 0.6 * np.sqrt(np.mean((plain - exact) ** 2))
