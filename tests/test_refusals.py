@@ -120,6 +120,10 @@ CATALOGUE = [
     command("morphometry", "@flat_labels@", words=("not a z-y-x volume",)),
     command("morphometry", "@labels@", "--followup", "@missing@", "--days", "5", words=("does not exist",)),
     command("train", "-o", "@out@/m.pt", "--instrument", "nowhere", words=("unknown simulated instrument",)),
+    # study analysis
+    command("analyze", "@missing@", words=("does not exist", "give NXtomo files or directories")),
+    command("analyze", "@out@", "--workers", "0", words=("--workers", "must be >= 1")),
+    command("analyze", "@volume@", words=("has no /entry/sample/subject", "subject metadata")),
 ]
 assert len(CATALOGUE) >= 60
 
