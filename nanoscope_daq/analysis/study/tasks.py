@@ -33,11 +33,11 @@ import numpy as np
 from ... import __version__
 from ...config import Config, ReconConfig
 from ...recon.offline import reconstruct_file
+from ...volume_files import Volume, read_labels, read_volume, write_labels
 from ..labels import Code
 from ..longitudinal import bone_labels
 from ..morphometry import MorphometrySettings, compartments, morphometry
 from ..remodeling import Remodeling, remodeling
-from ...volume_files import Volume, read_labels, read_volume, write_labels
 from .gating import gated_view
 from .results import atomic_path, done_result, file_fingerprint, write_result
 from .sources import TomogramRecord
