@@ -28,7 +28,7 @@ def test_a_second_scan_is_refused_while_another_process_holds_the_instrument(fre
         with pytest.raises(PlanParameterError) as refused:
             bench.run(fly_tomo(xrm, projections=90, binning=2, exposure_s=0.004, config=bench.config))
         assert refused.value.parameter == "instrument"
-        assert f"in use by {other.identity}" in str(refused.value) and "wait for the other scan" in str(refused.value)
+        assert f"in use by {other.identity}" in str(refused.value) and "wait for its scan to end" in str(refused.value)
         assert bench.named("start") == []
         assert xrm.det.cam.a3_binning.get(as_string=True, use_monitor=False) == binning  # nothing changed
     finally:

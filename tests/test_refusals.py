@@ -179,9 +179,17 @@ def outcomes(scan_bench, files) -> dict[str, subprocess.CompletedProcess]:
         return subprocess.run([sys.executable, "-m", "nanoscope_daq", *argv], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, env=dict(os.environ), timeout=180)
 
+    def run_all(refusals: list[Refusal]) -> list[subprocess.CompletedProcess]:
+        return [run(refusal) for refusal in refusals]
+
     before = state()
+    # The scans one after the other (each takes the instrument's lock to learn the camera's frame period,
+    # so two at once would refuse each other), the other commands beside them.
+    scans = [r for r in CATALOGUE if r.scan]
+    others = [r for r in CATALOGUE if not r.scan]
     with ThreadPoolExecutor(2) as pool:
-        results = dict(zip((r.id for r in CATALOGUE), pool.map(run, CATALOGUE)))
+        done = pool.map(run_all, [scans, others])
+        results = dict(zip((r.id for r in scans + others), (p for batch in done for p in batch)))
     results["_state"] = (before, state())
     return results
 

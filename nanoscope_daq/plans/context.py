@@ -209,8 +209,9 @@ def take_instrument(context: ScanContext) -> MsgGenerator[float]:
     """
     try:
         yield from bps.stage(context.xrm.wd)
-    except CommandRefused as exc:
-        raise PlanParameterError("instrument", str(exc), "wait for the other scan to end, or stop it") from None
+    except CommandRefused:
+        reason = context.xrm.wd.message.get(use_monitor=False)  # the IOC's refusal, with its fix
+        raise PlanParameterError("instrument", "another process holds it", reason) from None
     a = context.acquisition
     yield from bps.prepare(context.camera, ReadoutSettings(a.binning, a.exposure_s), wait=True)
     return float((yield from bps.rd(context.xrm.det.cam.acquire_period)))
