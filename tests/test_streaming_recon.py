@@ -144,8 +144,10 @@ def one_shot(nxs, field: FlatField, setup) -> np.ndarray:
 def test_a_continuous_time_series_gives_each_time_point_its_own_volume_from_the_sliding_window(scan_bench):
     bench = scan_bench
     online = Online(bench, online_slices_interval_s=0.0)
+    # 120 deg/s: the series lasts 9 s, several announcement periods (at full speed it took about two,
+    # and how many live updates fell into them was down to timing).
     bench.run(time_series(bench.xrm, subject=dict(MOUSE, subject_id="M22"), tomograms=3, projections=90,
-                          range_deg=360.0, exposure_s=0.004, config=bench.config))
+                          range_deg=360.0, exposure_s=0.004, velocity=120.0, config=bench.config))
     online.finish()
     assert online.named("stop")[0]["exit_status"] == "success", online.callback.errors
     volumes = online.data("volumes")
