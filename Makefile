@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench docs clean
+.PHONY: install redis demo test test-fast lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,14 +13,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The instrument server's queue needs Debian's redis-server (not a Python package). As root (CI)
+# it is installed with apt-get; otherwise the command to run is printed.
+redis:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; \
+	  else echo "redis-server is missing: run 'sudo apt-get install redis-server'"; exit 1; fi; }
 
-demo: $(STAMP)
+install: $(STAMP) redis
+
+demo: install
 	$(VENV)/bin/nanoscope demo
 
 # ruff ([tool.ruff]) and the import contracts ([tool.importlinter]) in pyproject.toml: a style
 # or layer violation fails in seconds, before the tests.
-lint: $(STAMP)
+lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 

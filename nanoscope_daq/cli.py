@@ -8,6 +8,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import Config, ConfigError, load_config
 from .errors import Interrupted, RefusedInput
@@ -45,6 +46,27 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return run(_config_from_args(args))
 
 
+def _cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from .server.serve import run
+
+    return run(config, sim=args.sim)
+
+
+def _cmd_live(args: argparse.Namespace, config: Config) -> int:
+    from .server.live import run_live
+
+    return run_live(config)
+
+
+def _cmd_catalog_ingest(args: argparse.Namespace, config: Config) -> int:
+    from .pipeline.catalog import ingest, open_catalog
+
+    for path in args.backup:
+        for uid in ingest(open_catalog(config), path, batch_size=config.catalog.batch_size):
+            print(f"run {uid} from {path} is in the catalog", flush=True)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -53,6 +75,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 LAZY_COMMANDS = {
     "scan": (".scan_cli", "add_scan_parser", "run a registered plan against the IOCs, with a progress bar"),
+    "queue": (".server.queue_client", "add_queue_parser", "add plans to the instrument server's queue and control it"),
     "recon": (".recon.cli", "add_recon_parser", "reconstruct an NXtomo file into a volume file"),
     "segment": (".analysis.cli", "add_segment_parser",
                 "segment a reconstructed volume with the shipped or a given model"),
@@ -86,10 +109,28 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--time-scale", type=float, help="speed-up of slow processes (default 20 in the demo)")
     demo.set_defaults(func=_cmd_demo)
 
+    serve = sub.add_parser("serve", help="the instrument server: queue, catalog, documents, live analysis")
+    _add_connection_options(serve)
+    serve.add_argument("--data-dir", help="the data directory (camera files, catalog, the server's own files)")
+    serve.add_argument("--sim", action="store_true", help="also start the simulated instrument")
+    serve.set_defaults(func=_cmd_serve, with_config=True)
+
+    live = sub.add_parser("live", help="online reconstruction of the server's documents, in its own process")
+    _add_connection_options(live)
+    live.set_defaults(func=_cmd_live, with_config=True)
+
+    catalog = sub.add_parser("catalog", help="the run catalog")
+    catalog_verbs = catalog.add_subparsers(dest="verb", required=True, metavar="VERB")
+    ingest = catalog_verbs.add_parser("ingest", help="put runs the catalog missed (JSON Lines backups) into it")
+    _add_connection_options(ingest)
+    ingest.add_argument("backup", nargs="+", type=Path, help="JSON Lines files (catalog/backup/*.jsonl)")
+    ingest.add_argument("--data-dir", help="the data directory whose catalog receives the runs")
+    ingest.set_defaults(func=_cmd_catalog_ingest, with_config=True)
+
     for name, (module, function, summary) in LAZY_COMMANDS.items():
         if command == name:  # import only what runs: torch and ophyd take seconds to load
             add = getattr(importlib.import_module(module, __package__), function)
-            if name == "scan":
+            if name in ("scan", "queue"):
                 add(sub, _add_connection_options)
             else:
                 add(sub)
@@ -104,7 +145,7 @@ def _configure_channel_access_early(argv: Sequence[str]) -> None:
     Building the ``scan`` options imports the plans (and so ophyd and pyepics), and
     libca reads its environment once.
     """
-    if not argv or argv[0] != "scan":
+    if not argv or argv[0] not in ("scan", "queue"):
         return
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--config")
@@ -154,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.debug)
     name = " ".join(["nanoscope", args.command, *([args.plan] if getattr(args, "plan", None) else [])])
     try:
-        if args.command == "scan":
+        if args.command in ("scan", "queue") or getattr(args, "with_config", False):
             return args.func(args, _config_from_args(args))
         return args.func(args)
     except ConfigError as exc:

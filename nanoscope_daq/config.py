@@ -532,6 +532,68 @@ class SimConfig:
     specimen: SpecimenConfig
 
 
+def _port() -> dict:
+    return _check(lambda v: 1024 <= v <= 65535, "a port between 1024 and 65535")
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """The Tiled catalog every run lands in: embedded SQLite, or the instrument server's Tiled."""
+
+    uri: str
+    directory: str
+    api_key: str = field(metadata=_check(lambda v: len(v) >= 8 and v.isalnum(), "8 or more letters and digits"))
+    batch_size: int = field(metadata=positive())
+
+    def path(self, data_dir: Path) -> Path:
+        """The catalog's directory (relative paths are under the data directory)."""
+        directory = Path(self.directory).expanduser()
+        return directory if directory.is_absolute() else data_dir / directory
+
+    def key(self) -> str:
+        """The API key: ``$TILED_API_KEY`` when set, else the configured single-user key."""
+        return os.environ.get("TILED_API_KEY") or self.api_key
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``nanoscope serve``: where each part listens and how long it may take to start."""
+
+    host: str = field(metadata=_check(lambda v: v != "", "an address to bind (127.0.0.1: this machine only)"))
+    redis_port: int = field(metadata=_port())
+    control_port: int = field(metadata=_port())
+    info_port: int = field(metadata=_port())
+    documents_in_port: int = field(metadata=_port())
+    documents_out_port: int = field(metadata=_port())
+    tiled_port: int = field(metadata=_port())
+    redis_name_prefix: str = field(metadata=_check(lambda v: v.isidentifier(), "a name of letters, digits and _"))
+    start_timeout_s: float = field(metadata=positive())
+    live_analysis: bool
+
+    def validate(self, key: str) -> None:
+        ports = [self.redis_port, self.control_port, self.info_port, self.documents_in_port,
+                 self.documents_out_port, self.tiled_port]
+        if len(set(ports)) != len(ports):
+            raise ConfigError(f"{key}: every *_port must differ (two parts cannot listen on one port)")
+
+    @property
+    def control_address(self) -> str:
+        return f"tcp://{self.host}:{self.control_port}"
+
+    @property
+    def info_address(self) -> str:
+        return f"tcp://{self.host}:{self.info_port}"
+
+    @property
+    def documents_address(self) -> str:
+        """Where subscribers connect for the RunEngine's documents (the 0MQ proxy's out side)."""
+        return f"tcp://{self.host}:{self.documents_out_port}"
+
+    @property
+    def tiled_uri(self) -> str:
+        return f"http://{self.host}:{self.tiled_port}"
+
+
 @dataclass(frozen=True)
 class Config:
     """The instrument's configuration (top-level tables) and the simulator's (``sim``)."""
@@ -550,6 +612,8 @@ class Config:
     recon: ReconConfig
     analysis: AnalysisConfig
     study: StudyConfig
+    catalog: CatalogConfig
+    server: ServerConfig
     sim: SimConfig
 
     def validate(self, key: str) -> None:

@@ -56,16 +56,17 @@ def _option(parser: argparse.ArgumentParser, parameter: inspect.Parameter, annot
     parser.add_argument(flag, help=f"{meaning} [{annotation}; {shown}]".strip(), **kwargs)
 
 
-def add_scan_parser(subparsers, add_connection_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """``nanoscope scan``: one sub-command per registered plan, its options from the signature.
+def add_plan_parsers(parser: argparse.ArgumentParser, add_connection_options: Callable[[argparse.ArgumentParser], None],
+                     func: Callable[..., int]) -> None:
+    """One sub-command of ``parser`` per registered plan, its options from the plan's signature and docstring.
 
+    Shared by ``nanoscope scan`` and ``nanoscope queue add``: the same options, the same help.
     The plans import ophyd, which starts libca: call this only once Channel Access is configured.
     """
     from .plans import PLANS
     from .plans.registry import parameter_help
 
-    scan = subparsers.add_parser("scan", help="run a registered plan against the IOCs, with a progress bar")
-    plans = scan.add_subparsers(dest="plan", required=True, metavar="PLAN")
+    plans = parser.add_subparsers(dest="plan", required=True, metavar="PLAN")
     for name, plan in PLANS.items():
         doc = inspect.getdoc(plan) or ""
         sub = plans.add_parser(name, help=doc.splitlines()[0] if doc else name, description=doc,
@@ -78,7 +79,35 @@ def add_scan_parser(subparsers, add_connection_options: Callable[[argparse.Argum
             if parameter.name in SKIPPED_PARAMETERS:
                 continue
             _option(sub, parameter, str(hints.get(parameter.name, "str")), meanings.get(parameter.name, ""))
-        sub.set_defaults(func=run_scan_command)
+        sub.set_defaults(func=func)
+
+
+def add_scan_parser(subparsers, add_connection_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``nanoscope scan``: one sub-command per registered plan, its options from the signature."""
+    scan = subparsers.add_parser("scan", help="run a registered plan against the IOCs, with a progress bar")
+    add_plan_parsers(scan, add_connection_options, run_scan_command)
+
+
+def plan_kwargs(plan: Callable, args: argparse.Namespace) -> dict[str, Any]:
+    """The plan's keyword arguments given on the command line (the instrument and configuration aside)."""
+    parameters = inspect.signature(plan).parameters
+    return {name: getattr(args, name) for name in set(parameters) - SKIPPED_PARAMETERS if hasattr(args, name)}
+
+
+def connect_instrument(config: Config):
+    """The instrument, connected; :class:`InstrumentUnreachable` naming prefix and port when it does not answer."""
+    from .devices import Instrument
+
+    try:
+        xrm = Instrument(config.epics.prefix, name="xrm")
+        xrm.wait_for_connection(timeout=CONNECT_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise InstrumentUnreachable(
+            f"cannot reach the instrument {config.epics.prefix} on port {config.epics.port} "
+            f"({str(exc).split(' could not')[0]} did not answer); is `nanoscope sim` (or the IOCs) running, "
+            "with this prefix and port?"
+        ) from None
+    return xrm
 
 
 class FrameProgress:
@@ -186,28 +215,21 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
     from bluesky import RunEngine
     from bluesky.utils import RunEngineInterrupted
 
-    from .devices import Instrument
     from .pipeline import NXtomoWriter
+    from .pipeline.catalog import CatalogWriter
     from .plans import PLANS
 
     plan = PLANS[args.plan]
-    parameters = inspect.signature(plan).parameters
-    kwargs = {name: getattr(args, name) for name in set(parameters) - SKIPPED_PARAMETERS if hasattr(args, name)}
-    if "config" in parameters:
+    kwargs = plan_kwargs(plan, args)
+    if "config" in inspect.signature(plan).parameters:
         kwargs["config"] = config
-    try:
-        xrm = Instrument(config.epics.prefix, name="xrm")
-        xrm.wait_for_connection(timeout=CONNECT_TIMEOUT_S)
-    except TimeoutError as exc:
-        raise InstrumentUnreachable(
-            f"cannot reach the instrument {config.epics.prefix} on port {config.epics.port} "
-            f"({str(exc).split(' could not')[0]} did not answer); is `nanoscope sim` (or the IOCs) running, "
-            "with this prefix and port?"
-        ) from None
+    xrm = connect_instrument(config)
     RE = RunEngine({}, context_managers=[PauseAtOnce])
     progress = FrameProgress()
     RE.subscribe(progress)
     RE.subscribe(NXtomoWriter(on_file_written=lambda path: print(f"NXtomo file: {Path(path)}", flush=True)))
+    catalog = CatalogWriter.from_config(config)
+    RE.subscribe(catalog)
     online = None
     if config.recon.online:
         from .pipeline.streaming import StreamingReconstruction
@@ -223,6 +245,7 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
     finally:
         if online is not None:
             online.close()  # the last volumes are written before the command returns
+        catalog.close()  # every run is in the catalog (or its backup) before the command returns
     for uid in uids:
         print(f"run uid: {uid}", flush=True)
     return 0

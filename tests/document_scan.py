@@ -59,7 +59,7 @@ class DocumentScan:
         keys = {tomogram_prefix + key: value for key, value in tomogram_data_keys().items()}
         self.streams[TOMOGRAMS_STREAM] = self.bundle.compose_descriptor(name=TOMOGRAMS_STREAM, data_keys=keys)
         self.emit("descriptor", self.streams[TOMOGRAMS_STREAM].descriptor_doc)
-        self.resources: dict[str, Any] = {}
+        self.resources: dict[tuple[str, str], Any] = {}
         self.seq = {stream: 1 for stream in self.streams}
         self.frames = 0
         self.times: list[float] = []
@@ -92,13 +92,13 @@ class DocumentScan:
     def announce(self, stream: str, start: int, stop: int) -> None:
         """The stream_resource (first time) and stream_datum documents of frames ``start``..``stop``."""
         for key, dataset in datasets():
-            if key not in self.resources:
-                self.resources[key] = self.bundle.compose_stream_resource(
+            if (stream, key) not in self.resources:  # one per stream, data key and camera file
+                self.resources[stream, key] = self.bundle.compose_stream_resource(
                     mimetype="application/x-hdf5", uri=f"file://localhost{self.path}", data_key=key,
                     parameters={"dataset": dataset, "swmr": True})
-                self.emit("stream_resource", self.resources[key].stream_resource_doc)
+                self.emit("stream_resource", self.resources[stream, key].stream_resource_doc)
             seq = self.seq[stream]
-            datum = self.resources[key].compose_stream_datum(
+            datum = self.resources[stream, key].compose_stream_datum(
                 indices={"start": start, "stop": stop}, seq_nums={"start": seq, "stop": seq + stop - start},
                 descriptor=self.streams[stream].descriptor_doc)
             self.emit("stream_datum", datum)

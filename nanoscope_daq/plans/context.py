@@ -33,7 +33,7 @@ from ..devices.signals import CommandRefused
 from ..documents import FRAME_STREAMS, TOMOGRAM_KEYS, TOMOGRAMS_STREAM
 from . import validation as check
 from .dose import DoseLedger, DoseMeter, DoseModel
-from .errors import PlanParameterError
+from .errors import InstrumentNotReady, PlanParameterError
 from .safety import BeamGuard, safety_suspenders
 from .stubs import announce, shutter, take_darks, take_flats
 from .subject import Subject, parse_subject
@@ -211,7 +211,7 @@ def take_instrument(context: ScanContext) -> MsgGenerator[float]:
         yield from bps.stage(context.xrm.wd)
     except CommandRefused:
         reason = context.xrm.wd.message.get(use_monitor=False)  # the IOC's refusal, with its fix
-        raise PlanParameterError("instrument", "another process holds it", reason) from None
+        raise InstrumentNotReady("instrument", "another process holds it", reason) from None
     a = context.acquisition
     yield from bps.prepare(context.camera, ReadoutSettings(a.binning, a.exposure_s), wait=True)
     return float((yield from bps.rd(context.xrm.det.cam.acquire_period)))

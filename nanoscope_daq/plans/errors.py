@@ -13,3 +13,11 @@ class PlanParameterError(RefusedInput):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{parameter}: {problem}; {fix}")
+
+
+class InstrumentNotReady(PlanParameterError):
+    """The instrument's present state refuses the plan (source off, another scan holding it).
+
+    A plan queued behind one that changes that state (``source_on`` first) is checked again
+    when it runs; ``nanoscope queue add`` reports it and queues the plan all the same.
+    """

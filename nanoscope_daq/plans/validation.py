@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from ..config import Config
 from ..devices import Instrument
 from ..devices.signals import CommandRefused
-from .errors import PlanParameterError
+from .errors import InstrumentNotReady, PlanParameterError
 
 BINNINGS = (1, 2, 4, 8)
 
@@ -91,7 +91,7 @@ def source_output(xrm: Instrument, kv: object, power_w: object) -> tuple[float, 
     try:
         xrm.source.check_output(kv, power_w)
     except CommandRefused as exc:
-        raise PlanParameterError(
+        raise InstrumentNotReady(
             "source", str(exc), "switch it on first: nanoscope scan source_on (or the source_on plan)"
         ) from None
     return kv, power_w

@@ -1,28 +1,19 @@
 """Run ``nanoscope sim`` as a child process: start, wait for ready, stop by PID.
 
-Shared by the test fixtures, the demo and the benchmarks so all of them start and
-stop the simulated instrument the same way.
+Shared by the test fixtures, the demo, the benchmarks and ``nanoscope serve --sim`` so all
+of them start and stop the simulated instrument the same way.
 """
 
 from __future__ import annotations
 
-import collections
 import os
-import signal
-import subprocess
 import sys
-import threading
-import time
-from pathlib import Path
 
+from ..child_process import ChildProcess
 from .server import READY_MARKER
 
 
-class SimProcessError(RuntimeError):
-    """The simulator did not start, or died."""
-
-
-class SimProcess:
+class SimProcess(ChildProcess):
     """``nanoscope sim`` in a child process on 127.0.0.1:``port``."""
 
     def __init__(
@@ -47,58 +38,6 @@ class SimProcess:
             args += ["--seed", str(seed)]
         if config is not None:
             args += ["--config", str(config)]
-        self.argv = [sys.executable, "-m", "nanoscope_daq", "sim", *args, *extra_args]
-        self.proc: subprocess.Popen | None = None
-        self.output: collections.deque[str] = collections.deque(maxlen=500)
-        self._ready = threading.Event()
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise SimProcessError("simulator not started")
-        return self.proc.pid
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line.rstrip("\n"))
-            if READY_MARKER in line and "nanoscope sim" in line:
-                self._ready.set()
-
-    def start(self, timeout: float = 60.0) -> SimProcess:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=Path.cwd(),
-        )
-        threading.Thread(target=self._drain, name=f"sim-{self.port}-output", daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SimProcessError(
-                    f"nanoscope sim on port {self.port} did not become ready:\n" + "\n".join(self.output)
-                )
-        return self
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGINT, then SIGKILL after ``timeout``; returns the exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        os.kill(self.proc.pid, signal.SIGINT)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(timeout)
-
-    def __enter__(self) -> SimProcess:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__(f"nanoscope sim on port {port}", [sys.executable, "-m", "nanoscope_daq", "sim", *args,
+                                                           *extra_args],
+                         ready_marker=f"nanoscope sim {READY_MARKER}")

@@ -1,0 +1,327 @@
+"""Every run's documents into the Tiled catalog: bluesky's ``TiledWriter``, off the RunEngine's thread.
+
+The catalog is written by :class:`bluesky.callbacks.tiled_writer.TiledWriter` (pinned with
+bluesky). Two things sit around it:
+
+- **Frames stay where the camera wrote them.** A camera file holds a run's darks, flats and
+  projections in acquisition order, and each stream announces absolute frame indices of
+  that file (docs/documents.md). Tiled's stock HDF5 view maps a stream's rows to a whole
+  dataset, so the catalog receives the camera file's ``stream_resource`` documents under
+  :data:`FRAME_ROWS_MIMETYPE`: :class:`FrameRowsConsolidator` (registered with bluesky's
+  ``CONSOLIDATOR_REGISTRY``, the documented extension point) records which rows of the file
+  each stream owns, and the server reads exactly those rows with
+  :class:`~nanoscope_daq.pipeline.frame_rows_adapter.FrameRowsAdapter`. Nothing is copied.
+- **A catalog that is down never holds up a scan.** :class:`CatalogWriter` hands documents
+  to a thread; when writing a run to Tiled fails, the run's documents so far and every later
+  one go to a JSON Lines backup (bluesky's ``JSONLinesWriter`` format), and the writer does
+  not try that run again. ``nanoscope catalog ingest BACKUP`` puts it in later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bluesky.callbacks.tiled_writer import TiledWriter
+from bluesky.consolidators import CONSOLIDATOR_REGISTRY, HDF5Consolidator
+from event_model import RunRouter
+
+from ..config import Config
+from ..documents import document_json
+
+logger = logging.getLogger(__name__)
+
+CAMERA_FILE_MIMETYPE = "application/x-hdf5"
+FRAME_ROWS_MIMETYPE = "application/x-hdf5-frame-rows"
+"""The catalog's name for a camera-file dataset of which a stream owns some rows (absolute frame indices)."""
+
+Document = tuple[str, dict]
+
+
+def format_rows(ranges: Iterable[tuple[int, int]]) -> str:
+    """``[(0, 4), (9, 12)]`` as ``"0:4,9:12"`` (the adapter's ``rows`` parameter)."""
+    return ",".join(f"{start}:{stop}" for start, stop in ranges)
+
+
+def parse_rows(rows: str) -> list[tuple[int, int]]:
+    """``"0:4,9:12"`` as ``[(0, 4), (9, 12)]``."""
+    ranges = []
+    for part in rows.split(","):
+        start, stop = part.split(":")
+        ranges.append((int(start), int(stop)))
+    return ranges
+
+
+class FrameRowsConsolidator(HDF5Consolidator):
+    """Tiled's view of a stream's frames in a camera file: the rows the stream's ``stream_datum`` name.
+
+    A stream's frames may be several runs of rows of one file (flats before and after the
+    projections); consecutive ranges are merged. One camera file per stream and data key.
+    """
+
+    supported_mimetypes = {FRAME_ROWS_MIMETYPE}
+
+    def __init__(self, stream_resource: dict, descriptor: dict) -> None:
+        super().__init__(stream_resource, descriptor)
+        self.ranges: list[tuple[int, int]] = []
+
+    def consume_stream_datum(self, doc: dict) -> None:
+        super().consume_stream_datum(doc)
+        start, stop = doc["indices"]["start"], doc["indices"]["stop"]
+        if self.ranges and self.ranges[-1][1] == start:
+            self.ranges[-1] = (self.ranges[-1][0], stop)
+        else:
+            self.ranges.append((start, stop))
+
+    def adapter_parameters(self) -> dict:
+        return {**super().adapter_parameters(), "rows": format_rows(self.ranges)}
+
+    def update_from_stream_resource(self, stream_resource: dict) -> None:
+        if stream_resource["uri"] != self.uri:
+            raise ValueError(f"stream data key {self.data_key} spans two camera files ({self.uri}, "
+                             f"{stream_resource['uri']}); the catalog maps one file per stream and data key")
+
+
+CONSOLIDATOR_REGISTRY[FRAME_ROWS_MIMETYPE] = FrameRowsConsolidator
+
+
+def _frame_rows(doc: dict) -> dict:
+    """A camera file's ``stream_resource`` under the catalog's frame-rows mimetype, one row per frame."""
+    if doc["mimetype"] == CAMERA_FILE_MIMETYPE:
+        return {**doc, "mimetype": FRAME_ROWS_MIMETYPE, "parameters": {**doc["parameters"], "join_method": "stack"}}
+    return doc
+
+
+class _Previews:
+    """Drops array data held in events (an analysis run's preview slices) from what the catalog receives.
+
+    Tiled keeps a run's event data in tables, one scalar per cell; the previews are for
+    live clients (0MQ), and the volumes they come from are files the run names.
+    """
+
+    def __init__(self) -> None:
+        self.dropped: dict[str, set[str]] = {}
+
+    def descriptor(self, doc: dict) -> dict:
+        arrays = {key for key, spec in doc["data_keys"].items()
+                  if spec.get("dtype") == "array" and not spec.get("external")}
+        self.dropped[doc["uid"]] = arrays
+        if not arrays:
+            return doc
+        keep = {key: spec for key, spec in doc["data_keys"].items() if key not in arrays}
+        return {**doc, "data_keys": keep}
+
+    def event(self, doc: dict) -> dict:
+        arrays = self.dropped.get(doc["descriptor"])
+        if not arrays:
+            return doc
+        return {**doc, "data": {k: v for k, v in doc["data"].items() if k not in arrays},
+                "timestamps": {k: v for k, v in doc["timestamps"].items() if k not in arrays}}
+
+
+def tiled_writer(client, batch_size: int) -> TiledWriter:
+    """bluesky's ``TiledWriter`` with the catalog's patches (frame rows, previews left out)."""
+    previews = _Previews()
+    patches = {"stream_resource": _frame_rows, "descriptor": previews.descriptor, "event": previews.event}
+    return TiledWriter(client, patches=patches, batch_size=batch_size)
+
+
+def catalog_storage(config: Config) -> dict[str, Any]:
+    """The arguments of ``tiled.catalog.from_uri`` for the instrument's catalog.
+
+    SQLite catalog and SQL tabular storage in the catalog directory, the data directory
+    registered as readable (camera files, NXtomo files, volumes are linked, never copied).
+    The embedded catalog and ``nanoscope serve``'s Tiled use the same.
+    """
+    directory = config.catalog.path(config.paths.data_path).resolve()
+    return {
+        "uri": f"sqlite:///{directory / 'catalog.db'}",
+        "writable_storage": [str(directory / "arrays"), f"sqlite:///{directory / 'tables.db'}"],
+        "readable_storage": [str(config.paths.data_path.resolve())],
+        "init_if_not_exists": True,
+        "adapters_by_mimetype": {
+            FRAME_ROWS_MIMETYPE: "nanoscope_daq.pipeline.frame_rows_adapter:FrameRowsAdapter"},
+    }
+
+
+def open_catalog(config: Config):
+    """A Tiled client of the instrument's catalog: the server at ``catalog.uri``, or the embedded one."""
+    from tiled.client import from_context, from_uri
+
+    if config.catalog.uri:
+        return from_uri(config.catalog.uri, api_key=config.catalog.key())
+    from tiled.catalog import from_uri as catalog_from_uri
+    from tiled.client.context import Context
+    from tiled.server.app import build_app
+
+    storage = catalog_storage(config)
+    directory = Path(storage["writable_storage"][0]).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    adapter = catalog_from_uri(storage.pop("uri"), **storage)
+    return from_context(Context.from_app(build_app(adapter)))
+
+
+def backup_directory(config: Config) -> Path:
+    """Where runs the catalog could not take are kept as JSON Lines until ``nanoscope catalog ingest``."""
+    return config.catalog.path(config.paths.data_path) / "backup"
+
+
+class JsonLinesBackup:
+    """One run's documents appended to ``<directory>/<run uid>.jsonl``, one ``{"name", "doc"}`` per line.
+
+    The format of bluesky's ``JSONLinesWriter``, written with numpy values made plain (the
+    documents from ophyd reads carry them) and flushed per document.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path: Path | None = None
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if self.path is None:
+            uid = doc["uid"] if name == "start" else doc.get("run_start", "unknown-run")
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.path = self.directory / f"{uid}.jsonl"
+        with open(self.path, "a") as fh:
+            fh.write(document_json({"name": name, "doc": doc}) + "\n")
+
+
+class _RunFeed:
+    """One run into the catalog; after the first failure, into the backup file instead (never retried)."""
+
+    def __init__(self, write: Callable[[str, dict], None], backup: Path) -> None:
+        self.write = write
+        self.backup = backup
+        self.buffer: list[Document] = []
+        self.failed: JsonLinesBackup | None = None
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if self.failed is None:
+            self.buffer.append((name, doc))
+            try:
+                self.write(name, doc)
+            except Exception as exc:  # noqa: BLE001 -- any catalog failure sends the run to the backup
+                self._fail(exc, doc)
+                return
+            if name == "stop":
+                self.buffer.clear()
+            return
+        self.failed(name, doc)
+
+    def _fail(self, exc: Exception, doc: dict) -> None:
+        self.failed = JsonLinesBackup(self.backup)
+        uid = next((d["uid"] for n, d in self.buffer if n == "start"), doc.get("run_start", "unknown"))
+        logger.warning("catalog: run %s could not be written (%s); its documents go to %s, put them in later "
+                       "with `nanoscope catalog ingest`", uid, exc, self.backup)
+        for name, buffered in self.buffer:
+            self.failed(name, buffered)
+        self.buffer.clear()
+
+
+class CatalogWriter:
+    """A RunEngine callback writing every run to the catalog from its own thread.
+
+    The catalog is opened by that thread when the first document arrives, so neither
+    opening it nor writing to it ever delays the RunEngine.
+
+    Parameters
+    ----------
+    connect : callable
+        Returns the catalog's Tiled client (:func:`open_catalog`).
+    backup : pathlib.Path
+        Directory of the JSON Lines files of runs the catalog did not take.
+    batch_size : int
+        Frames and events gathered before one write (TiledWriter's ``batch_size``).
+    """
+
+    def __init__(self, connect: Callable[[], Any], backup: Path, *, batch_size: int = 200) -> None:
+        self._connect = connect
+        self._backup = backup
+        self._batch_size = batch_size
+        self._queue: queue.Queue[Document | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> CatalogWriter:
+        """The writer of the configured catalog (embedded, or the server's)."""
+        return cls(lambda: open_catalog(config), backup_directory(config), batch_size=config.catalog.batch_size)
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="catalog-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((name, doc))
+
+    def _work(self) -> None:
+        write: Callable[[str, dict], None]
+        try:
+            write = tiled_writer(self._connect(), self._batch_size)
+        except Exception as exc:  # noqa: BLE001 -- an unreachable catalog: every run goes to the backup
+            write = _unreachable(exc)
+        router = RunRouter([lambda name, doc: ([_RunFeed(write, self._backup)], [])])
+        while (item := self._queue.get()) is not None:
+            try:
+                router(*item)
+            except Exception:  # noqa: BLE001 -- the writer thread outlives one bad document
+                logger.exception("catalog: %s document not written", item[0])
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every document handed over so far is written (or backed up)."""
+        self._queue.join()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+
+def _unreachable(exc: Exception) -> Callable[[str, dict], None]:
+    def write(name: str, doc: dict) -> None:
+        raise ConnectionError(f"the catalog could not be opened: {exc}")
+
+    return write
+
+
+def read_backup(path: Path) -> Iterator[Document]:
+    """The documents of a JSON Lines backup (or journal) file, in order."""
+    with open(path) as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                yield entry["name"], entry["doc"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}:{number} is not a document line ({{\"name\": ..., \"doc\": ...}})") \
+                    from None
+
+
+def ingest(client, path: Path, *, batch_size: int = 200) -> list[str]:
+    """Put the runs of a backup file into the catalog; returns their uids.
+
+    A run the catalog already holds complete (it has a stop) is left as it is; one left
+    half-written by the failure is replaced.
+    """
+    documents = list(read_backup(path))
+    uids = [doc["uid"] for name, doc in documents if name == "start"]
+    for uid in uids:
+        if uid in client:
+            if client[uid].metadata.get("stop"):
+                continue
+            client.delete(uid, recursive=True)
+    done = {uid for uid in uids if uid in client}
+    writer = tiled_writer(client, batch_size)
+    router = RunRouter([lambda name, doc: ([writer], []) if doc["uid"] not in done else ([], [])])
+    for name, doc in documents:
+        router(name, doc)
+    return uids
