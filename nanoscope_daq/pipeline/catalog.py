@@ -33,6 +33,7 @@ from event_model import RunRouter
 
 from ..config import Config
 from ..documents import document_json
+from ..errors import RefusedInput
 
 logger = logging.getLogger(__name__)
 
@@ -292,8 +293,14 @@ def _unreachable(exc: Exception) -> Callable[[str, dict], None]:
     return write
 
 
+class BackupFileError(RefusedInput):
+    """A file given to ``nanoscope catalog ingest`` is missing or is not a JSON Lines document file."""
+
+
 def read_backup(path: Path) -> Iterator[Document]:
     """The documents of a JSON Lines backup (or journal) file, in order."""
+    if not Path(path).is_file():
+        raise BackupFileError(f"{path} does not exist; give the JSON Lines files of <data_dir>/catalog/backup")
     with open(path) as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
@@ -302,8 +309,8 @@ def read_backup(path: Path) -> Iterator[Document]:
                 entry = json.loads(line)
                 yield entry["name"], entry["doc"]
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{number} is not a document line ({{\"name\": ..., \"doc\": ...}})") \
-                    from None
+                raise BackupFileError(f"{path}:{number} is not a document line ({{\"name\": ..., \"doc\": ...}}); "
+                                      "give a backup file of <data_dir>/catalog/backup") from None
 
 
 def ingest(client, path: Path, *, batch_size: int = 200) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -100,6 +101,7 @@ class InstrumentServer:
         self.sim = sim
         self.directory = config.paths.data_path / "server"
         self.parts: list[ChildProcess] = []
+        self.lock_key = secrets.token_hex(16)
 
     # -- the parts -------------------------------------------------------------------------------------------------
     def _write_files(self) -> Path:
@@ -204,6 +206,11 @@ class InstrumentServer:
                 raise ServerStartError(f"the RE Manager's worker environment failed to open (are the IOCs at "
                                        f"{self.config.epics.prefix} on port {self.config.epics.port} up?); "
                                        f"see {log}")
+            # Clients may queue and control plans, never change the worker's code (script_upload,
+            # function_execute, environment open/close): the environment is locked with a key only
+            # this process holds.
+            api.lock_environment(self.lock_key, note="nanoscope serve: the worker's code is fixed",
+                                 user="nanoscope serve")
 
     def start(self) -> None:
         """Start every part in order; on any failure stop those started and raise naming the part."""
@@ -218,21 +225,39 @@ class InstrumentServer:
             steps.append(SimProcess(self.config.epics.prefix, self.config.epics.port,
                                     data_dir=self.config.paths.data_path, config=config_path))
         steps += [self._redis(env), self._tiled(env), self._proxy(env), self._manager(env)]
+        self._live_command = lambda: self._live(env, config_path)
         try:
             for part in steps:
                 self.parts.append(part)
                 part.start(timeout)
             self._open_environment()
             if self.config.server.live_analysis:
-                live = self._live(env, config_path)
-                self.parts.append(live)
-                live.start(timeout)
+                self._start_live()
         except ChildProcessError as exc:
             self.stop()
             raise ServerStartError(str(exc)) from None
         except BaseException:
             self.stop()
             raise
+
+    def _start_live(self) -> None:
+        live = self._live_command()
+        self.parts.append(live)
+        live.start(self.config.server.start_timeout_s)
+
+    def supervise(self) -> str | None:
+        """Restart the live analysis if it died (nothing of record depends on it); the name of any other
+        part that exited, else None."""
+        for part in list(self.parts):
+            if part.running():
+                continue
+            if part.name != "nanoscope live":
+                return f"{part.name} exited (code {part.proc.returncode})"
+            print(f"nanoscope serve: nanoscope live exited (code {part.proc.returncode}); starting it again",
+                  file=sys.stderr, flush=True)
+            self.parts.remove(part)
+            self._start_live()
+        return None
 
     def addresses(self) -> dict[str, str]:
         """The ``key=value`` addresses of the ready line (DESIGN.md)."""
@@ -258,6 +283,7 @@ class InstrumentServer:
 
         try:
             with manager(self.config) as api:
+                api.unlock(self.lock_key)
                 api.manager_stop(option="safe_off")
         except Exception:  # noqa: BLE001 -- falls back to stopping it by its PID
             return
@@ -274,11 +300,10 @@ def run(config: Config, *, sim: bool) -> int:
         addresses = " ".join(f"{key}={value}" for key, value in server.addresses().items())
         print(f"nanoscope serve {READY_MARKER}: {addresses} pid={os.getpid()}", flush=True)
         while not stop.wait(1.0):
-            for part in server.parts:
-                if not part.running():
-                    print(f"nanoscope serve: {part.name} exited (code {part.proc.returncode}); stopping",
-                          file=sys.stderr, flush=True)
-                    return 1
+            failed = server.supervise()
+            if failed is not None:
+                print(f"nanoscope serve: {failed}; stopping everything", file=sys.stderr, flush=True)
+                return 1
     finally:
         server.stop()
     return 0

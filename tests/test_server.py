@@ -1,0 +1,225 @@
+"""The instrument server end to end: ``nanoscope serve --sim``, the queue, the catalog, the live analysis.
+
+One server for the module (it takes tens of seconds to start): Redis, Tiled, the 0MQ
+proxy, the RE Manager and ``nanoscope live``, each a child process on ports of this test
+alone, with a Redis name prefix of its own. Items go in through bluesky-queueserver-api
+and the ``nanoscope queue`` command; runs come back through the Tiled client.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import psutil
+import pytest
+from conftest import SCAN_OVERRIDES, _distinct_free_ports, ioc_get, wait_until
+
+from nanoscope_daq.config import load_config, overrides_toml
+from nanoscope_daq.physics.presets import tiny_leg_overrides
+
+pytestmark = pytest.mark.slow
+
+SUBJECT = {"subject_id": "M07", "cohort": "ovx", "treatment": "PTH", "day": 14, "anaesthesia": "isoflurane 2%"}
+PROJECTIONS = 180
+
+
+class Server:
+    """``nanoscope serve --sim`` in a child process, its configuration, and its ready line's addresses."""
+
+    def __init__(self, root: Path) -> None:
+        ports = _distinct_free_ports(7)
+        self.config_path = root / "server.toml"
+        overrides = {
+            **tiny_leg_overrides(), **SCAN_OVERRIDES,
+            "epics": {"prefix": f"SRV{os.getpid()}:", "port": ports[0]},
+            "paths": {"data_dir": str(root / "data")},
+            "dose": {"ledger_path": str(root / "dose.sqlite")},
+            "server": {"redis_port": ports[1], "control_port": ports[2], "info_port": ports[3],
+                       "documents_in_port": ports[4], "documents_out_port": ports[5], "tiled_port": ports[6],
+                       "redis_name_prefix": f"test_{os.getpid()}_{int(time.time())}"},
+            "sim": {"time_scale": 50.0},
+        }
+        self.config_path.write_text(overrides_toml(overrides))
+        self.config = load_config(self.config_path, environment=False)
+        self.ports = ports
+        self.proc = subprocess.Popen([sys.executable, "-m", "nanoscope_daq", "serve", "--sim", "--config",
+                                      str(self.config_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        self.lines: list[str] = []
+        for line in self.proc.stdout:  # the server gives up itself after server.start_timeout_s per part
+            self.lines.append(line.rstrip())
+            if "nanoscope serve ready" in line:
+                break
+        assert any("nanoscope serve ready" in line for line in self.lines), "\n".join(self.lines)
+        self.ready = dict(word.split("=", 1) for word in self.lines[-1].split() if "=" in word)
+
+    def child(self, marker: str) -> psutil.Process | None:
+        """The one process of the server whose command line holds ``marker`` (None when not exactly one)."""
+        found = [p for p in psutil.Process(self.proc.pid).children(recursive=True) if marker in " ".join(p.cmdline())]
+        return found[0] if len(found) == 1 else None
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nanoscope_daq", *args, "--config", str(self.config_path)],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def api(self):
+        from bluesky_queueserver_api.zmq import REManagerAPI
+
+        return REManagerAPI(zmq_control_addr=self.ready["qserver"], timeout_recv=10)
+
+    def catalog(self):
+        from tiled.client import from_uri
+
+        return from_uri(self.ready["tiled"], api_key=self.config.catalog.key())
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("server"))
+    yield srv
+    if srv.proc.poll() is None:
+        srv.stop()
+
+
+def _wait_state(api, condition, timeout: float, what: str) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = api.status()
+        if condition(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"server never reached: {what}; last status {status}")
+
+
+def test_ready_line_names_every_address_on_loopback(server):
+    ready = server.ready
+    for key in ("qserver", "qinfo", "zmq", "tiled", "ca", "prefix"):
+        assert key in ready, server.lines[-1]
+    for key in ("qserver", "qinfo", "zmq", "tiled"):
+        assert "127.0.0.1" in ready[key]
+    listening = {c.laddr.port: c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN"}
+    for port in server.ports[1:]:
+        assert listening.get(port) == "127.0.0.1", (port, listening.get(port))
+
+
+def test_a_queued_fly_scan_pauses_resumes_and_lands_in_the_catalog_and_the_live_analysis(server):
+    from bluesky_queueserver_api import BPlan
+
+    api = server.api()
+    assert api.item_add(BPlan("source_on", "xrm"))["success"]
+    assert api.item_add(BPlan("fly_tomo", "xrm", projections=PROJECTIONS, velocity=20.0, flats_when="both",
+                              subject=SUBJECT))["success"]
+    api.queue_start()
+    _wait_state(api, lambda s: s["items_in_history"] == 1 and s["re_state"] == "running", 120,
+                "the fly scan running")
+    wait_until(lambda: ioc_get(f"{server.config.epics.prefix}ROT.RBV") > 60.0, timeout=60,
+               what="the rotation a third of the way")
+    api.re_pause("immediate")
+    _wait_state(api, lambda s: s["re_state"] == "paused", 30, "paused")
+    assert ioc_get(f"{server.config.epics.prefix}SRC:SHUTTER_RBV") == "Closed"
+    time.sleep(1.0)
+    api.re_resume()
+    status = _wait_state(api, lambda s: s["manager_state"] == "idle", 240, "the queue run out")
+    assert status["items_in_history"] == 2
+    history = api.history_get()["items"]
+    assert [item["result"]["exit_status"] for item in history] == ["completed", "completed"], history
+    (uid,) = history[1]["result"]["run_uids"]
+
+    # The NXtomo file, written in the worker: every grid angle exactly once.
+    (nxs,) = sorted(Path(server.config.paths.data_dir).rglob(f"*{uid[:8]}*.nxs"))
+    with h5py.File(nxs, "r") as h5:
+        keys = h5["entry/instrument/detector/image_key"][()]
+        angles = h5["entry/sample/rotation_angle"][()]
+    projection_angles = angles[keys == 0]
+    assert len(projection_angles) == PROJECTIONS  # 0 lost, 0 duplicated
+    step = np.diff(projection_angles)
+    np.testing.assert_allclose(step, step.mean(), atol=0.05)
+
+    # The catalog: found by subject, day and plan; a frame and the angles read back through Tiled.
+    from tiled.queries import Key
+
+    catalog = server.catalog()
+    wait_until(lambda: len(catalog.search(Key("start.subject.subject_id") == "M07")
+                           .search(Key("start.plan_name") == "fly_tomo")) == 1, timeout=60, what="the run catalogued")
+    run = catalog.search(Key("start.subject.subject_id") == "M07").search(Key("start.subject.day") == 14)[uid]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    projections = run["projections"]
+    assert projections["image"].shape[0] == PROJECTIONS
+    np.testing.assert_allclose(projections["rotation_angle"].read(), projection_angles, atol=1e-6)
+    camera_file = Path(run["projections"]["image"].data_sources()[0].assets[0].data_uri.removeprefix("file://localhost"))
+    with h5py.File(camera_file, "r", swmr=True) as h5:
+        first = int(np.flatnonzero(h5["entry/instrument/NDAttributes/FrameType"][()] == 0)[0])
+        np.testing.assert_array_equal(projections["image"][0], h5["entry/data/data"][first])
+
+    # The live analysis process: its run, linked to the scan, names the online volume it wrote.
+    wait_until(lambda: len(catalog.search(Key("start.raw_run_uid") == uid)) == 1, timeout=240,
+               what="the online analysis run")
+    analysis = catalog.search(Key("start.raw_run_uid") == uid).values().first()
+    wait_until(lambda: "volumes" in analysis, timeout=240, what="the online volume")
+    (volume_file,) = analysis["volumes"]["volume_file"].read()
+    with h5py.File(volume_file, "r") as h5:
+        assert h5["volume"].ndim == 3
+
+
+def test_the_allowlist_refuses_other_plans_devices_and_code(server):
+    from bluesky_queueserver_api import BFunc, BPlan
+    from bluesky_queueserver_api.comm_base import RequestFailedError
+
+    api = server.api()
+    before = api.status()["items_in_queue"]
+    for item, reason in ((BPlan("count", ["xrm"]), "not in the list of allowed plans"),
+                         (BPlan("fly_tomo", "xrm.rot"), "xrm.rot"),
+                         (BPlan("fly_tomo", "xrm", projections="many"), "projections")):
+        with pytest.raises(RequestFailedError, match=reason):
+            api.item_add(item)
+    with pytest.raises(RequestFailedError):
+        api.function_execute(BFunc("print", "hello"))
+    with pytest.raises(RequestFailedError, match="lock"):
+        api.script_upload("import os; os.system('touch /tmp/owned')")
+    assert api.status()["items_in_queue"] == before
+
+
+def test_queue_add_refuses_a_bad_parameter_with_the_plans_message(server):
+    result = server.cli("queue", "add", "fly_tomo", "--projections", "1")
+    assert result.returncode == 2, result.stderr
+    assert "projections" in result.stderr and "give at least 2 projections" in result.stderr
+    assert "Traceback" not in result.stderr
+    status = server.cli("queue", "status")
+    assert "items_in_queue=0" in status.stdout
+
+
+def test_killing_the_live_analysis_leaves_the_scan_alone(server):
+    from bluesky_queueserver_api import BPlan
+
+    api = server.api()
+    live = server.child("nanoscope_daq live")
+    assert api.item_add(BPlan("fly_tomo", "xrm", projections=60, subject={**SUBJECT, "day": 15}))["success"]
+    api.queue_start()
+    _wait_state(api, lambda s: s["re_state"] == "running", 60, "the scan running")
+    live.kill()
+    status = _wait_state(api, lambda s: s["manager_state"] == "idle", 240, "the queue run out")
+    last = api.history_get()["items"][-1]
+    assert last["result"]["exit_status"] == "completed", last
+    assert status["worker_environment_exists"]
+    wait_until(lambda: (again := server.child("nanoscope_daq live")) is not None and again.pid != live.pid,
+               timeout=120, what="the server starting the live analysis again")
+
+
+def test_the_server_stops_every_part_and_frees_every_port(server):
+    parts = psutil.Process(server.proc.pid).children(recursive=True)
+    assert server.stop() == 0
+    for part in parts:
+        assert not part.is_running() or part.status() == psutil.STATUS_ZOMBIE, part
+    listening = {c.laddr.port for c in psutil.net_connections("tcp") if c.status == "LISTEN"}
+    assert not listening & set(server.ports), listening & set(server.ports)
