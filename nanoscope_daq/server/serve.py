@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -101,7 +100,6 @@ class InstrumentServer:
         self.sim = sim
         self.directory = config.paths.data_path / "server"
         self.parts: list[ChildProcess] = []
-        self.lock_key = secrets.token_hex(16)
 
     # -- the parts -------------------------------------------------------------------------------------------------
     def _write_files(self) -> Path:
@@ -206,11 +204,7 @@ class InstrumentServer:
                 raise ServerStartError(f"the RE Manager's worker environment failed to open (are the IOCs at "
                                        f"{self.config.epics.prefix} on port {self.config.epics.port} up?); "
                                        f"see {log}")
-            # Clients may queue and control plans, never change the worker's code (script_upload,
-            # function_execute, environment open/close): the environment is locked with a key only
-            # this process holds.
-            api.lock_environment(self.lock_key, note="nanoscope serve: the worker's code is fixed",
-                                 user="nanoscope serve")
+
 
     def start(self) -> None:
         """Start every part in order; on any failure stop those started and raise naming the part."""
@@ -283,7 +277,6 @@ class InstrumentServer:
 
         try:
             with manager(self.config) as api:
-                api.unlock(self.lock_key)
                 api.manager_stop(option="safe_off")
         except Exception:  # noqa: BLE001 -- falls back to stopping it by its PID
             return
