@@ -56,6 +56,7 @@ class EpicsConfig:
     prefix: str = field(metadata=_check(lambda v: v != "" and " " not in v, "a non-empty PV prefix without spaces"))
     port: int = field(metadata=_check(lambda v: 1024 <= v <= 65535, "a port between 1024 and 65535"))
     heartbeat_timeout_s: float = field(metadata=_check(lambda v: 0.5 <= v <= 60, "between 0.5 and 60 s"))
+    connection_timeout_s: float = field(metadata=_check(lambda v: 0.5 <= v <= 60, "between 0.5 and 60 s"))
 
 
 @dataclass(frozen=True)

@@ -96,8 +96,11 @@ def plan_kwargs(plan: Callable, args: argparse.Namespace) -> dict[str, Any]:
 
 def connect_instrument(config: Config):
     """The instrument, connected; :class:`InstrumentUnreachable` naming prefix and port when it does not answer."""
+    from ophyd.signal import EpicsSignalBase
+
     from .devices import Instrument
 
+    EpicsSignalBase.set_defaults(connection_timeout=config.epics.connection_timeout_s)
     try:
         xrm = Instrument(config.epics.prefix, name="xrm")
         xrm.wait_for_connection(timeout=CONNECT_TIMEOUT_S)

@@ -26,13 +26,11 @@ from bluesky import RunEngine  # noqa: E402 -- after Channel Access is configure
 from bluesky.callbacks.zmq import Publisher  # noqa: E402
 from bluesky_queueserver import parameter_annotation_decorator  # noqa: E402
 
-from ..devices import Instrument  # noqa: E402
 from ..pipeline import NXtomoWriter  # noqa: E402
 from ..pipeline.catalog import CatalogWriter  # noqa: E402
 from ..plans import PLANS  # noqa: E402
+from ..scan_cli import connect_instrument  # noqa: E402
 from .documents_socket import serialize  # noqa: E402
-
-CONNECT_TIMEOUT_S = 20.0
 
 
 def with_config(plan, config: Config):
@@ -55,8 +53,7 @@ def with_config(plan, config: Config):
         {"parameters": {"xrm": {"annotation": "Instrument", "devices": {"Instrument": ["xrm"]}}}})(bound)
 
 
-xrm = Instrument(CONFIG.epics.prefix, name="xrm")
-xrm.wait_for_connection(timeout=CONNECT_TIMEOUT_S)
+xrm = connect_instrument(CONFIG)
 
 RE = RunEngine({})
 RE.subscribe(NXtomoWriter())
