@@ -106,7 +106,7 @@ def main() -> None:
     overrides.update(
         epics={"prefix": "BQ:", "port": ports[0]}, paths={"data_dir": str(work)},
         dose={"ledger_path": str(work / "dose.sqlite"), "budget_gy": 100.0},
-        scan={"flats_offset_mm": 0.5, "darks": 10, "flats": 10}, sim={"time_scale": 50.0},
+        scan={"flats_offset_mm": 0.5, "darks": 10, "flats": 10}, sim={**overrides["sim"], "time_scale": 50.0},
         server={"redis_port": ports[1], "control_port": ports[2], "info_port": ports[3], "documents_in_port": ports[4],
                 "documents_out_port": ports[5], "tiled_port": ports[6], "redis_name_prefix": f"bench{ports[1]}",
                 "live_analysis": False})

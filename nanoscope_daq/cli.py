@@ -180,6 +180,7 @@ def _configure_logging(debug: bool) -> None:
     handler.setFormatter(_OneLine())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("bluesky").setLevel(logging.CRITICAL)
+    logging.getLogger("tiled").setLevel(logging.WARNING)  # the embedded catalog announces its version at INFO
 
 
 def _command_words(argv: Sequence[str]) -> list[str]:

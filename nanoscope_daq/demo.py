@@ -60,7 +60,7 @@ def demo_config(config: Config, out: Path) -> tuple[Config, Path]:
     from .physics.presets import tiny_leg_overrides
 
     demo = config.replace(**tiny_leg_overrides(), **DEMO_SECTIONS, paths={"data_dir": str(out / "data")},
-                          dose={"ledger_path": str(out / "dose-ledger.sqlite")})
+                          dose={"ledger_path": str(out / "dose-ledger.sqlite")}, catalog={"uri": ""})
     path = out / "demo.toml"
     path.write_text(overrides_toml(dataclasses.asdict(demo)))
     return demo, path
@@ -152,6 +152,24 @@ def remodeling_table(measured: Remodeling, truth: Remodeling, applied: dict) -> 
     return "\n".join(lines)
 
 
+def catalog_summary(config: Config) -> str:
+    """The study's runs as the catalog finds them by subject (docs/catalog.md)."""
+    from tiled.queries import Key
+
+    from .pipeline.catalog import open_catalog
+
+    catalog = open_catalog(config)
+    runs = catalog.search(Key("start.subject.subject_id") == MOUSE["subject_id"])
+    lines = [f"\n== The catalog ({config.catalog.path(config.paths.data_path)}): runs of mouse "
+             f"{MOUSE['subject_id']}"]
+    for uid, run in runs.items():
+        start = run.metadata["start"]
+        kind = start.get("analysis") or start.get("plan_name")
+        frames = run["projections"]["image"].shape[0] if "projections" in run else 0
+        lines.append(f"  day {start['subject']['day']:>4}  {kind:<22} {frames:>5} projections  {uid}")
+    return "\n".join(lines)
+
+
 def run_demo(
     config: Config, *, port: int | None = None, out: str | None = None, time_scale: float | None = None
 ) -> int:
@@ -166,6 +184,7 @@ def run_demo(
     from .devices import Instrument
     from .devices.detector import path_template
     from .pipeline import NXtomoWriter
+    from .pipeline.catalog import CatalogWriter
     from .pipeline.streaming import StreamingReconstruction
     from .sim.process import SimProcess
 
@@ -189,8 +208,10 @@ def run_demo(
         table = engine.subscribe(LiveTable(WATCHED_COLUMNS, default_prec=2))
         engine.subscribe(NXtomoWriter(on_file_written=lambda path: (nxtomo_files.append(Path(path)),
                                                                     print(f"  NXtomo file: {path}", flush=True))))
-        online = StreamingReconstruction(config=config, on_volume=lambda path: print(f"  online volume: {path}",
-                                                                                     flush=True))
+        catalog = CatalogWriter.from_config(config)
+        engine.subscribe(catalog)
+        online = StreamingReconstruction(config=config, publish=catalog,
+                                         on_volume=lambda path: print(f"  online volume: {path}", flush=True))
         engine.subscribe(online)
         sessions: list[Session] = []
         try:
@@ -209,6 +230,7 @@ def run_demo(
             online.wait(600)
         finally:
             online.close()  # the last volumes are written before the analysis
+            catalog.close()
             xrm.destroy()  # disconnect before the IOC goes away
             study_day.destroy()
         print(f"\n== {len(STUDY_DAYS) + 3}. Remodelling from day {STUDY_DAYS[0]:g} to day {STUDY_DAYS[-1]:g}, "
@@ -216,5 +238,6 @@ def run_demo(
         measured = remodeling_between(sessions[0], sessions[-1], config.recon)
         truth, applied = truth_remodeling(sessions[0].nxs.parent, STUDY_DAYS[0], STUDY_DAYS[-1])
         print(remodeling_table(measured, truth, applied), flush=True)
+    print(catalog_summary(config), flush=True)
     print("\nnanoscope demo: done; the simulated instrument is stopped.")
     return 0

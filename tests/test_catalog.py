@@ -93,6 +93,7 @@ def test_the_documented_query_finds_the_series_and_loads_frames_angles_and_volum
     np.testing.assert_array_equal(namespace["first_frame"], scan.acquired.pixels[7])
     np.testing.assert_allclose(namespace["angles"], np.arange(15) * 12.0)
     assert list(namespace["tomograms"]["projections_start"]) == [7]
+    assert namespace["nxtomo_files"] == [str(scan.path.with_name(f"{scan.path.stem}_000.nxs"))]
     assert namespace["volume_files"] == [str(Path(config.paths.data_path).parent / "volume.h5")]
 
 

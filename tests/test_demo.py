@@ -71,6 +71,13 @@ def test_demo_runs_a_4d_in_vivo_study_and_measures_the_remodelling_applied(tmp_p
     assert mar_endo[0] == pytest.approx(mar_endo[2], rel=0.3) and mar_endo[1] == pytest.approx(mar_endo[2], rel=0.15)
     assert _row(out, "MS/BS")[0] > 0.9 and _row(out, "ES/BS")[0] < 0.1
 
+    # Every run in the catalog, found by subject: each session's scan with its frames, and its online analysis.
+    catalogued = re.findall(r"day\s+([\d.]+)\s+(\w+)\s+(\d+) projections", out.split("== The catalog")[-1])
+    for day in (0.0, 10.0):
+        kinds = {kind: int(frames) for d, kind, frames in catalogued if float(d) == day}
+        assert kinds.get("online_reconstruction") == 0, catalogued
+        assert max(kinds.values()) == 720, catalogued  # two tomograms of 360 projections, frames in the camera file
+
     assert "the simulated instrument is stopped" in out
     with pytest.raises(ProcessLookupError):
         os.kill(int(ready.group(1)), 0)

@@ -33,8 +33,8 @@ PROJECTIONS = 180
 class Server:
     """``nanoscope serve --sim`` in a child process, its configuration, and its ready line's addresses."""
 
-    def __init__(self, root: Path) -> None:
-        ports = _distinct_free_ports(7)
+    def __init__(self, root: Path, ca_port: int) -> None:
+        ports = [ca_port, *_distinct_free_ports(6)]  # the CA port from the pool this session's clients search
         self.config_path = root / "server.toml"
         overrides = {
             **tiny_leg_overrides(), **SCAN_OVERRIDES,
@@ -44,8 +44,8 @@ class Server:
             "server": {"redis_port": ports[1], "control_port": ports[2], "info_port": ports[3],
                        "documents_in_port": ports[4], "documents_out_port": ports[5], "tiled_port": ports[6],
                        "redis_name_prefix": f"test_{os.getpid()}_{int(time.time())}"},
-            "sim": {"time_scale": 50.0},
         }
+        overrides["sim"] = {**overrides["sim"], "time_scale": 50.0}  # the tiny leg's phantom kept
         self.config_path.write_text(overrides_toml(overrides))
         self.config = load_config(self.config_path, environment=False)
         self.ports = ports
@@ -85,11 +85,15 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("server"))
-    yield srv
-    if srv.proc.poll() is None:
-        srv.stop()
+def server(tmp_path_factory, sim_factory):
+    ca_port = sim_factory.free.pop(0)
+    try:
+        srv = Server(tmp_path_factory.mktemp("server"), ca_port)
+        yield srv
+        if srv.proc.poll() is None:
+            srv.stop()
+    finally:
+        sim_factory.free.append(ca_port)
 
 
 def _wait_state(api, condition, timeout: float, what: str) -> dict:
@@ -150,8 +154,9 @@ def test_a_queued_fly_scan_pauses_resumes_and_lands_in_the_catalog_and_the_live_
     from tiled.queries import Key
 
     catalog = server.catalog()
-    wait_until(lambda: len(catalog.search(Key("start.subject.subject_id") == "M07")
-                           .search(Key("start.plan_name") == "fly_tomo")) == 1, timeout=60, what="the run catalogued")
+    wait_until(lambda: uid in catalog and "stop" in catalog[uid].metadata, timeout=60, what="the run catalogued")
+    assert list(catalog.search(Key("start.subject.subject_id") == "M07").search(Key("start.plan_name") == "fly_tomo"))\
+        == [uid]
     run = catalog.search(Key("start.subject.subject_id") == "M07").search(Key("start.subject.day") == 14)[uid]
     assert run.metadata["stop"]["exit_status"] == "success"
     projections = run["projections"]

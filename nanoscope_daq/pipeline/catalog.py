@@ -32,8 +32,9 @@ from bluesky.consolidators import CONSOLIDATOR_REGISTRY, HDF5Consolidator
 from event_model import RunRouter
 
 from ..config import Config
-from ..documents import document_json
+from ..documents import TOMOGRAMS_STREAM, document_json
 from ..errors import RefusedInput
+from .nxtomo_writer import nxtomo_path
 
 logger = logging.getLogger(__name__)
 
@@ -98,37 +99,45 @@ def _frame_rows(doc: dict) -> dict:
     return doc
 
 
-class _Previews:
-    """Drops array data held in events (an analysis run's preview slices) from what the catalog receives.
+class _CatalogView:
+    """What the catalog's tables receive: each tomogram's NXtomo file named, array previews left out.
 
-    Tiled keeps a run's event data in tables, one scalar per cell; the previews are for
-    live clients (0MQ), and the volumes they come from are files the run names.
+    - The ``tomograms`` events gain ``nxtomo_file``, the file the NXtomo writer writes for
+      that tomogram (beside its camera file), so a run links its NXtomo files.
+    - Array data held in events (an analysis run's preview slices) is dropped: Tiled keeps
+      event data in tables, one scalar per cell; previews are for live clients (0MQ), and
+      the volumes they come from are files the analysis run names.
     """
 
     def __init__(self) -> None:
         self.dropped: dict[str, set[str]] = {}
+        self.tomograms: set[str] = set()
 
     def descriptor(self, doc: dict) -> dict:
-        arrays = {key for key, spec in doc["data_keys"].items()
-                  if spec.get("dtype") == "array" and not spec.get("external")}
+        keys = dict(doc["data_keys"])
+        arrays = {key for key, spec in keys.items() if spec.get("dtype") == "array" and not spec.get("external")}
         self.dropped[doc["uid"]] = arrays
-        if not arrays:
-            return doc
-        keep = {key: spec for key, spec in doc["data_keys"].items() if key not in arrays}
-        return {**doc, "data_keys": keep}
+        for key in arrays:
+            del keys[key]
+        if doc.get("name") == TOMOGRAMS_STREAM and "file" in keys:
+            self.tomograms.add(doc["uid"])
+            keys["nxtomo_file"] = {"source": "nanoscope_daq.pipeline.nxtomo_writer", "dtype": "string", "shape": []}
+        return {**doc, "data_keys": keys}
 
     def event(self, doc: dict) -> dict:
-        arrays = self.dropped.get(doc["descriptor"])
-        if not arrays:
-            return doc
-        return {**doc, "data": {k: v for k, v in doc["data"].items() if k not in arrays},
-                "timestamps": {k: v for k, v in doc["timestamps"].items() if k not in arrays}}
+        arrays = self.dropped.get(doc["descriptor"], set())
+        data = {k: v for k, v in doc["data"].items() if k not in arrays}
+        timestamps = {k: v for k, v in doc["timestamps"].items() if k not in arrays}
+        if doc["descriptor"] in self.tomograms:
+            data["nxtomo_file"] = str(nxtomo_path(Path(data["file"]), int(data["tomogram"])))
+            timestamps["nxtomo_file"] = doc["time"]
+        return {**doc, "data": data, "timestamps": timestamps}
 
 
 def tiled_writer(client, batch_size: int) -> TiledWriter:
-    """bluesky's ``TiledWriter`` with the catalog's patches (frame rows, previews left out)."""
-    previews = _Previews()
-    patches = {"stream_resource": _frame_rows, "descriptor": previews.descriptor, "event": previews.event}
+    """bluesky's ``TiledWriter`` with the catalog's patches (frame rows, NXtomo links, previews left out)."""
+    view = _CatalogView()
+    patches = {"stream_resource": _frame_rows, "descriptor": view.descriptor, "event": view.event}
     return TiledWriter(client, patches=patches, batch_size=batch_size)
 
 

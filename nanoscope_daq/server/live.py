@@ -44,7 +44,7 @@ def run_live(config: Config) -> int:
     try:
         dispatcher.start()
     except KeyboardInterrupt:
-        pass
+        dispatcher.stop()
     finally:
         online.close()
         catalog.close()

@@ -182,7 +182,8 @@ class InstrumentServer:
             log=self.directory / "re-manager.log")
 
     def _live(self, env: dict[str, str], config_path: Path) -> ChildProcess:
-        return ChildProcess("nanoscope live", [sys.executable, "-m", "nanoscope_daq", "live", "--config",
+        # --debug: its log file keeps the traceback of anything that goes wrong in the analysis
+        return ChildProcess("nanoscope live", [sys.executable, "-m", "nanoscope_daq", "--debug", "live", "--config",
                                                str(config_path)], env=env, ready_marker="nanoscope live ready",
                             stop_signal=signal.SIGINT, log=self.directory / "live.log")
 
