@@ -94,7 +94,7 @@ def main() -> None:
     from nanoscope_daq.devices import Instrument
     from nanoscope_daq.physics.presets import tiny_leg_overrides
     from nanoscope_daq.pipeline import NXtomoWriter
-    from nanoscope_daq.pipeline.catalog import CatalogWriter, tiled_writer
+    from nanoscope_daq.pipeline.catalog import CatalogWriter, table_rows, tiled_writer
     from nanoscope_daq.plans import fly_tomo
     from nanoscope_daq.server.documents_socket import serialize
     from nanoscope_daq.server.queue_client import manager
@@ -145,7 +145,7 @@ def main() -> None:
                 raise RuntimeError(f"run {uid} not in the catalog")
             time.sleep(0.5)
         run = tiled_client[uid]
-        tomogram = {k: v[0] for k, v in run["tomograms"].read().to_dict("list").items()}
+        (tomogram,) = table_rows(run["tomograms"])
         period = run.metadata["start"]["scan"]["period_s"]
         results["queue"] = fly_figures(tomogram, period, asked)
         results["camera_top_fps"] = 1.0 / period

@@ -570,6 +570,7 @@ class ServerConfig:
     redis_name_prefix: str = field(metadata=_check(lambda v: v.isidentifier(), "a name of letters, digits and _"))
     start_timeout_s: float = field(metadata=positive())
     live_analysis: bool
+    live_catch_up_hours: float = field(metadata=non_negative())
 
     def validate(self, key: str) -> None:
         ports = [self.redis_port, self.control_port, self.info_port, self.documents_in_port,

@@ -208,8 +208,9 @@ def test_queue_add_refuses_a_bad_parameter_with_the_plans_message(server):
     assert "items_in_queue=0" in status.stdout
 
 
-def test_killing_the_live_analysis_leaves_the_scan_alone(server):
+def test_killing_the_live_analysis_leaves_the_scan_alone_and_it_catches_up_from_the_catalog(server):
     from bluesky_queueserver_api import BPlan
+    from tiled.queries import Key
 
     api = server.api()
     live = server.child(" live --config")
@@ -221,8 +222,20 @@ def test_killing_the_live_analysis_leaves_the_scan_alone(server):
     last = api.history_get()["items"][-1]
     assert last["result"]["exit_status"] == "completed", last
     assert status["worker_environment_exists"]
+    (uid,) = last["result"]["run_uids"]
     wait_until(lambda: (again := server.child(" live --config")) is not None and again.pid != live.pid,
                timeout=120, what="the server starting the live analysis again")
+    # The run it missed is reconstructed from the NXtomo file the catalog links, and linked back.
+    catalog = server.catalog()
+    caught_up = (catalog.search(Key("start.raw_run_uid") == uid)
+                 .search(Key("start.analysis") == "catch_up_reconstruction"))
+    wait_until(lambda: len(caught_up) == 1, timeout=300, what="the caught-up analysis run")
+    analysis = caught_up.values().first()
+    wait_until(lambda: "stop" in catalog[analysis.metadata["start"]["uid"]].metadata, timeout=300,
+               what="the caught-up reconstruction finished")
+    (volume_file,) = catalog[analysis.metadata["start"]["uid"]]["volumes"]["volume_file"].read()
+    with h5py.File(volume_file, "r") as h5:
+        assert h5["volume"].ndim == 3 and np.isfinite(h5["volume"][()]).all()
 
 
 def test_the_server_stops_every_part_and_frees_every_port(server):
@@ -232,3 +245,22 @@ def test_the_server_stops_every_part_and_frees_every_port(server):
         assert not part.is_running() or part.status() == psutil.STATUS_ZOMBIE, part
     listening = {c.laddr.port for c in psutil.net_connections("tcp") if c.status == "LISTEN"}
     assert not listening & set(server.ports), listening & set(server.ports)
+
+
+def test_a_queue_command_without_a_server_names_the_address(tmp_path):
+    config = tmp_path / "nobody.toml"
+    config.write_text(overrides_toml({"server": {"control_port": _distinct_free_ports(1)[0]}}))
+    result = subprocess.run([sys.executable, "-m", "nanoscope_daq", "queue", "status", "--config", str(config)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "no instrument server answers at tcp://127.0.0.1:" in result.stderr
+    assert "is `nanoscope serve` running" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_refusal_of_the_server_carries_the_fix():
+    from nanoscope_daq.server.queue_client import refusal
+
+    text = refusal("Request failed: Failed to add an item: Plan validation failed: Plan 'count' is not in the list "
+                   "of allowed plans.\nPlan: {'item_type': 'plan', 'name': 'count', 'args': [['xrm']]}")
+    assert "'count' is not in the list of allowed plans" in text and "Plan: {" not in text
+    assert text.endswith("the queue runs the instrument's plans only: `nanoscope queue add --help` lists them")

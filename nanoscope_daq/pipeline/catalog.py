@@ -141,6 +141,15 @@ def tiled_writer(client, batch_size: int) -> TiledWriter:
     return TiledWriter(client, patches=patches, batch_size=batch_size)
 
 
+def table_rows(node) -> list[dict[str, Any]]:
+    """The rows of a stream's event table (e.g. a run's ``tomograms``) as plain dicts, in order."""
+    table = node.read()
+    columns = {name: table[name].values for name in table.data_vars}
+    count = len(next(iter(columns.values()))) if columns else 0
+    return [{name: values[i].item() if hasattr(values[i], "item") else values[i] for name, values in columns.items()}
+            for i in range(count)]
+
+
 def catalog_storage(config: Config) -> dict[str, Any]:
     """The arguments of ``tiled.catalog.from_uri`` for the instrument's catalog.
 

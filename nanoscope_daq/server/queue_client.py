@@ -48,15 +48,26 @@ def manager(config: Config, *, timeout_s: float = 10.0) -> Iterator[Any]:
         raise ServerUnreachable(f"no instrument server answers at {address}; is `nanoscope serve` running "
                                 "with this configuration ([server] ports)?") from None
     except RequestFailedError as exc:
-        raise QueueRefused(f"the server refused the request: {_first_line(exc)}") from None
+        raise QueueRefused(refusal(str(exc))) from None
     finally:
         api.close()
 
 
-def _first_line(exc: Exception) -> str:
-    """The server's reason, without the echo of the whole item that follows it."""
-    text = str(exc).replace("Request failed: ", "")
-    return " ".join(text.split("\nPlan:")[0].split())
+FIXES = (
+    ("not in the list of allowed plans", "the queue runs the instrument's plans only: `nanoscope queue add --help` "
+                                         "lists them"),
+    ("is not allowed for users", "the queue runs no functions, only the instrument's plans"),
+    ("Input should be 'xrm'", "the instrument argument is the device `xrm`"),
+    ("validation error", "give each parameter the type `nanoscope queue add PLAN --help` shows"),
+)
+"""Server refusals a client can act on, and what to do (the server names the problem, not the fix)."""
+
+
+def refusal(text: str) -> str:
+    """The server's reason in one line (without the echo of the whole item), with the fix when known."""
+    reason = " ".join(text.replace("Request failed: ", "").split("\nPlan:")[0].split())
+    fixes = [fix for pattern, fix in FIXES if pattern in reason]
+    return f"the server refused the request: {reason}" + (f"; {fixes[0]}" if fixes else "")
 
 
 def check_plan_call(plan: Callable, *args: Any, **kwargs: Any) -> None:
