@@ -53,6 +53,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 LAZY_COMMANDS = {
     "scan": (".scan_cli", "add_scan_parser", "run a registered plan against the IOCs, with a progress bar"),
+    "recover": (".pipeline.recover_cli", "add_recover_parser",
+                "write the NXtomo files of a scan whose process died, from its journal"),
     "recon": (".recon.cli", "add_recon_parser", "reconstruct an NXtomo file into a volume file"),
     "segment": (".analysis.cli", "add_segment_parser",
                 "segment a reconstructed volume with the shipped or a given model"),

@@ -61,10 +61,21 @@ class EpicsConfig:
 @dataclass(frozen=True)
 class PathsConfig:
     data_dir: str
+    journal_dir: str
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
+
+    @property
+    def journal_path(self) -> Path:
+        """Where scans journal their documents: ``journal_dir``, or ``<data_dir>/journal`` when empty."""
+        return Path(self.journal_dir).expanduser() if self.journal_dir else self.data_path / "journal"
+
+    def validate(self, key: str) -> None:
+        if self.journal_path.exists() and not self.journal_path.is_dir():
+            raise ConfigError(f"{key}.journal_dir: {self.journal_path} is a file, not a directory; set "
+                              f"{key}.journal_dir to a directory (or leave it empty for <data_dir>/journal)")
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,7 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
 
     from .devices import Instrument
     from .pipeline import NXtomoWriter
+    from .pipeline.journal import DocumentJournal
     from .plans import PLANS
 
     plan = PLANS[args.plan]
@@ -204,7 +205,11 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
             f"({str(exc).split(' could not')[0]} did not answer); is `nanoscope sim` (or the IOCs) running, "
             "with this prefix and port?"
         ) from None
+    journal = DocumentJournal(config.paths.journal_path)  # refused here if its directory is not writable
     RE = RunEngine({}, context_managers=[PauseAtOnce])
+    RE.subscribe(journal)  # first: each document is on disk before any other callback sees it
+    RE.subscribe(lambda name, doc: print(f"journal: {journal.path} (`nanoscope recover` it if this process dies)",
+                                         flush=True), "start")
     progress = FrameProgress()
     RE.subscribe(progress)
     RE.subscribe(NXtomoWriter(on_file_written=lambda path: print(f"NXtomo file: {Path(path)}", flush=True)))

@@ -8,6 +8,7 @@ The commands run a few at a time, once per module.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -120,6 +121,12 @@ CATALOGUE = [
     command("morphometry", "@flat_labels@", words=("not a z-y-x volume",)),
     command("morphometry", "@labels@", "--followup", "@missing@", "--days", "5", words=("does not exist",)),
     command("train", "-o", "@out@/m.pt", "--instrument", "nowhere", words=("unknown simulated instrument",)),
+    # recovery of a scan whose process died
+    command("recover", "@missing@", words=("does not exist", "paths.journal_dir")),
+    command("recover", "@text@", words=("does not begin with a start document", "the journal of one run")),
+    command("recover", "@garbled@", words=("line 2 is not", "pass an unedited journal")),
+    command("recover", "@gone@", words=("is gone", "restore it to that path")),
+    command("recover", "@gone@", "-o", "@out@/r.h5", words=("must be a .nxs file", "-o recovered.nxs")),
     # study analysis
     command("analyze", "@missing@", words=("does not exist", "give NXtomo files or directories")),
     command("analyze", "@out@", "--workers", "0", words=("--workers", "must be >= 1")),
@@ -137,7 +144,7 @@ def _with_files(word: str, files: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
-    """Inputs for the file commands: a volume, labels, a 2-D volume, float labels, a text file."""
+    """Inputs for the file commands: a volume, labels, a 2-D volume, float labels, a text file, journals."""
     root = tmp_path_factory.mktemp("refusals")
 
     def h5(name: str, dataset: str, data: np.ndarray) -> str:
@@ -147,6 +154,11 @@ def files(tmp_path_factory) -> dict[str, str]:
         return str(root / name)
 
     (root / "notes.txt").write_text("not HDF5")
+    start = json.dumps({"name": "start", "doc": {"uid": "run-1", "time": 0.0}})
+    (root / "garbled.jsonl").write_text(f"{start}\n{{not json\n{start}\n")
+    resource = {"uid": "r-1", "data_key": "image", "mimetype": "application/x-hdf5", "run_start": "run-1",
+                "uri": f"file://localhost{root}/gone.h5", "parameters": {"dataset": "/entry/data/data"}}
+    (root / "gone.jsonl").write_text(f"{start}\n{json.dumps({'name': 'stream_resource', 'doc': resource})}\n")
     return {
         "volume": h5("volume.h5", "volume", np.zeros((4, 8, 8), np.float32)),
         "labels": h5("labels.h5", "labels", np.full((4, 8, 8), 2, np.uint8)),
@@ -154,6 +166,8 @@ def files(tmp_path_factory) -> dict[str, str]:
         "flat_labels": h5("flat_labels.h5", "labels", np.zeros((8, 8), np.uint8)),
         "float_labels": h5("float_labels.h5", "labels", np.full((4, 8, 8), 2.0, np.float32)),
         "text": str(root / "notes.txt"),
+        "garbled": str(root / "garbled.jsonl"),
+        "gone": str(root / "gone.jsonl"),
         "missing": str(root / "missing.h5"),
         "out": str(root / "out"),
     }
