@@ -29,7 +29,7 @@ def test_interlock_trip_mid_fly_scan_suspends_retakes_flats_and_loses_no_angle(f
         xrm.source.reset_interlock().wait(10)
 
     threading.Thread(target=trip_then_reset, daemon=True).start()
-    bench.run(fly_tomo(xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004, config=bench.config))
+    bench.run(fly_tomo(xrm, projections=360, velocity=45.0, exposure_s=0.004, config=bench.config))
     (stop,) = bench.named("stop")
     assert stop["exit_status"] == "success"
     assert stop["num_events"]["flats"] == 12  # before, re-taken after the trip, after
@@ -68,7 +68,7 @@ def test_abort_closes_the_shutter_and_leaves_a_readable_file_marked_incomplete(f
 
     threading.Thread(target=pause_mid_scan, daemon=True).start()
     with pytest.raises(RunEngineInterrupted):
-        bench.run(fly_tomo(xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004,
+        bench.run(fly_tomo(xrm, projections=360, velocity=45.0, exposure_s=0.004,
                            config=bench.config))
     bench.RE.abort("operator abort")
     (stop,) = bench.named("stop")
@@ -98,7 +98,7 @@ def test_abort_while_flying_stops_the_stage_and_beam_through_the_runengine(fresh
 
     threading.Thread(target=abort_mid_scan, daemon=True).start()
     with pytest.raises(RunEngineInterrupted):
-        bench.run(fly_tomo(xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004,
+        bench.run(fly_tomo(xrm, projections=360, velocity=45.0, exposure_s=0.004,
                            config=bench.config))
     (stop,) = bench.named("stop")
     assert stop["exit_status"] == "abort" and stop["reason"] == "abort button"

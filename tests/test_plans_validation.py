@@ -27,6 +27,9 @@ BAD_INPUTS = [
     (fly_tomo, {"projections": 90.5}, "projections"),
     (fly_tomo, {"range_deg": 0.0}, "range_deg"),
     (fly_tomo, {"range_deg": float("nan")}, "range_deg"),
+    (fly_tomo, {"range_deg": 180.0}, "range_deg"),  # cone beam: FDK needs 180 deg + the fan angle
+    (step_tomo, {"range_deg": -90.0}, "range_deg"),
+    (time_series, {"subject": MOUSE, "range_deg": 180.0}, "range_deg"),
     (fly_tomo, {"start_deg": 35990.0}, "range_deg"),  # the run-out passes the rotation limit
     (fly_tomo, {"exposure_s": 0.0}, "exposure_s"),
     (fly_tomo, {"exposure_s": 60.0}, "exposure_s"),

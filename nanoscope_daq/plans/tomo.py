@@ -61,16 +61,25 @@ def tomogram_range_deg(range_deg: float | None, config: Config) -> object:
     """``range_deg``, or when None the range one tomogram needs in the instrument's geometry.
 
     Parallel beam: 180 deg. Cone beam: a short scan of 180 deg plus the fan angle the
-    detector subtends from the source (what FDK reconstructs), rounded up to a degree.
+    detector subtends from the source (what FDK reconstructs), rounded up to a degree;
+    a shorter explicit cone-beam range is refused with the range to use.
     """
-    if range_deg is not None:
-        return range_deg
-    geometry = config.geometry
-    if geometry.kind != "cone":
-        return 180.0
+    needed = 180.0 if config.geometry.kind != "cone" else float(math.ceil(180.0 + _fan_angle_deg(config)))
+    if range_deg is None:
+        return needed
+    span = abs(check.number("range_deg", range_deg, unit="deg"))
+    if config.geometry.kind == "cone" and 0 < span < needed:
+        raise PlanParameterError(
+            "range_deg", f"{span:g} deg is shorter than cone-beam reconstruction (FDK) needs: 180 deg + the fan "
+            f"angle ({_fan_angle_deg(config):.1f} deg)",
+            f"give at least {needed:g} deg (leave range_deg out for exactly that) or 360")
+    return range_deg
+
+
+def _fan_angle_deg(config: Config) -> float:
+    """The full fan angle the detector subtends from the source."""
     half_width_mm = config.detector.pixels_x * config.detector.pixel_um / 1000 / 2
-    fan_deg = 2 * math.degrees(math.atan(half_width_mm / geometry.source_detector_mm))
-    return float(math.ceil(180.0 + fan_deg))
+    return 2 * math.degrees(math.atan(half_width_mm / config.geometry.source_detector_mm))
 
 
 def angle_grid(start_deg: object, range_deg: object, projections: object) -> AngleGrid:
