@@ -78,12 +78,18 @@ class PathsConfig:
                               f"{key}.journal_dir to a directory (or leave it empty for <data_dir>/journal)")
 
 
+GEOMETRY_KINDS = ("cone", "parallel")
+"""The imaging geometries: a lab source's cone beam, or a transmission X-ray microscope's parallel beam."""
+CONTRASTS = ("absorption", "zernike")
+"""The contrast mechanisms: absorption, or the TXM phase ring's Zernike phase contrast."""
+
+
 @dataclass(frozen=True)
 class GeometryConfig:
     """The imaging geometry: lab cone beam or transmission X-ray microscope (parallel beam)."""
 
-    kind: str = field(metadata=one_of("cone", "parallel"))
-    contrast: str = field(metadata=one_of("absorption", "zernike"))
+    kind: str = field(metadata=one_of(*GEOMETRY_KINDS))
+    contrast: str = field(metadata=one_of(*CONTRASTS))
     source_sample_mm: float = field(metadata=positive())
     source_detector_mm: float = field(metadata=positive())
     objective_magnification: float = field(metadata=positive())

@@ -65,6 +65,23 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.parametrize(("geometry", "reported", "fix"), [
+    ({"kind": "parallel"}, "'cone'", 'set geometry.kind = "cone"'),
+    ({"contrast": "zernike"}, "'absorption'", 'set geometry.contrast = "absorption"'),
+])
+def test_a_configuration_disagreeing_with_the_instruments_geometry_is_refused(scan_bench, geometry, reported, fix):
+    """The simulator reports its geometry (``<P>INST:``); a client configured otherwise scans nothing."""
+    xrm = scan_bench.xrm
+    assert (xrm.inst.geometry.get(), xrm.inst.contrast.get()) == ("cone", "absorption")
+    other = scan_bench.config.replace(geometry=geometry)
+    for plan in (fly_tomo(xrm, config=other), step_tomo(xrm, config=other), darks_flats(xrm, config=other)):
+        with pytest.raises(PlanParameterError) as refused:
+            scan_bench.run(plan)
+        assert refused.value.parameter == "geometry" and f"reports {reported}" in refused.value.problem
+        assert fix in refused.value.fix
+        assert scan_bench.named("start") == []
+
+
 @pytest.mark.parametrize(("plan", "kwargs", "parameter"), BAD_INPUTS,
                          ids=[f"{p.__name__}-{parameter}-{i}" for i, (p, _, parameter) in enumerate(BAD_INPUTS)])
 def test_bad_input_is_refused_before_anything_moves(scan_bench, plan, kwargs, parameter):
