@@ -47,7 +47,7 @@ def xrm():
         xrm.det.cam.pixel_encoding: "Mono12", xrm.det.cam.array_size.array_size_x: 512,
         xrm.det.cam.array_size.array_size_y: 512,
         xrm.load.force_limit: 100.0, xrm.load.specimen_state: "Intact", xrm.load.alarm: "No alarm",
-        xrm.physio.rate: 90.0,
+        xrm.physio.rate: 90.0, xrm.inst.geometry: "cone", xrm.inst.contrast: "absorption",
     }
     for motor in (xrm.rot, xrm.sx, xrm.sy, xrm.sz):
         values[motor.user_readback] = 0.0

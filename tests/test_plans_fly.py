@@ -135,7 +135,7 @@ def test_pause_mid_fly_scan_resumes_without_losing_or_repeating_a_frame(scan_ben
     start, end = event["data"]["projections_start"], event["data"]["projections_stop"]
     assert end - start == 360  # 0 lost, 0 duplicated
     encoder, current = read_attrs(camera_file(bench), "EncoderAngle", "SourceCurrent")
-    grid = event["data"]["grid_start_deg"] + np.arange(360) * 0.5
+    grid = event["data"]["grid_start_deg"] + np.arange(360) * event["data"]["grid_step_deg"]
     np.testing.assert_allclose(encoder[start:end], grid, atol=xrm.rot.motor_resolution.get())
     assert (current[start:end] > 0).all()
     assert 100 < fired_at_pause[0] < 360

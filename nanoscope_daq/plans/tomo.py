@@ -18,7 +18,7 @@ from . import validation as check
 from .context import ScanContext, book_dose, check_extent, prepare_scan, scan_metadata, scan_run, take_instrument
 from .errors import PlanParameterError
 from .registry import registered
-from .stubs import announce, shutter, wait_for_status
+from .stubs import acquire, announce, shutter, wait_for_status
 from .subject import Subject
 
 GATING = ("none", "prospective", "retrospective")
@@ -157,11 +157,10 @@ def step_tomo(
     def frame_at(angle: float) -> MsgGenerator[None]:
         yield from bps.mv(rot, angle)
         # Armed at every angle: flats re-taken after a suspension arm the camera for theirs.
-        yield from bps.prepare(context.camera, FrameTrigger(1, a.exposure_s), wait=True)
         if gating == "prospective":
             yield from gated_frame(xrm, context, gate_timeout)
         else:
-            yield from bps.trigger(context.camera, wait=True)
+            yield from acquire(context.camera, 1, a.exposure_s)
 
     def body() -> MsgGenerator[None]:
         yield from context.darks()
@@ -184,10 +183,8 @@ def step_tomo(
 
 
 def gated_frame(xrm: Instrument, context: ScanContext, gate_timeout_s: float) -> MsgGenerator[None]:
-    """A frame inside the respiratory gate: wait for the gate to open, expose, re-take if it closed meanwhile.
-
-    The camera must be armed for one Internal-trigger frame.
-    """
+    """A frame inside the respiratory gate: armed, exposed once the gate opens, re-taken if it closed meanwhile."""
+    yield from bps.prepare(context.camera, FrameTrigger(1, context.acquisition.exposure_s), wait=True)
     while True:
         yield from wait_for_status(lambda: xrm.physio.wait_for_gate(timeout=gate_timeout_s))
         closed: list[bool] = []
