@@ -52,8 +52,6 @@ CATALOGUE = [
     scan("fly_tomo", "--range-deg", "0", words=("range_deg", "give a non-zero range")),
     scan("fly_tomo", "--range-deg", "5000", words=("range_deg", "up to 3600 deg")),
     scan("fly_tomo", "--range-deg", "180", words=("range_deg", "shorter than cone-beam", "give at least 181 deg")),
-    scan("step_tomo", "--range-deg", "-120", words=("range_deg", "180 deg + the fan angle", "give at least 181")),
-    scan("time_series", "--subject", MOUSE, "--range-deg", "90", words=("range_deg", "or 360")),
     scan("fly_tomo", "--exposure-s", "0", words=("exposure_s", "give a value")),
     scan("fly_tomo", "--exposure-s", "60", words=("exposure_s", "give at most")),
     scan("fly_tomo", "--exposure-s", "0.02", "--velocity", "200", words=("velocity", "turn at most")),
@@ -126,10 +124,8 @@ CATALOGUE = [
     command("train", "-o", "@out@/m.pt", "--instrument", "nowhere", words=("unknown simulated instrument",)),
     # recovery of a scan whose process died
     command("recover", "@missing@", words=("does not exist", "paths.journal_dir")),
-    command("recover", "@text@", words=("does not begin with a start document", "the journal of one run")),
     command("recover", "@garbled@", words=("line 2 is not", "pass an unedited journal")),
     command("recover", "@gone@", words=("is gone", "restore it to that path")),
-    command("recover", "@gone@", "-o", "@out@/r.h5", words=("must be a .nxs file", "-o recovered.nxs")),
     # study analysis
     command("analyze", "@missing@", words=("does not exist", "give NXtomo files or directories")),
     command("analyze", "@out@", "--workers", "0", words=("--workers", "must be >= 1")),

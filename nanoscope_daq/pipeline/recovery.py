@@ -71,7 +71,7 @@ def recover_run(journal_path: Path, out: Path | None = None) -> Recovery:
                            "no frame of it was announced, so there is nothing to recover; run the scan again")
     repaired = []
     added: list[tuple[str, dict]] = []
-    counts = 0
+    frames_added = 0
     for camera in announcements.files.values():
         if not camera.path.is_file():
             raise JournalError(f"camera file {camera.path} of run {start['uid']} is gone; restore it to that path "
@@ -80,20 +80,20 @@ def recover_run(journal_path: Path, out: Path | None = None) -> Recovery:
             repaired.append(camera.path)
         documents, count = _trailing_frames(journal.documents, start, camera)
         added.extend(documents)
-        counts += count
+        frames_added += count
 
     reasons = []
     stops = journal.named("stop")
     if stops:
         stop = dict(stops[-1])
-        if counts and stop.get("exit_status") == "success":
+        if frames_added and stop.get("exit_status") == "success":
             stop["exit_status"] = "fail"  # the documents missed frames: the run did not record all it took
     else:
         stop = {"uid": str(uuid.uuid4()), "run_start": start["uid"], "time": time.time(), "exit_status": "fail",
                 "reason": "the scan process died before the run's stop document", "num_events": {}}
         reasons.append("the run has no stop document (its scan process died)")
-    if counts:
-        reasons.append(f"{counts} frames the camera wrote after the run's last announcement were added from the "
+    if frames_added:
+        reasons.append(f"{frames_added} frames the camera wrote after the run's last announcement were added from the "
                        "camera file's per-frame attributes")
     if repaired:
         reasons.append(f"camera file(s) {', '.join(p.name for p in repaired)} left open by a dead writer, repaired")
@@ -112,7 +112,7 @@ def recover_run(journal_path: Path, out: Path | None = None) -> Recovery:
     if out is not None and len(written) == 1:
         os.replace(written[0], out)  # same directory: the relative links to the camera file still hold
         written = [out]
-    return Recovery(written, counts, repaired, reason)
+    return Recovery(written, frames_added, repaired, reason)
 
 
 def _file_path(out: Path) -> Callable[[Path, int], Path]:
