@@ -19,6 +19,10 @@ import h5py
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.timeout(900)
+"""The module's fixture runs every entry (a refused scan starts Python, ophyd and a CA connection: about 7 s on
+a loaded machine) before the first test; the project's 300 s per test is too short for the catalogue."""
+
 MOUSE = '{"subject_id": "R01", "cohort": "OVX", "treatment": "PTH", "day": 14, "anaesthesia": "isoflurane 2%"}'
 
 
