@@ -76,6 +76,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 LAZY_COMMANDS = {
     "scan": (".scan_cli", "add_scan_parser", "run a registered plan against the IOCs, with a progress bar"),
     "queue": (".server.queue_client", "add_queue_parser", "add plans to the instrument server's queue and control it"),
+    "recover": (".pipeline.recover_cli", "add_recover_parser",
+                "write the NXtomo files of a scan whose process died, from its journal"),
     "recon": (".recon.cli", "add_recon_parser", "reconstruct an NXtomo file into a volume file"),
     "segment": (".analysis.cli", "add_segment_parser",
                 "segment a reconstructed volume with the shipped or a given model"),

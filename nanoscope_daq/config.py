@@ -62,18 +62,35 @@ class EpicsConfig:
 @dataclass(frozen=True)
 class PathsConfig:
     data_dir: str
+    journal_dir: str
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
+
+    @property
+    def journal_path(self) -> Path:
+        """Where scans journal their documents: ``journal_dir``, or ``<data_dir>/journal`` when empty."""
+        return Path(self.journal_dir).expanduser() if self.journal_dir else self.data_path / "journal"
+
+    def validate(self, key: str) -> None:
+        if self.journal_path.exists() and not self.journal_path.is_dir():
+            raise ConfigError(f"{key}.journal_dir: {self.journal_path} is a file, not a directory; set "
+                              f"{key}.journal_dir to a directory (or leave it empty for <data_dir>/journal)")
+
+
+GEOMETRY_KINDS = ("cone", "parallel")
+"""The imaging geometries: a lab source's cone beam, or a transmission X-ray microscope's parallel beam."""
+CONTRASTS = ("absorption", "zernike")
+"""The contrast mechanisms: absorption, or the TXM phase ring's Zernike phase contrast."""
 
 
 @dataclass(frozen=True)
 class GeometryConfig:
     """The imaging geometry: lab cone beam or transmission X-ray microscope (parallel beam)."""
 
-    kind: str = field(metadata=one_of("cone", "parallel"))
-    contrast: str = field(metadata=one_of("absorption", "zernike"))
+    kind: str = field(metadata=one_of(*GEOMETRY_KINDS))
+    contrast: str = field(metadata=one_of(*CONTRASTS))
     source_sample_mm: float = field(metadata=positive())
     source_detector_mm: float = field(metadata=positive())
     objective_magnification: float = field(metadata=positive())

@@ -81,21 +81,3 @@ TOMOGRAM_KEYS: dict[str, object] = {
     "start_time": 0.0, "end_time": 0.0, "force_n": float("nan"),
 }
 """The ``tomograms`` stream's keys and their types, by example (frame ranges index the camera file)."""
-
-
-def _json_plain(value: object) -> object:
-    """numpy scalars and arrays as plain numbers and lists (documents from ophyd reads carry them)."""
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def document_json(doc: dict) -> str:
-    """A document as JSON text: the form documents take on sockets and in backup files (never pickle)."""
-    import json
-
-    return json.dumps(doc, default=_json_plain)

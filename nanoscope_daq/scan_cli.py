@@ -220,6 +220,7 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
 
     from .pipeline import NXtomoWriter
     from .pipeline.catalog import CatalogWriter
+    from .pipeline.journal import DocumentJournal
     from .plans import PLANS
 
     plan = PLANS[args.plan]
@@ -227,7 +228,11 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
     if "config" in inspect.signature(plan).parameters:
         kwargs["config"] = config
     xrm = connect_instrument(config)
+    journal = DocumentJournal(config.paths.journal_path)  # refused here if its directory is not writable
     RE = RunEngine({}, context_managers=[PauseAtOnce])
+    RE.subscribe(journal)  # first: each document is on disk before any other callback sees it
+    RE.subscribe(lambda name, doc: print(f"journal: {journal.path} (`nanoscope recover` it if this process dies)",
+                                         flush=True), "start")
     progress = FrameProgress()
     RE.subscribe(progress)
     RE.subscribe(NXtomoWriter(on_file_written=lambda path: print(f"NXtomo file: {Path(path)}", flush=True)))

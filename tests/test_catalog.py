@@ -126,5 +126,5 @@ def test_ingest_refuses_a_file_that_is_not_a_backup(tmp_path):
     result = subprocess.run([sys.executable, "-m", "nanoscope_daq", "catalog", "ingest", str(bogus), "--config",
                              str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
-    assert "notes.jsonl:1 is not a document line" in result.stderr
+    assert "notes.jsonl line 1 is not a {\"name\", \"doc\"} document" in result.stderr
     assert "Traceback" not in result.stderr

@@ -144,3 +144,13 @@ def test_default_file_and_dataclasses_agree_key_for_key():
         return out
 
     assert keys(Config) == toml_keys(tomllib.loads(default_config_text()))
+
+
+def test_the_journal_goes_under_the_data_directory_unless_set_and_never_into_a_file(tmp_path):
+    config = load_config(environment=False, paths={"data_dir": str(tmp_path)})
+    assert config.paths.journal_path == tmp_path / "journal"
+    elsewhere = load_config(environment=False, paths={"journal_dir": str(tmp_path / "j")})
+    assert elsewhere.paths.journal_path == tmp_path / "j"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="paths.journal_dir: .* is a file, not a directory; set paths.journal_dir"):
+        load_config(environment=False, paths={"journal_dir": str(tmp_path / "file")})

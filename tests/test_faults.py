@@ -7,6 +7,7 @@ The scans here run as a separate ``nanoscope scan`` process, frozen (SIGSTOP) or
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -123,3 +124,38 @@ def test_ctrl_c_closes_the_shutter_at_once_resumes_and_aborts_with_exit_130(fres
     assert "interrupted: the scan was aborted" in stderr and "Traceback" not in stderr
     assert source.shutter.status.get(use_monitor=False) == "Closed" and pso.status.get(use_monitor=False) != "Armed"
     assert xrm.det.hdf1.capture.get(as_string=True, use_monitor=False) == "Done"
+
+
+GROUND_TRUTH_ON_A_FULL_DISK = """
+import logging, sys, threading
+from pathlib import Path
+from nanoscope_daq.config import load_config
+from nanoscope_daq.physics.presets import tiny_leg_overrides
+from nanoscope_daq.sim.ioc.camera.ground_truth import GroundTruthRecorder
+
+failed = threading.Event()
+
+class Failed(logging.Handler):
+    def emit(self, record):
+        print(record.getMessage(), flush=True)
+        failed.set()
+
+logging.getLogger("nanoscope_daq.sim.ioc.camera.ground_truth").addHandler(Failed(logging.ERROR))
+recorder = GroundTruthRecorder(load_config().replace(**tiny_leg_overrides()))
+recorder.request(Path(sys.argv[1]), 0.0, 1, 60.0)
+sys.exit(0 if failed.wait(240) else 3)
+"""
+
+
+def test_the_ground_truth_writer_on_a_full_disk_leaves_no_partial_file_and_says_so(tmp_path):
+    """Files may not grow beyond 64 kB (RLIMIT_FSIZE, inherited by the writer's process): every write fails."""
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    run = subprocess.run([sys.executable, "-c", GROUND_TRUTH_ON_A_FULL_DISK, str(tmp_path)], capture_output=True,
+                         text=True, timeout=300, preexec_fn=small_disk)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "ground_truth_day0_bin1.h5 not written: File too large" in run.stderr  # the worker's own line
+    assert "not written (worker exit code 1;" in run.stdout and "free space there" in run.stdout  # no crash
+    assert list(tmp_path.iterdir()) == []  # no .partial, no half file

@@ -47,7 +47,7 @@ def xrm():
         xrm.det.cam.pixel_encoding: "Mono12", xrm.det.cam.array_size.array_size_x: 512,
         xrm.det.cam.array_size.array_size_y: 512,
         xrm.load.force_limit: 100.0, xrm.load.specimen_state: "Intact", xrm.load.alarm: "No alarm",
-        xrm.physio.rate: 90.0,
+        xrm.physio.rate: 90.0, xrm.inst.geometry: "cone", xrm.inst.contrast: "absorption",
     }
     for motor in (xrm.rot, xrm.sx, xrm.sy, xrm.sz):
         values[motor.user_readback] = 0.0
@@ -197,11 +197,11 @@ def test_a_velocity_the_camera_cannot_follow_is_refused_before_anything_moves(xr
 
 
 def test_a_step_scan_moves_arms_and_triggers_at_each_angle(xrm, config):
-    sent = messages(step_tomo(xrm, projections=4, range_deg=180.0, flats_when="none", darks=0, config=config))
+    sent = messages(step_tomo(xrm, projections=4, range_deg=360.0, flats_when="none", darks=0, config=config))
     steps = [a for a in actions(sent) if a[1] in ("xrm_rot", "xrm_det_scan")]
     per_angle = [(a[0], a[2]) for a in steps if a[0] in ("set", "trigger")]
-    assert per_angle == [("set", 0.0), ("trigger", None), ("set", 45.0), ("trigger", None),
-                         ("set", 90.0), ("trigger", None), ("set", 135.0), ("trigger", None)]
+    assert per_angle == [("set", 0.0), ("trigger", None), ("set", 90.0), ("trigger", None),
+                         ("set", 180.0), ("trigger", None), ("set", 270.0), ("trigger", None)]
     assert sum(1 for m in sent if m.command == "checkpoint") >= 4
 
 

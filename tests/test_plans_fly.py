@@ -39,7 +39,7 @@ def announced_indices(bench, stream: str, key: str = "image") -> list[tuple[int,
 def test_fly_scan_images_every_grid_angle_once_at_its_measured_angle(scan_bench):
     xrm = scan_bench.xrm
     missed_before = xrm.det.cam.missed_triggers.get()
-    scan_bench.run(fly_tomo(xrm, projections=180, range_deg=180.0, exposure_s=0.004, config=scan_bench.config))
+    scan_bench.run(fly_tomo(xrm, projections=180, range_deg=270.0, exposure_s=0.004, config=scan_bench.config))
     (stop,) = scan_bench.named("stop")
     assert stop["exit_status"] == "success"
     assert stop["num_events"] == {"darks": 4, "flats": 8, "projections": 180, "tomograms": 1}
@@ -49,7 +49,7 @@ def test_fly_scan_images_every_grid_angle_once_at_its_measured_angle(scan_bench)
     assert (start, end) == (8, 188)
     path = camera_file(scan_bench)
     encoder, mid, frame_type, current = read_attrs(path, "EncoderAngle", "RotationAngle", "FrameType", "SourceCurrent")
-    grid = data["grid_start_deg"] + np.arange(180) * 1.0
+    grid = data["grid_start_deg"] + np.arange(180) * 1.5
     resolution = xrm.rot.motor_resolution.get()
     # the PSO latches the encoder at each grid crossing: exact to the encoder's resolution
     np.testing.assert_allclose(encoder[start:end], grid, atol=resolution)
@@ -84,7 +84,7 @@ def test_fly_scan_images_every_grid_angle_once_at_its_measured_angle(scan_bench)
 
 def test_fly_scan_announces_frames_in_chunks_while_it_runs(scan_bench):
     """A 3 s rotation is announced in several stream_datum chunks, each covering frames already in the file."""
-    scan_bench.run(fly_tomo(scan_bench.xrm, projections=300, range_deg=180.0, velocity=60.0, exposure_s=0.004,
+    scan_bench.run(fly_tomo(scan_bench.xrm, projections=300, velocity=60.0, exposure_s=0.004,
                             config=scan_bench.config))
     chunks = announced_indices(scan_bench, "projections")
     assert len(chunks) >= 3
@@ -99,13 +99,13 @@ def test_fly_scan_announces_frames_in_chunks_while_it_runs(scan_bench):
 
 
 def test_step_scan_stops_at_each_angle(scan_bench):
-    scan_bench.run(step_tomo(scan_bench.xrm, projections=12, range_deg=180.0, flats_when="before",
+    scan_bench.run(step_tomo(scan_bench.xrm, projections=12, range_deg=360.0, flats_when="before",
                              config=scan_bench.config))
     (event,) = scan_bench.events("tomograms")
     start, end = event["data"]["projections_start"], event["data"]["projections_stop"]
     assert end - start == 12
     mid, encoder = read_attrs(camera_file(scan_bench), "RotationAngle", "EncoderAngle")
-    np.testing.assert_allclose(mid[start:end], np.arange(12) * 15.0, atol=1e-3)  # standing still
+    np.testing.assert_allclose(mid[start:end], np.arange(12) * 30.0, atol=1e-3)  # standing still
     assert np.isnan(encoder[start:end]).all()  # no PSO pulse started these frames
 
 
@@ -121,7 +121,7 @@ def test_pause_mid_fly_scan_resumes_without_losing_or_repeating_a_frame(scan_ben
 
     threading.Thread(target=pause_when_half_done, daemon=True).start()
     with pytest.raises(RunEngineInterrupted):
-        bench.run(fly_tomo(xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004,
+        bench.run(fly_tomo(xrm, projections=360, velocity=45.0, exposure_s=0.004,
                            config=bench.config))
     assert bench.RE.state == "paused"
     fired_at_pause.append(xrm.rot.pso.fired.get())
@@ -135,7 +135,7 @@ def test_pause_mid_fly_scan_resumes_without_losing_or_repeating_a_frame(scan_ben
     start, end = event["data"]["projections_start"], event["data"]["projections_stop"]
     assert end - start == 360  # 0 lost, 0 duplicated
     encoder, current = read_attrs(camera_file(bench), "EncoderAngle", "SourceCurrent")
-    grid = event["data"]["grid_start_deg"] + np.arange(360) * 0.5
+    grid = event["data"]["grid_start_deg"] + np.arange(360) * event["data"]["grid_step_deg"]
     np.testing.assert_allclose(encoder[start:end], grid, atol=xrm.rot.motor_resolution.get())
     assert (current[start:end] > 0).all()
     assert 100 < fired_at_pause[0] < 360

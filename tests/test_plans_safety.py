@@ -29,7 +29,7 @@ def test_interlock_trip_mid_fly_scan_suspends_retakes_flats_and_loses_no_angle(f
         xrm.source.reset_interlock().wait(10)
 
     threading.Thread(target=trip_then_reset, daemon=True).start()
-    bench.run(fly_tomo(xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004, config=bench.config))
+    bench.run(fly_tomo(xrm, projections=360, velocity=45.0, exposure_s=0.004, config=bench.config))
     (stop,) = bench.named("stop")
     assert stop["exit_status"] == "success"
     assert stop["num_events"]["flats"] == 12  # before, re-taken after the trip, after
@@ -42,7 +42,8 @@ def test_interlock_trip_mid_fly_scan_suspends_retakes_flats_and_loses_no_angle(f
         in_file = h5["entry/data/data"].shape[0]
     projection = frame_type == 0
     valid = projection & (current > 0)
-    grid_index = np.rint((encoder[valid] - event["data"]["grid_start_deg"]) / 0.5).astype(int)
+    grid_start, grid_step = event["data"]["grid_start_deg"], event["data"]["grid_step_deg"]
+    grid_index = np.rint((encoder[valid] - grid_start) / grid_step).astype(int)
     assert sorted(set(grid_index)) == list(range(360))  # every angle imaged with beam: 0 lost
     assert (~valid).sum() >= 1  # frames taken while the beam was off are kept, not dropped
     assert in_file == xrm.det.hdf1.num_captured.get()  # every frame produced is in the file
@@ -53,7 +54,7 @@ def test_interlock_trip_mid_fly_scan_suspends_retakes_flats_and_loses_no_angle(f
         keys = h5["entry/instrument/detector/image_key"][()]
         angles = h5["entry/sample/rotation_angle"][()]
     assert (keys == 0).sum() == 360
-    assert len(np.unique(np.rint((angles[keys == 0] - event["data"]["grid_start_deg"]) / 0.5))) == 360
+    assert len(np.unique(np.rint((angles[keys == 0] - grid_start) / grid_step))) == 360
     assert (keys == 3).sum() >= 1
     assert xrm.source.shutter.status.get() == "Closed"
 
@@ -68,7 +69,7 @@ def test_abort_closes_the_shutter_and_leaves_a_readable_file_marked_incomplete(f
 
     threading.Thread(target=pause_mid_scan, daemon=True).start()
     with pytest.raises(RunEngineInterrupted):
-        bench.run(fly_tomo(xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004,
+        bench.run(fly_tomo(xrm, projections=360, velocity=45.0, exposure_s=0.004,
                            config=bench.config))
     bench.RE.abort("operator abort")
     (stop,) = bench.named("stop")
@@ -98,7 +99,7 @@ def test_abort_while_flying_stops_the_stage_and_beam_through_the_runengine(fresh
 
     threading.Thread(target=abort_mid_scan, daemon=True).start()
     with pytest.raises(RunEngineInterrupted):
-        bench.run(fly_tomo(xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004,
+        bench.run(fly_tomo(xrm, projections=360, velocity=45.0, exposure_s=0.004,
                            config=bench.config))
     (stop,) = bench.named("stop")
     assert stop["exit_status"] == "abort" and stop["reason"] == "abort button"

@@ -20,19 +20,19 @@ def frame_values(path: str, name: str) -> np.ndarray:
 
 def test_time_series_of_three_tomograms_back_to_back(scan_bench):
     bench = scan_bench
-    bench.run(time_series(bench.xrm, subject=MOUSE, tomograms=3, projections=120, range_deg=180.0, exposure_s=0.004,
+    bench.run(time_series(bench.xrm, subject=MOUSE, tomograms=3, projections=120, range_deg=270.0, exposure_s=0.004,
                           config=bench.config))
     (start,) = bench.named("start")
     assert start["subject"]["subject_id"] == "M07" and start["scan"]["tomograms"] == 3
     events = [e["data"] for e in bench.events("tomograms")]
     assert [e["time_point"] for e in events] == [0, 1, 2]
     first = events[0]["grid_start_deg"]
-    assert [e["grid_start_deg"] - first for e in events] == [0.0, 180.0, 360.0]  # one continuous rotation
+    assert [e["grid_start_deg"] - first for e in events] == [0.0, 270.0, 540.0]  # one continuous rotation
     path = events[0]["file"]
     times, encoder = frame_values(path, "NDArrayTimeStamp"), frame_values(path, "EncoderAngle")
     for event in events:
         first, stop = event["projections_start"], event["projections_stop"]
-        np.testing.assert_allclose(encoder[first:stop], event["grid_start_deg"] + np.arange(120) * 1.5, atol=1e-3)
+        np.testing.assert_allclose(encoder[first:stop], event["grid_start_deg"] + np.arange(120) * 2.25, atol=1e-3)
     period = np.median(np.diff(times[events[0]["projections_start"]:events[0]["projections_stop"]]))
     dead = [times[b["projections_start"]] - times[a["projections_stop"] - 1] - period
             for a, b in zip(events, events[1:])]
@@ -43,13 +43,13 @@ def test_time_series_of_three_tomograms_back_to_back(scan_bench):
 def test_back_and_forth_series_reverses_and_tags_time_points(scan_bench):
     bench = scan_bench
     bench.run(time_series(bench.xrm, subject=dict(MOUSE, subject_id="M09"), tomograms=2, rotation="back-and-forth",
-                          projections=60, range_deg=180.0, exposure_s=0.004, flats=0, config=bench.config))
+                          projections=60, range_deg=270.0, exposure_s=0.004, flats=0, config=bench.config))
     events = [e["data"] for e in bench.events("tomograms")]
-    assert [e["grid_step_deg"] for e in events] == [3.0, -3.0]
+    assert [e["grid_step_deg"] for e in events] == [4.5, -4.5]
     encoder = frame_values(events[1]["file"], "EncoderAngle")
     second = encoder[events[1]["projections_start"]:events[1]["projections_stop"]]
     assert second[0] == pytest.approx(events[1]["grid_start_deg"], abs=1e-3) and np.all(np.diff(second) < 0)
-    assert (events[1]["grid_start_deg"] - events[0]["grid_start_deg"]) % 360 == pytest.approx(180.0)
+    assert (events[1]["grid_start_deg"] - events[0]["grid_start_deg"]) % 360 == pytest.approx(270.0)
 
 
 def test_loading_series_ends_cleanly_when_the_specimen_fails(fresh_scan_bench):
@@ -71,13 +71,13 @@ def test_loading_series_ends_cleanly_when_the_specimen_fails(fresh_scan_bench):
 
 def test_prospective_gating_takes_frames_only_in_the_gate_retrospective_tags_them(scan_bench):
     bench = scan_bench
-    bench.run(step_tomo(bench.xrm, projections=8, range_deg=180.0, gating="prospective",
+    bench.run(step_tomo(bench.xrm, projections=8, gating="prospective",
                         subject=dict(MOUSE, subject_id="M08"),
                         flats_when="none", darks=0, config=bench.config))
     (event,) = bench.events("tomograms")
     gated = frame_values(event["data"]["file"], "Gate")[event["data"]["projections_start"]:]
     assert len(gated) >= 8 and (gated[-8:] == 1).all()
-    bench.run(fly_tomo(bench.xrm, projections=360, range_deg=180.0, velocity=45.0, exposure_s=0.004,
+    bench.run(fly_tomo(bench.xrm, projections=360, velocity=45.0, exposure_s=0.004,
                        gating="retrospective", subject=dict(MOUSE, subject_id="M08"), flats_when="none", darks=0,
                        config=bench.config))
     (event,) = bench.events("tomograms")

@@ -27,6 +27,9 @@ BAD_INPUTS = [
     (fly_tomo, {"projections": 90.5}, "projections"),
     (fly_tomo, {"range_deg": 0.0}, "range_deg"),
     (fly_tomo, {"range_deg": float("nan")}, "range_deg"),
+    (fly_tomo, {"range_deg": 180.0}, "range_deg"),  # cone beam: FDK needs 180 deg + the fan angle
+    (step_tomo, {"range_deg": -90.0}, "range_deg"),
+    (time_series, {"subject": MOUSE, "range_deg": 180.0}, "range_deg"),
     (fly_tomo, {"start_deg": 35990.0}, "range_deg"),  # the run-out passes the rotation limit
     (fly_tomo, {"exposure_s": 0.0}, "exposure_s"),
     (fly_tomo, {"exposure_s": 60.0}, "exposure_s"),
@@ -60,6 +63,23 @@ BAD_INPUTS = [
     (time_series, {"subject": MOUSE, "tomograms": 400, "interval_s": 600.0, "rotation": "back-and-forth"},
      "projections"),  # 66 h
 ]
+
+
+@pytest.mark.parametrize(("geometry", "reported", "fix"), [
+    ({"kind": "parallel"}, "'cone'", 'set geometry.kind = "cone"'),
+    ({"contrast": "zernike"}, "'absorption'", 'set geometry.contrast = "absorption"'),
+])
+def test_a_configuration_disagreeing_with_the_instruments_geometry_is_refused(scan_bench, geometry, reported, fix):
+    """The simulator reports its geometry (``<P>INST:``); a client configured otherwise scans nothing."""
+    xrm = scan_bench.xrm
+    assert (xrm.inst.geometry.get(), xrm.inst.contrast.get()) == ("cone", "absorption")
+    other = scan_bench.config.replace(geometry=geometry)
+    for plan in (fly_tomo(xrm, config=other), step_tomo(xrm, config=other), darks_flats(xrm, config=other)):
+        with pytest.raises(PlanParameterError) as refused:
+            scan_bench.run(plan)
+        assert refused.value.parameter == "geometry" and f"reports {reported}" in refused.value.problem
+        assert fix in refused.value.fix
+        assert scan_bench.named("start") == []
 
 
 @pytest.mark.parametrize(("plan", "kwargs", "parameter"), BAD_INPUTS,

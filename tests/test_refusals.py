@@ -8,6 +8,7 @@ The commands run a few at a time, once per module.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,10 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.timeout(900)
+"""The module's fixture runs every entry (a refused scan starts Python, ophyd and a CA connection: about 7 s on
+a loaded machine) before the first test; the project's 300 s per test is too short for the catalogue."""
 
 MOUSE = '{"subject_id": "R01", "cohort": "OVX", "treatment": "PTH", "day": 14, "anaesthesia": "isoflurane 2%"}'
 
@@ -50,6 +55,7 @@ CATALOGUE = [
     scan("fly_tomo", "--projections", "0", words=("projections", "give at least 2")),
     scan("fly_tomo", "--range-deg", "0", words=("range_deg", "give a non-zero range")),
     scan("fly_tomo", "--range-deg", "5000", words=("range_deg", "up to 3600 deg")),
+    scan("fly_tomo", "--range-deg", "180", words=("range_deg", "shorter than cone-beam", "give at least 181 deg")),
     scan("fly_tomo", "--exposure-s", "0", words=("exposure_s", "give a value")),
     scan("fly_tomo", "--exposure-s", "60", words=("exposure_s", "give at most")),
     scan("fly_tomo", "--exposure-s", "0.02", "--velocity", "200", words=("velocity", "turn at most")),
@@ -120,6 +126,10 @@ CATALOGUE = [
     command("morphometry", "@flat_labels@", words=("not a z-y-x volume",)),
     command("morphometry", "@labels@", "--followup", "@missing@", "--days", "5", words=("does not exist",)),
     command("train", "-o", "@out@/m.pt", "--instrument", "nowhere", words=("unknown simulated instrument",)),
+    # recovery of a scan whose process died
+    command("recover", "@missing@", words=("does not exist", "paths.journal_dir")),
+    command("recover", "@garbled@", words=("line 2 is not", "pass an unedited journal")),
+    command("recover", "@gone@", words=("is gone", "restore it to that path")),
     # study analysis
     command("analyze", "@missing@", words=("does not exist", "give NXtomo files or directories")),
     command("analyze", "@out@", "--workers", "0", words=("--workers", "must be >= 1")),
@@ -137,7 +147,7 @@ def _with_files(word: str, files: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
-    """Inputs for the file commands: a volume, labels, a 2-D volume, float labels, a text file."""
+    """Inputs for the file commands: a volume, labels, a 2-D volume, float labels, a text file, journals."""
     root = tmp_path_factory.mktemp("refusals")
 
     def h5(name: str, dataset: str, data: np.ndarray) -> str:
@@ -147,6 +157,11 @@ def files(tmp_path_factory) -> dict[str, str]:
         return str(root / name)
 
     (root / "notes.txt").write_text("not HDF5")
+    start = json.dumps({"name": "start", "doc": {"uid": "run-1", "time": 0.0}})
+    (root / "garbled.jsonl").write_text(f"{start}\n{{not json\n{start}\n")
+    resource = {"uid": "r-1", "data_key": "image", "mimetype": "application/x-hdf5", "run_start": "run-1",
+                "uri": f"file://localhost{root}/gone.h5", "parameters": {"dataset": "/entry/data/data"}}
+    (root / "gone.jsonl").write_text(f"{start}\n{json.dumps({'name': 'stream_resource', 'doc': resource})}\n")
     return {
         "volume": h5("volume.h5", "volume", np.zeros((4, 8, 8), np.float32)),
         "labels": h5("labels.h5", "labels", np.full((4, 8, 8), 2, np.uint8)),
@@ -154,6 +169,8 @@ def files(tmp_path_factory) -> dict[str, str]:
         "flat_labels": h5("flat_labels.h5", "labels", np.zeros((8, 8), np.uint8)),
         "float_labels": h5("float_labels.h5", "labels", np.full((4, 8, 8), 2.0, np.float32)),
         "text": str(root / "notes.txt"),
+        "garbled": str(root / "garbled.jsonl"),
+        "gone": str(root / "gone.jsonl"),
         "missing": str(root / "missing.h5"),
         "out": str(root / "out"),
     }

@@ -13,17 +13,17 @@ bluesky). Two things sit around it:
   :class:`~nanoscope_daq.pipeline.frame_rows_adapter.FrameRowsAdapter`. Nothing is copied.
 - **A catalog that is down never holds up a scan.** :class:`CatalogWriter` hands documents
   to a thread; when writing a run to Tiled fails, the run's documents so far and every later
-  one go to a JSON Lines backup (bluesky's ``JSONLinesWriter`` format), and the writer does
-  not try that run again. ``nanoscope catalog ingest BACKUP`` puts it in later.
+  one go to a backup journal (:class:`~nanoscope_daq.pipeline.journal.DocumentJournal`, the
+  scans' own journal format), and the writer does not try that run again.
+  ``nanoscope catalog ingest FILE`` puts a backup, or a scan's journal, in later.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from bluesky.consolidators import CONSOLIDATOR_REGISTRY, HDF5Consolidator
 from event_model import RunRouter
 
 from ..config import Config
-from ..documents import TOMOGRAMS_STREAM, document_json
-from ..errors import RefusedInput
+from ..documents import TOMOGRAMS_STREAM
+from .journal import DocumentJournal, read_journal
 from .nxtomo_writer import nxtomo_path
 
 logger = logging.getLogger(__name__)
@@ -190,26 +190,6 @@ def backup_directory(config: Config) -> Path:
     return config.catalog.path(config.paths.data_path) / "backup"
 
 
-class JsonLinesBackup:
-    """One run's documents appended to ``<directory>/<run uid>.jsonl``, one ``{"name", "doc"}`` per line.
-
-    The format of bluesky's ``JSONLinesWriter``, written with numpy values made plain (the
-    documents from ophyd reads carry them) and flushed per document.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.path: Path | None = None
-
-    def __call__(self, name: str, doc: dict) -> None:
-        if self.path is None:
-            uid = doc["uid"] if name == "start" else doc.get("run_start", "unknown-run")
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self.path = self.directory / f"{uid}.jsonl"
-        with open(self.path, "a") as fh:
-            fh.write(document_json({"name": name, "doc": doc}) + "\n")
-
-
 class _RunFeed:
     """One run into the catalog; after the first failure, into the backup file instead (never retried)."""
 
@@ -217,7 +197,7 @@ class _RunFeed:
         self.write = write
         self.backup = backup
         self.buffer: list[Document] = []
-        self.failed: JsonLinesBackup | None = None
+        self.failed: DocumentJournal | None = None
 
     def __call__(self, name: str, doc: dict) -> None:
         if self.failed is None:
@@ -233,7 +213,7 @@ class _RunFeed:
         self.failed(name, doc)
 
     def _fail(self, exc: Exception, doc: dict) -> None:
-        self.failed = JsonLinesBackup(self.backup)
+        self.failed = DocumentJournal(self.backup)
         uid = next((d["uid"] for n, d in self.buffer if n == "start"), doc.get("run_start", "unknown"))
         logger.warning("catalog: run %s could not be written (%s); its documents go to %s, put them in later "
                        "with `nanoscope catalog ingest`", uid, exc, self.backup)
@@ -311,33 +291,13 @@ def _unreachable(exc: Exception) -> Callable[[str, dict], None]:
     return write
 
 
-class BackupFileError(RefusedInput):
-    """A file given to ``nanoscope catalog ingest`` is missing or is not a JSON Lines document file."""
-
-
-def read_backup(path: Path) -> Iterator[Document]:
-    """The documents of a JSON Lines backup (or journal) file, in order."""
-    if not Path(path).is_file():
-        raise BackupFileError(f"{path} does not exist; give the JSON Lines files of <data_dir>/catalog/backup")
-    with open(path) as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                yield entry["name"], entry["doc"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise BackupFileError(f"{path}:{number} is not a document line ({{\"name\": ..., \"doc\": ...}}); "
-                                      "give a backup file of <data_dir>/catalog/backup") from None
-
-
 def ingest(client, path: Path, *, batch_size: int = 200) -> list[str]:
-    """Put the runs of a backup file into the catalog; returns their uids.
+    """Put the run of a backup file (or of a scan's journal: the same format) into the catalog; returns its uid.
 
     A run the catalog already holds complete (it has a stop) is left as it is; one left
     half-written by the failure is replaced.
     """
-    documents = list(read_backup(path))
+    documents = read_journal(path).documents
     uids = [doc["uid"] for name, doc in documents if name == "start"]
     for uid in uids:
         if uid in client:

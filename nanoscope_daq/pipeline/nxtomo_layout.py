@@ -19,7 +19,9 @@ Layout (units in each dataset's ``units`` attribute)::
       control                     NXmonitor: data = source current per frame
       frames                      NXcollection: every per-frame value the run recorded
       acquisition                 NXcollection: plan, parameters, run uid, scan id, grid,
-                                  how the run ended, why frames were set invalid
+                                  how the run ended, why frames were set invalid, and
+                                  (recovery) why ``nanoscope recover`` wrote the file; /entry
+                                  then has the attributes recovered and recovery_reason
       data                        NXdata: links to data, image_key, rotation_angle
     /exchange                     Data Exchange view (see exchange.py)
 """
@@ -58,6 +60,8 @@ class RunRecord:
     start: Mapping[str, Any]
     exit_status: str
     reason: str = ""
+    recovery: str = ""
+    """Why the file was written by ``nanoscope recover`` from a journal (empty: written by the run itself)."""
 
 
 def write_nxtomo(
@@ -97,6 +101,9 @@ def _write_entry(
     entry = _group(h5, "entry", "NXentry")
     entry.attrs.update(definition="NXtomo", version=NXTOMO_VERSION, default="data")
     entry.attrs["experiment_complete"] = tomogram.complete
+    if run.recovery:
+        entry.attrs["recovered"] = True
+        entry.attrs["recovery_reason"] = run.recovery
     entry["definition"] = "NXtomo"
     entry["title"] = _title(start, tomogram)
     entry["start_time"] = _iso(start_time)
@@ -240,6 +247,8 @@ def _write_acquisition(
     group["camera_file"] = frames.path.name
     group["run_exit_status"] = run.exit_status
     group["run_exit_reason"] = run.reason
+    if run.recovery:
+        group["recovery"] = run.recovery
     invalid = group.create_group("invalid_frames")
     invalid.attrs["NX_class"] = "NXcollection"
     invalid.attrs["doc"] = (

@@ -55,6 +55,8 @@ class NXtomoWriter(DocumentRouter):
     """Writes one NXtomo file per tomogram when a run stops; ``written`` lists every file written.
 
     ``on_file_written(path)`` is called after each file is complete (the CLI prints it).
+    ``file_path(camera file, tomogram index)`` names each file (default :func:`nxtomo_path`);
+    ``recovery`` says why a replay by ``nanoscope recover`` writes the files (recorded in them).
     A document that breaks the contract never interrupts the scan (the camera file keeps
     every frame, and a replay can write the files again): the problem is logged at once,
     every tomogram that can be written is written at the stop, and then the stop raises
@@ -62,9 +64,12 @@ class NXtomoWriter(DocumentRouter):
     not be read).
     """
 
-    def __init__(self, on_file_written: Callable[[Path], None] | None = None) -> None:
+    def __init__(self, on_file_written: Callable[[Path], None] | None = None, *,
+                 file_path: Callable[[Path, int], Path] = nxtomo_path, recovery: str = "") -> None:
         super().__init__()
         self.on_file_written = on_file_written
+        self.file_path = file_path
+        self.recovery = recovery
         self.written: list[Path] = []
         self._run: _Run | None = None
 
@@ -92,7 +97,7 @@ class NXtomoWriter(DocumentRouter):
     def stop(self, doc):
         run = self._current("stop")
         self._run = None
-        record = RunRecord(run.start, doc.get("exit_status", "unknown"), doc.get("reason") or "")
+        record = RunRecord(run.start, doc.get("exit_status", "unknown"), doc.get("reason") or "", self.recovery)
         for tomogram in run.tomograms:
             run.attempt(f"tomogram {tomogram.index}", lambda t=tomogram: self._write(run, t, record))
         if record.exit_status != "success":
@@ -129,7 +134,7 @@ class NXtomoWriter(DocumentRouter):
             frame_type=frames.value("frame_type"),
             grid=tomogram.grid,
         )
-        path = nxtomo_path(camera.path, tomogram.index)
+        path = self.file_path(camera.path, tomogram.index)
         write_nxtomo(path, tomogram, frames, classification, record)
         self.written.append(path)
         logger.info("NXtomo writer: wrote %s", path)

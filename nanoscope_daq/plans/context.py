@@ -172,6 +172,7 @@ def prepare_scan(
     in_vivo: bool,
 ) -> ScanContext:
     """Validate the shared parameters and build the run's context (nothing on the instrument changes)."""
+    check.instrument_geometry(xrm, config)
     scan = config.scan
     flats_when = check.choice("flats_when", flats_when, FLATS_WHEN)
     acquisition = Acquisition(

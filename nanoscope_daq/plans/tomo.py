@@ -18,7 +18,7 @@ from . import validation as check
 from .context import ScanContext, book_dose, check_extent, prepare_scan, scan_metadata, scan_run, take_instrument
 from .errors import PlanParameterError
 from .registry import registered
-from .stubs import announce, shutter, wait_for_status
+from .stubs import acquire, announce, shutter, wait_for_status
 from .subject import Subject
 
 GATING = ("none", "prospective", "retrospective")
@@ -61,16 +61,25 @@ def tomogram_range_deg(range_deg: float | None, config: Config) -> object:
     """``range_deg``, or when None the range one tomogram needs in the instrument's geometry.
 
     Parallel beam: 180 deg. Cone beam: a short scan of 180 deg plus the fan angle the
-    detector subtends from the source (what FDK reconstructs), rounded up to a degree.
+    detector subtends from the source (what FDK reconstructs), rounded up to a degree;
+    a shorter explicit cone-beam range is refused with the range to use.
     """
-    if range_deg is not None:
-        return range_deg
-    geometry = config.geometry
-    if geometry.kind != "cone":
-        return 180.0
+    needed = 180.0 if config.geometry.kind != "cone" else float(math.ceil(180.0 + _fan_angle_deg(config)))
+    if range_deg is None:
+        return needed
+    span = abs(check.number("range_deg", range_deg, unit="deg"))
+    if config.geometry.kind == "cone" and 0 < span < needed:
+        raise PlanParameterError(
+            "range_deg", f"{span:g} deg is shorter than cone-beam reconstruction (FDK) needs: 180 deg + the fan "
+            f"angle ({_fan_angle_deg(config):.1f} deg)",
+            f"give at least {needed:g} deg (leave range_deg out for exactly that) or 360")
+    return range_deg
+
+
+def _fan_angle_deg(config: Config) -> float:
+    """The full fan angle the detector subtends from the source."""
     half_width_mm = config.detector.pixels_x * config.detector.pixel_um / 1000 / 2
-    fan_deg = 2 * math.degrees(math.atan(half_width_mm / geometry.source_detector_mm))
-    return float(math.ceil(180.0 + fan_deg))
+    return 2 * math.degrees(math.atan(half_width_mm / config.geometry.source_detector_mm))
 
 
 def angle_grid(start_deg: object, range_deg: object, projections: object) -> AngleGrid:
@@ -148,11 +157,10 @@ def step_tomo(
     def frame_at(angle: float) -> MsgGenerator[None]:
         yield from bps.mv(rot, angle)
         # Armed at every angle: flats re-taken after a suspension arm the camera for theirs.
-        yield from bps.prepare(context.camera, FrameTrigger(1, a.exposure_s), wait=True)
         if gating == "prospective":
             yield from gated_frame(xrm, context, gate_timeout)
         else:
-            yield from bps.trigger(context.camera, wait=True)
+            yield from acquire(context.camera, 1, a.exposure_s)
 
     def body() -> MsgGenerator[None]:
         yield from context.darks()
@@ -175,10 +183,8 @@ def step_tomo(
 
 
 def gated_frame(xrm: Instrument, context: ScanContext, gate_timeout_s: float) -> MsgGenerator[None]:
-    """A frame inside the respiratory gate: wait for the gate to open, expose, re-take if it closed meanwhile.
-
-    The camera must be armed for one Internal-trigger frame.
-    """
+    """A frame inside the respiratory gate: armed, exposed once the gate opens, re-taken if it closed meanwhile."""
+    yield from bps.prepare(context.camera, FrameTrigger(1, context.acquisition.exposure_s), wait=True)
     while True:
         yield from wait_for_status(lambda: xrm.physio.wait_for_gate(timeout=gate_timeout_s))
         closed: list[bool] = []

@@ -97,6 +97,26 @@ def source_output(xrm: Instrument, kv: object, power_w: object) -> tuple[float, 
     return kv, power_w
 
 
+def instrument_geometry(xrm: Instrument, config: Config) -> None:
+    """The configured imaging geometry and contrast must be those the instrument reports (``<P>INST:``).
+
+    The plans size their angular range, and the pipeline reconstructs, with the
+    configured geometry; a mismatch would scan a range the data cannot be reconstructed
+    from, or reconstruct with the wrong model.
+    """
+    reported = {"kind": xrm.inst.geometry.get(use_monitor=False), "contrast": xrm.inst.contrast.get(use_monitor=False)}
+    configured = {"kind": config.geometry.kind, "contrast": config.geometry.contrast}
+    wrong = [key for key in reported if reported[key] != configured[key]]
+    if wrong:
+        said = ", ".join(f"geometry.{key} = {configured[key]!r}" for key in wrong)
+        actual = ", ".join(f"{reported[key]!r}" for key in wrong)
+        fix = ", ".join(f"geometry.{key} = \"{reported[key]}\"" for key in wrong)
+        raise PlanParameterError(
+            "geometry", f"the configuration says {said}, but the instrument ({xrm.inst.prefix}) reports {actual}",
+            f"set {fix} in the configuration file (--config), the instrument's own",
+        )
+
+
 def velocity_for_camera(step_deg: float, velocity: float, min_period_s: float, exposure_s: float) -> None:
     """One grid step must last at least the camera's shortest frame period."""
     if abs(step_deg) / velocity < min_period_s:

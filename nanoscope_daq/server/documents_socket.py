@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from ..documents import document_json
+from event_model import sanitize_doc
 
 
 def serialize(doc: dict) -> bytes:
-    """A document as UTF-8 JSON (numpy values as plain numbers and lists)."""
-    return document_json(doc).encode()
+    """A document as UTF-8 JSON (numpy values made plain by event-model's ``sanitize_doc``)."""
+    return json.dumps(sanitize_doc(doc)).encode()
 
 
 def deserialize(data: bytes) -> dict:

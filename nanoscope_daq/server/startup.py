@@ -28,6 +28,7 @@ from bluesky_queueserver import parameter_annotation_decorator  # noqa: E402
 
 from ..pipeline import NXtomoWriter  # noqa: E402
 from ..pipeline.catalog import CatalogWriter  # noqa: E402
+from ..pipeline.journal import DocumentJournal  # noqa: E402
 from ..plans import PLANS  # noqa: E402
 from ..scan_cli import connect_instrument  # noqa: E402
 from .documents_socket import serialize  # noqa: E402
@@ -56,6 +57,7 @@ def with_config(plan, config: Config):
 xrm = connect_instrument(CONFIG)
 
 RE = RunEngine({})
+RE.subscribe(DocumentJournal(CONFIG.paths.journal_path))  # first: `nanoscope recover` if the worker dies
 RE.subscribe(NXtomoWriter())
 RE.subscribe(CatalogWriter.from_config(CONFIG))
 RE.subscribe(Publisher(f"{CONFIG.server.host}:{CONFIG.server.documents_in_port}", serializer=serialize))

@@ -17,6 +17,7 @@ from ..config import Config
 from ..epics_env import ca_server_env
 from ..errors import RefusedInput
 from .ioc.camera import camera_iocs
+from .ioc.description import DescriptionIOC
 from .ioc.loadcell import LoadCellIOC
 from .ioc.motor import MotorRecordIOC
 from .ioc.physiology import PhysiologyIOC
@@ -42,6 +43,7 @@ def build_iocs(world: World) -> list[PVGroup]:
     pso = PsoIOC(prefix + "ROT:PSO:", world.axes["rot"])
     groups.append(pso)
     groups += camera_iocs(prefix + "CAM:", world, trigger_input=pso.output)
+    groups.append(DescriptionIOC(prefix + "INST:", world.config.geometry))
     groups.append(SimControlIOC(prefix + "SIM:", world))
     groups.append(WatchdogIOC(prefix + "WD:", merged_pvdb(groups), safe_state(prefix),
                               timeout_s=world.config.epics.heartbeat_timeout_s))

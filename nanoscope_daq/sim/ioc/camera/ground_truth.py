@@ -10,7 +10,8 @@ never delays a frame: while the camera acquires, the writer is suspended (SIGSTO
 it resumes when the acquisition ends. It is written under a temporary name and renamed when complete:
 a file named :func:`ground_truth_name` is always whole. Stopping the simulator stops
 an unfinished write and removes its temporary file; the next frame of that day in
-that directory starts it again.
+that directory starts it again. A write that fails (a full disk) removes its temporary
+file and logs one line with the free space; the next frame of that day tries again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import logging
 import multiprocessing
 import os
 import queue
+import re
+import shutil
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -66,8 +70,26 @@ def _write_in_child(config: Config, path: str, day: float, binning: int, kv: flo
     imager = Imager(config)
     imager.last_kv = kv  # attenuation at the energy the frames were taken with
     partial = path + PARTIAL_SUFFIX
-    imager.write_ground_truth(partial, day, binning)
+    try:
+        imager.write_ground_truth(partial, day, binning)
+    except OSError as exc:  # a full disk, a size limit: HDF5 could not write or close the file
+        Path(partial).unlink(missing_ok=True)
+        print(f"ground truth {path} not written: {_os_reason(exc)}", file=sys.stderr, flush=True)
+        os._exit(1)  # not sys.exit: HDF5's exit-time close of the file it failed to write would crash
     os.replace(partial, path)
+
+
+def _os_reason(exc: OSError) -> str:
+    """The system's reason in an OSError, also when HDF5 wraps it in a long message ("No space left on device")."""
+    found = re.search(r"error message = '([^']+)'", str(exc))
+    return found.group(1) if found else (exc.strerror or str(exc).splitlines()[0])
+
+
+def _free_mb(directory: Path) -> float:
+    try:
+        return shutil.disk_usage(directory).free / 1e6
+    except OSError:
+        return float("nan")
 
 
 class GroundTruthRecorder:
@@ -155,7 +177,10 @@ class GroundTruthRecorder:
             process.join()
             self._current = None
             if process.exitcode != 0:
-                log.error("ground truth %s not written (worker exit code %s)", path, process.exitcode)
+                Path(str(path) + PARTIAL_SUFFIX).unlink(missing_ok=True)  # also after a crash
+                log.error("ground truth %s not written (worker exit code %s; %.1f MB free in %s); free space "
+                          "there, and the next frame of that day tries again", path, process.exitcode,
+                          _free_mb(path.parent), path.parent)
                 self._requested.discard((path.parent, day, binning))
             else:
                 write_index(path.parent)
