@@ -60,9 +60,13 @@ def _cmd_live(args: argparse.Namespace, config: Config) -> int:
 
 def _cmd_catalog_ingest(args: argparse.Namespace, config: Config) -> int:
     from .pipeline.catalog import ingest, open_catalog
+    from .pipeline.journal import read_journal
 
     for path in args.backup:
-        for uid in ingest(open_catalog(config), path, batch_size=config.catalog.batch_size):
+        read_journal(path)  # every file is refused before the catalog is touched
+    catalog = open_catalog(config)
+    for path in args.backup:
+        for uid in ingest(catalog, path, batch_size=config.catalog.batch_size):
             print(f"run {uid} from {path} is in the catalog", flush=True)
     return 0
 

@@ -121,7 +121,7 @@ def test_no_run_is_lost_when_the_catalog_is_down(tmp_path):
 
 def test_ingest_refuses_a_file_that_is_not_a_backup(tmp_path):
     bogus = tmp_path / "notes.jsonl"
-    bogus.write_text("this is not a document\n")
+    bogus.write_text("this is not a document\nnor is this\n")
     path, _ = _config(tmp_path)
     result = subprocess.run([sys.executable, "-m", "nanoscope_daq", "catalog", "ingest", str(bogus), "--config",
                              str(path)], capture_output=True, text=True, timeout=120)
