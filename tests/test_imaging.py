@@ -231,6 +231,44 @@ def test_detector_noise_is_shot_noise_plus_read_noise(cone_imager):
     assert np.var(dark[0] - dark[1]) / 2 == pytest.approx(read_var, rel=0.08)
 
 
+@pytest.mark.parametrize(("exposure_s", "fewest", "most"), [
+    (0.0001, 1, 10),  # Poisson photon counts
+    (0.0005, 5, 100),  # Poisson and skew-corrected normal photon counts
+    (0.02, 100, 1000),  # one Gaussian
+])
+def test_each_pixel_over_time_has_the_models_mean_and_variance_and_noise_never_repeats(cone_imager, exposure_s,
+                                                                                       fewest, most):
+    """64 frames of one projection: per pixel, the mean over time is the ideal signal and the variance
+    over time is shot + dark + read noise (+ 1/12 of rounding), at every signal level; residuals of
+    different frames, and of neighbouring pixels, are uncorrelated."""
+    e = _exposure(angle_deg=30.0, exposure_s=exposure_s)
+    rng = np.random.default_rng(11)
+    frames = np.stack([cone_imager.render(e, rng) for _ in range(64)]).astype(np.float64)
+    det, beam = cone_imager.detector, cone_imager._beam(e.kv)
+    photons = cone_imager._flux_map(1, e.kv) * e.power_w * e.exposure_s * cone_imager.transmission(e)
+    scale = 1.0 / det.config.electrons_per_count
+    dark_e = det.config.dark_current_e_per_s * exposure_s
+    expected = (photons * beam.electrons_per_quantum + dark_e) * scale + det.offset_map(1)
+    model_var = det.noise_variance_counts(photons, beam, exposure_s, 1) + 1 / 12
+    assert fewest < photons.min() and photons.max() < most
+    # The mean over time, per pixel, within its sampling error.
+    z = (frames.mean(axis=0) - expected) / np.sqrt(model_var / len(frames))
+    assert abs(z.mean()) < 0.05 and z.std() == pytest.approx(1.0, abs=0.05)
+    # The variance over time, per pixel, in ten groups of pixels from dark to bright.
+    observed = frames.var(axis=0, ddof=1)
+    groups = np.array_split(np.argsort(model_var, axis=None), 10)
+    for group in groups:
+        assert observed.ravel()[group].mean() == pytest.approx(model_var.ravel()[group].mean(), rel=0.04)
+    # No noise repeats: residuals of every pair of frames, and of neighbouring pixels, are uncorrelated.
+    residual = ((frames - frames.mean(axis=0)) / np.sqrt(model_var)).reshape(len(frames), -1)
+    correlation = np.corrcoef(residual)
+    bound = 5 / np.sqrt(residual.shape[1])
+    assert np.abs(correlation[np.triu_indices(len(frames), 1)]).max() < bound + 1 / len(frames)
+    one = residual[0].reshape(photons.shape)
+    assert abs(np.corrcoef(one[:, 1:].ravel(), one[:, :-1].ravel())[0, 1]) < bound
+    assert abs(np.corrcoef(one[1:].ravel(), one[:-1].ravel())[0, 1]) < bound
+
+
 def test_saturation_clips_at_the_bit_depth_and_binning_sums_or_averages():
     rng = np.random.default_rng(4)
     out = (3.0, 0.0, 0.0)

@@ -44,8 +44,11 @@ from ...physics.remodeling import SpecimenAnatomy, specimen_anatomy
 from ...physics.spectrum import DetectedBeam, detect, source_beam
 from .detector import Detector, check_binning
 from .exposure import Exposure
+from .kernels import resample
 
 STATE_CACHE_DAYS = 4
+OPEN_BEAM_SETTINGS = 4
+"""Open-beam photon maps kept (binning, kV, power x exposure): a scan uses one, an alignment a few."""
 ZERNIKE_FFT_MARGIN_PX = 8
 
 
@@ -138,6 +141,7 @@ class Imager:
         self._states: OrderedDict[float, SpecimenAnatomy] = OrderedDict()
         self._beams: dict[float, DetectedBeam] = {}
         self._flux: dict[tuple[int, float], np.ndarray] = {}
+        self._open_photons: OrderedDict[tuple[int, float, float], np.ndarray] = OrderedDict()
         self._optics: TxmOptics | None = None
         self._lock = threading.Lock()
         self._phantom_lock = threading.Lock()
@@ -161,10 +165,9 @@ class Imager:
             raise ValueError(f"exposure_s must be >= 0, got {exposure.exposure_s}")
         if not exposure.xrays_on or exposure.power_w <= 0:
             return self.detector.read(None, None, exposure.exposure_s, b, rng)
-        beam = self._beam(exposure.kv)
-        photons = self._flux_map(b, exposure.kv) * np.float32(exposure.power_w * exposure.exposure_s)
-        photons *= self.transmission(exposure)
-        return self.detector.read(photons, beam, exposure.exposure_s, b, rng)
+        photons_open = self._open_beam_photons(b, exposure.kv, exposure.power_w * exposure.exposure_s)
+        return self.detector.read(photons_open, self._beam(exposure.kv), exposure.exposure_s, b, rng,
+                                  self.transmission(exposure))
 
     def write_ground_truth(self, path: str | Path, day: float, binning: int) -> None:
         """ground_truth.h5 of the specimen on ``day`` at the voxel size of this binning (groundtruth.py)."""
@@ -404,6 +407,23 @@ class Imager:
             self._flux[key] = flux
         return flux
 
+    def _open_beam_photons(self, binning: int, kv: float, watt_seconds: float) -> np.ndarray:
+        """Photons each binned pixel absorbs in the open beam: the flux map times power and exposure.
+
+        Kept for the last few settings: a scan's frames all share one, so no frame pays the product.
+        """
+        key = (binning, round(kv, 1), watt_seconds)
+        with self._lock:
+            if key in self._open_photons:
+                self._open_photons.move_to_end(key)
+                return self._open_photons[key]
+        photons = self._flux_map(binning, kv) * np.float32(watt_seconds)
+        with self._lock:
+            self._open_photons[key] = photons
+            while len(self._open_photons) > OPEN_BEAM_SETTINGS:
+                self._open_photons.popitem(last=False)
+        return photons
+
     def _kalpha_ratio(self, kv: float) -> float:
         """K-alpha output at ``kv`` relative to the source's maximum high voltage (TXM flux)."""
         if kv <= 0:
@@ -414,41 +434,28 @@ class Imager:
 
 
 def shift_zoom(base: np.ndarray, margin: int, rows: int, cols: int, shift_r: float, shift_c: float,
-               zoom: float, tolerance_px: float = 0.05) -> np.ndarray | None:
+               zoom: float) -> np.ndarray | None:
     """Sample ``base`` (frame + margin) so that content moves by (shift_r, shift_c) px and scales by
     ``zoom`` about the frame centre; None if that needs pixels beyond the margin.
 
-    Bilinear, separable; a zoom is applied as piecewise-constant shifts over bands narrow
-    enough that no pixel is off by more than ``tolerance_px`` / 2.
+    Bilinear, exact in the zoom: output pixel i reads source position
+    (i + 0.5 - size/2 - shift) / zoom + size/2 + margin - 0.5 along each axis; one compiled pass.
     """
-    out = _resample_axis(base, margin, rows, shift_r, zoom, 0, tolerance_px)
-    return None if out is None else _resample_axis(out, margin, cols, shift_c, zoom, 1, tolerance_px)
-
-
-def _resample_axis(image: np.ndarray, margin: int, size: int, shift: float, zoom: float, axis: int,
-                   tolerance_px: float) -> np.ndarray | None:
-    """Output index i reads source position (i + 0.5 - size/2 - shift) / zoom + size/2 + margin - 0.5."""
-    stretch = abs(1.0 / zoom - 1.0)
-    band = size if stretch * size < tolerance_px else max(1, int(tolerance_px / stretch))
-    shape = list(image.shape)
-    shape[axis] = size
-    out = np.empty(shape, dtype=np.float32)
-    for first in range(0, size, band):
-        last = min(size, first + band)
-        centre = 0.5 * (first + last - 1)
-        offset = (centre + 0.5 - size / 2 - shift) / zoom + size / 2 + margin - 0.5 - centre
-        start = first + offset
-        i0 = math.floor(start)
-        frac = np.float32(start - i0)
-        if i0 < 0 or i0 + (last - first) + 1 > image.shape[axis]:
-            return None
-        src = [slice(None), slice(None)]
-        dst = [slice(None), slice(None)]
-        dst[axis] = slice(first, last)
-        src[axis] = slice(i0, i0 + last - first)
-        lo = image[tuple(src)]
-        src[axis] = slice(i0 + 1, i0 + 1 + last - first)
-        hi = image[tuple(src)]
-        np.multiply(lo, 1 - frac, out=out[tuple(dst)])
-        out[tuple(dst)] += hi * frac
+    row0, row_frac = _source_positions(rows, margin, shift_r, zoom, base.shape[0])
+    col0, col_frac = _source_positions(cols, margin, shift_c, zoom, base.shape[1])
+    if row0 is None or col0 is None:
+        return None
+    out = np.empty((rows, cols), np.float32)
+    resample(np.ascontiguousarray(base, np.float32), row0, row_frac, col0, col_frac, out)
     return out
+
+
+def _source_positions(size: int, margin: int, shift: float, zoom: float,
+                      available: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Integer part (int64) and fraction (float32) of the source position of each output pixel along one axis;
+    (None, ...) where a position needs a pixel beyond ``available``."""
+    position = (np.arange(size) + 0.5 - size / 2 - shift) / zoom + size / 2 + margin - 0.5
+    first = np.floor(position).astype(np.int64)
+    if first.min() < 0 or first.max() + 1 >= available:
+        return None, position
+    return first, (position - first).astype(np.float32)
