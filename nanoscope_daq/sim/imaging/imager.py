@@ -14,11 +14,15 @@
 
 Speed: the ideal transmission is what costs (0.5-3 s per view on one core, see
 benchmarks/bench_imaging.py); it is cached (``render_cache_mb``, least recently used first) per binning,
-study day, load, angle, stage offset and source setting, each snapped to a quantum
-that moves no feature by more than ``render_tolerance_px``: a second frame at the same
-state reuses it. Breathing changes every frame, so it is applied as a sub-pixel shift
-(bilinear) of the cached view, which carries a margin for it; a displacement beyond
-that margin is imaged exactly, uncached. Per frame that leaves the shift and the noise.
+study day, load, angle (modulo 360 degrees), stage offset and source setting, each snapped
+to a quantum that moves no feature by more than ``render_tolerance_px``: a second frame at
+the same state -- the same angle in the next turn of a time series -- reuses it. Breathing
+changes every frame, so it is applied as a shift (and, cone beam, zoom) of the cached view,
+which carries a margin for it: exact in the parallel beam; in the cone beam exact only for
+the plane through the axis, so views are cached per step of breathing displacement
+(``breathing_quantum_mm``) small enough that the shift of the nearest keeps every feature
+within ``render_tolerance_px``. A displacement beyond the margin is imaged exactly,
+uncached. Per frame that leaves the shift and the noise.
 
 Geometry conventions: geometry.py. Ground truth: groundtruth.py.
 """
@@ -260,7 +264,7 @@ class Imager:
             sz_snapped, kv, spot = 0.0, 0.0, 0.0
         return ViewState(
             binning=b, day=day, force_n=round(exposure.force_n / force_q) * force_q,
-            angle_deg=round(exposure.angle_deg / angle_q) * angle_q,
+            angle_deg=round((exposure.angle_deg % 360.0) / angle_q) * angle_q % 360.0,
             offset_mm=(round(sx / tol) * tol, round(sy / tol) * tol, sz_snapped), kv=kv, spot_um=spot,
         )
 
@@ -273,10 +277,14 @@ class Imager:
         if self.geometry.kind == "cone":
             self.last_kv = exposure.kv
         margin = self.margin_px(view.binning)
-        key = (view.binning, view.day, view.force_n, view.angle_deg, view.offset_mm, view.kv, view.spot_um)
-        base = self._cache.get(key, lambda: self.ideal_view(view, margin))
+        quantum = self.breathing_quantum_mm(view.binning)
+        breath_bin = round(exposure.respiration_mm / quantum) if math.isfinite(quantum) else 0
+        cached_mm = breath_bin * quantum if breath_bin else 0.0
+        key = (view.binning, view.day, view.force_n, view.angle_deg, view.offset_mm, view.kv, view.spot_um, breath_bin)
+        base = self._cache.get(
+            key, lambda: self.ideal_view(view, margin, cached_mm * self.respiration_direction if breath_bin else None))
+        shifted = self._breathe(base, margin, view, (exposure.respiration_mm - cached_mm) * self.respiration_direction)
         breathing = exposure.respiration_mm * self.respiration_direction
-        shifted = self._breathe(base, margin, view, breathing)
         if shifted is None:  # breathing beyond the cached margin: image it exactly
             shifted = self.ideal_view(view, margin, breathing)[margin:-margin or None, margin:-margin or None]
         return shifted
@@ -347,8 +355,32 @@ class Imager:
         image = bin_samples(image, self.config.sim.detector.projection_supersampling)
         return blur(image, self._blur_px(view.binning, view.spot_um)).astype(np.float32)
 
+    def breathing_quantum_mm(self, binning: int) -> float:
+        """Steps of breathing displacement (mm) at which views are cached; in between, the nearest is shifted.
+
+        Parallel beam: a rigid displacement of the specimen is exactly a shift of its projection
+        (the part along the beam changes nothing), so every breath shifts the one view: inf.
+        Cone beam: a shift (and zoom) of the view is exact only for the plane through the axis;
+        a feature at depth y along the beam moves by a fraction y / (sod - y) more or less, and a
+        displacement along the beam zooms it by y / sod^2 more or less. For a residual
+        displacement r, at the specimen's reach R and a feature u pixels from the frame centre,
+        the error is at most r (R / ((sod - R) * pitch) + u_max R / sod^2) pixels; the quantum
+        keeps that at ``render_tolerance_px`` for r up to half a quantum.
+        """
+        if isinstance(self.geometry, ParallelBeam):
+            return math.inf
+        reach = self.specimen_radius_mm + self.config.sim.physiology.respiration_amplitude_mm
+        sod = self.geometry.sod
+        half_width_px = max(self.frame_shape(binning)) / 2
+        per_mm = reach / ((sod - reach) * self.sample_pitch_mm(binning)) + half_width_px * reach / sod**2
+        return 2 * self.config.sim.detector.render_tolerance_px / per_mm
+
     def _breathe(self, base: np.ndarray, margin: int, view: ViewState, breathing: np.ndarray) -> np.ndarray | None:
-        """The cached view moved by the breathing displacement; None if it leaves the margin."""
+        """The cached view moved by the breathing displacement; None if it leaves the margin.
+
+        Exact in the parallel beam; within ``render_tolerance_px`` in the cone beam, where the
+        displacement is at most half a ``breathing_quantum_mm`` (see there).
+        """
         rows, cols = self.frame_shape(view.binning)
         lab = rotation_z(view.angle_deg) @ breathing
         pitch = self.sample_pitch_mm(view.binning)

@@ -7,6 +7,11 @@ than one; processes render in parallel on every core. Each worker builds its own
 and writes the frame into a shared-memory slot; the IOC copies it out (a memcpy)
 and frees the slot. Only the Exposure, the frame's random generator and the readout
 window travel to the worker: the frame is fully determined by them.
+
+Each worker keeps its own cache of views (imager.py), so a projection goes to the worker
+its angle (modulo 360 degrees) hashes to: the next turn of a time series finds the view it
+needs where it was rendered, and the angles of a scan spread evenly over the workers. Darks
+and flats, which need no view, go to the least busy worker.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from .frames import FrameWindow, render
 
 MAX_SLOTS = 256
 """Most frames rendering at once (small binned frames), whatever fits the block."""
+ROUTING_QUANTUM_DEG = 1e-3
+"""Angles this close share a worker (far below any snapping quantum of imager.Imager.snap)."""
 
 _worker: dict = {}
 """Per worker process: its imager and the shared-memory block (set by _start_worker)."""
@@ -69,19 +76,19 @@ class RenderWorkers:
         self._unused = asyncio.Event()
         self._unused.set()
         self._block: shared_memory.SharedMemory | None = None
-        self._pool: ProcessPoolExecutor | None = None
+        self._pools: list[ProcessPoolExecutor] = []
+        self._busy = [0] * workers
 
     def _start(self) -> None:
         """Allocate the block and start the processes: at the first frame, so that a simulator
         whose camera is not used never starts them."""
         self._block = shared_memory.SharedMemory(create=True, size=self.block_bytes)
         atexit.register(self.close)
-        self._pool = ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(self.config, self._block.name),
-        )
+        self._pools = [
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                                initargs=(self.config, self._block.name))
+            for _ in range(self.workers)
+        ]
 
     def _cut(self, nbytes: int) -> None:
         if nbytes > self.block_bytes:
@@ -91,10 +98,21 @@ class RenderWorkers:
         for slot in range(min(MAX_SLOTS, self.block_bytes // nbytes)):
             self._free.put_nowait(slot)
 
+    def worker_for(self, view_angle_deg: float | None) -> int:
+        """The worker a frame goes to: by its view's angle (None: no view), else the least busy."""
+        if view_angle_deg is None:
+            return self._busy.index(min(self._busy))
+        step = round((view_angle_deg % 360.0) / ROUTING_QUANTUM_DEG) % round(360.0 / ROUTING_QUANTUM_DEG)
+        return ((step * 2654435761) & 0xFFFFFFFF) * self.workers >> 32  # Knuth's multiplicative hash
+
     async def render(self, exposure: Exposure, rng: np.random.Generator, window: FrameWindow,
-                     nbytes: int) -> np.ndarray:
-        """One frame of ``nbytes``, rendered by a free worker (waits for a free slot first)."""
-        if self._pool is None:
+                     nbytes: int, view_angle_deg: float | None) -> np.ndarray:
+        """One frame of ``nbytes``, rendered by the worker for its view (waits for a free slot first).
+
+        ``view_angle_deg``: the rotation angle of a projection (routes it to the worker whose
+        view cache holds that angle); None for darks and flats.
+        """
+        if not self._pools:
             self._start()
         while nbytes != self._slot_bytes:
             if self._users == 0:
@@ -105,14 +123,17 @@ class RenderWorkers:
         self._unused.clear()
         try:
             slot = await self._free.get()
+            worker = self.worker_for(view_angle_deg)
+            self._busy[worker] += 1
             try:
                 loop = asyncio.get_running_loop()
                 shape, dtype = await loop.run_in_executor(
-                    self._pool, _render_into, slot, self._slot_bytes, exposure, rng, window
+                    self._pools[worker], _render_into, slot, self._slot_bytes, exposure, rng, window
                 )
                 view = np.ndarray(shape, np.dtype(dtype), buffer=self._block.buf, offset=slot * self._slot_bytes)
                 return await loop.run_in_executor(None, view.copy)
             finally:
+                self._busy[worker] -= 1
                 self._free.put_nowait(slot)
         finally:
             self._users -= 1
@@ -121,9 +142,9 @@ class RenderWorkers:
 
     def close(self) -> None:
         """Stop the workers (an unfinished render is abandoned) and free the shared memory."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for pool in self._pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._pools = []
         if self._block is not None:
             self._block.close()
             self._block.unlink()
