@@ -11,7 +11,8 @@ window travel to the worker: the frame is fully determined by them.
 Each worker keeps its own cache of views (imager.py), so a projection goes to the worker
 its angle (modulo 360 degrees) hashes to: the next turn of a time series finds the view it
 needs where it was rendered, and the angles of a scan spread evenly over the workers. Darks
-and flats, which need no view, go to the least busy worker.
+and flats, which need no view, go to the least busy worker, and so does a projection whose
+worker has fallen far behind (a still stage: one angle for every frame).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ MAX_SLOTS = 256
 """Most frames rendering at once (small binned frames), whatever fits the block."""
 ROUTING_QUANTUM_DEG = 1e-3
 """Angles this close share a worker (far below any snapping quantum of imager.Imager.snap)."""
+SPILL_BACKLOG = 8
+"""Frames a projection's own worker may have in hand beyond the least busy one before the frame
+goes there instead (which then renders that view once and keeps it too)."""
 
 _worker: dict = {}
 """Per worker process: its imager and the shared-memory block (set by _start_worker)."""
@@ -99,11 +103,15 @@ class RenderWorkers:
             self._free.put_nowait(slot)
 
     def worker_for(self, view_angle_deg: float | None) -> int:
-        """The worker a frame goes to: by its view's angle (None: no view), else the least busy."""
+        """The worker a frame goes to: the one its view's angle hashes to, unless that one is
+        SPILL_BACKLOG frames behind the least busy (a still stage sends every frame to one
+        angle: the others then render the view once and share the stream); no view: the least busy."""
+        least = self._busy.index(min(self._busy))
         if view_angle_deg is None:
-            return self._busy.index(min(self._busy))
+            return least
         step = round((view_angle_deg % 360.0) / ROUTING_QUANTUM_DEG) % round(360.0 / ROUTING_QUANTUM_DEG)
-        return ((step * 2654435761) & 0xFFFFFFFF) * self.workers >> 32  # Knuth's multiplicative hash
+        hashed = ((step * 2654435761) & 0xFFFFFFFF) * self.workers >> 32  # Knuth's multiplicative hash
+        return least if self._busy[hashed] - self._busy[least] >= SPILL_BACKLOG else hashed
 
     async def render(self, exposure: Exposure, rng: np.random.Generator, window: FrameWindow,
                      nbytes: int, view_angle_deg: float | None) -> np.ndarray:
