@@ -16,7 +16,8 @@ runs Internal-triggered, then checks and reports:
   render workers (no IOC, measured before the simulator starts), for the case's frames.
 
 Each case is preceded by an unmeasured 5-frame capture (render workers start, the
-detector's per-binning maps are built): the figures are the sustained ones.
+detector's per-binning maps are built; 120 frames for the still stage, so the workers hold
+the view at every breathing step): the figures are the sustained ones.
 
 Cases: ``full`` (2048x2048 Mono12 at 40 fps: 3.9 ms exposure + 21 ms readout),
 ``2x2`` and ``4x4`` at their top rates (Overlap=Yes, exposure = readout), dark frames
@@ -55,6 +56,9 @@ PREFIX = "BENCH:"
 TIME_SCALE = 100.0  # source warm-up in ~1 s
 BLOCK_BYTES = 8 * 2**20
 WARM_UP_FRAMES = 5
+STILL_WARM_UP_FRAMES = 120
+"""A still stage's warm-up: 3 s at 40 fps, four breaths, so each render worker holds the views of
+every step of breathing displacement (imager.Imager.breathing_quantum_mm)."""
 
 
 @dataclass(frozen=True)
@@ -268,9 +272,9 @@ def render_ceiling(case: Case, frames: int) -> dict:
         nbytes = rows * cols * 2
         def render(index: int, rng: np.random.Generator):
             e = exposure(index)
-            return pool.render(e, rng, window, nbytes, e.angle_deg if case.xrays else None)
+            return pool.render(e, rng, window, nbytes, e.angle_deg if case.xrays and index >= 0 else None)
 
-        await asyncio.gather(*(render(-1 - i, rng) for i in range(workers)))  # start-up
+        await asyncio.gather(*(render(-1 - i, rng) for i in range(workers)))  # start-up: one frame on each worker
         started = time.monotonic()
         await asyncio.gather(*(render(i, rng.spawn(1)[0]) for i in range(frames)))
         rate = frames / (time.monotonic() - started)
@@ -332,7 +336,9 @@ def main() -> int:
                 turning = False
             directory = data_dir / case.name.split()[0]
             # Warm-up (not measured): render workers start, per-binning detector maps are built.
-            warm_up = capture(pvs, replace(case, frames=WARM_UP_FRAMES), directory, sim.pid)
+            still = case.xrays and not case.turning
+            warm_up = capture(pvs, replace(case, frames=STILL_WARM_UP_FRAMES if still else WARM_UP_FRAMES), directory,
+                              sim.pid)
             Path(warm_up["path"]).unlink()
             result = capture(pvs, case, directory, sim.pid)
             result["raw_write"] = raw_write_bandwidth(directory, result["file_bytes"])

@@ -21,7 +21,7 @@ changes every frame, so it is applied as a shift (and, cone beam, zoom) of the c
 which carries a margin for it: exact in the parallel beam; in the cone beam exact only for
 the plane through the axis, so views are cached per step of breathing displacement
 (``breathing_quantum_mm``) small enough that the shift of the nearest keeps every feature
-within ``render_tolerance_px``. A displacement beyond the margin is imaged exactly,
+within ``breathing_tolerance_px``. A displacement beyond the margin is imaged exactly,
 uncached. Per frame that leaves the shift and the noise.
 
 Geometry conventions: geometry.py. Ground truth: groundtruth.py.
@@ -365,7 +365,7 @@ class Imager:
         displacement along the beam zooms it by y / sod^2 more or less. For a residual
         displacement r, at the specimen's reach R and a feature u pixels from the frame centre,
         the error is at most r (R / ((sod - R) * pitch) + u_max R / sod^2) pixels; the quantum
-        keeps that at ``render_tolerance_px`` for r up to half a quantum.
+        keeps that at ``breathing_tolerance_px`` for r up to half a quantum.
         """
         if isinstance(self.geometry, ParallelBeam):
             return math.inf
@@ -373,12 +373,12 @@ class Imager:
         sod = self.geometry.sod
         half_width_px = max(self.frame_shape(binning)) / 2
         per_mm = reach / ((sod - reach) * self.sample_pitch_mm(binning)) + half_width_px * reach / sod**2
-        return 2 * self.config.sim.detector.render_tolerance_px / per_mm
+        return 2 * self.config.sim.detector.breathing_tolerance_px / per_mm
 
     def _breathe(self, base: np.ndarray, margin: int, view: ViewState, breathing: np.ndarray) -> np.ndarray | None:
         """The cached view moved by the breathing displacement; None if it leaves the margin.
 
-        Exact in the parallel beam; within ``render_tolerance_px`` in the cone beam, where the
+        Exact in the parallel beam; within ``breathing_tolerance_px`` in the cone beam, where the
         displacement is at most half a ``breathing_quantum_mm`` (see there).
         """
         rows, cols = self.frame_shape(view.binning)
