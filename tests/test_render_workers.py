@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from nanoscope_daq.config import load_config
-from nanoscope_daq.sim.ioc.camera.render_workers import SPILL_BACKLOG, RenderWorkers
+from nanoscope_daq.sim.ioc.camera.render_workers import RenderWorkers
 
 
 def _workers(count: int) -> RenderWorkers:
@@ -25,10 +25,16 @@ def test_a_view_returns_to_its_worker_and_a_scan_spreads_over_all():
 
 def test_darks_go_to_the_least_busy_worker_and_a_backlogged_view_spills_over():
     pool = _workers(2)
+    pool._cut(2**20 // 8)  # full frames: 8 slots
     own = pool.worker_for(10.0)
     other = 1 - own
-    pool._busy[own] = 3
+    pool._busy[own] = 1
     assert pool.worker_for(None) == other
     assert pool.worker_for(10.0) == own  # a short queue: the view's own worker still
-    pool._busy[own] = SPILL_BACKLOG
+    pool._busy[own] = 2
     assert pool.worker_for(10.0) == other  # a still stage: the other worker shares the stream
+    pool._cut(2**20 // 256)  # small frames: 256 slots, a spill only behind 64 frames
+    pool._busy[own] = 63
+    assert pool.worker_for(10.0) == own
+    pool._busy[own] = 64
+    assert pool.worker_for(10.0) == other

@@ -34,9 +34,11 @@ MAX_SLOTS = 256
 """Most frames rendering at once (small binned frames), whatever fits the block."""
 ROUTING_QUANTUM_DEG = 1e-3
 """Angles this close share a worker (far below any snapping quantum of imager.Imager.snap)."""
-SPILL_BACKLOG = 8
-"""Frames a projection's own worker may have in hand beyond the least busy one before the frame
-goes there instead (which then renders that view once and keeps it too)."""
+SPILL_SHARE = 0.5
+"""A projection goes to the least busy worker instead of its view's own (which then renders the view
+once and keeps it too) when its own has this share of a worker's slots, and at least 2 frames, more
+in hand: with two workers a still stage at full frame (4 slots) shares the stream at once; a time
+series at 4x4 (64 slots) spills only when one worker has 16 frames more queued."""
 
 _worker: dict = {}
 """Per worker process: its imager and the shared-memory block (set by _start_worker)."""
@@ -82,6 +84,7 @@ class RenderWorkers:
         self._block: shared_memory.SharedMemory | None = None
         self._pools: list[ProcessPoolExecutor] = []
         self._busy = [0] * workers
+        self._slots = 0
 
     def _start(self) -> None:
         """Allocate the block and start the processes: at the first frame, so that a simulator
@@ -98,20 +101,22 @@ class RenderWorkers:
         if nbytes > self.block_bytes:
             raise ValueError(f"a frame of {nbytes} B exceeds the {self.block_bytes} B render block")
         self._slot_bytes = nbytes
+        self._slots = min(MAX_SLOTS, self.block_bytes // nbytes)
         self._free = asyncio.Queue()
-        for slot in range(min(MAX_SLOTS, self.block_bytes // nbytes)):
+        for slot in range(self._slots):
             self._free.put_nowait(slot)
 
     def worker_for(self, view_angle_deg: float | None) -> int:
         """The worker a frame goes to: the one its view's angle hashes to, unless that one is
-        SPILL_BACKLOG frames behind the least busy (a still stage sends every frame to one
-        angle: the others then render the view once and share the stream); no view: the least busy."""
+        far behind the least busy (SPILL_SHARE; a still stage sends every frame to one angle: the
+        others then render the view once and share the stream); no view: the least busy."""
         least = self._busy.index(min(self._busy))
         if view_angle_deg is None:
             return least
         step = round((view_angle_deg % 360.0) / ROUTING_QUANTUM_DEG) % round(360.0 / ROUTING_QUANTUM_DEG)
         hashed = ((step * 2654435761) & 0xFFFFFFFF) * self.workers >> 32  # Knuth's multiplicative hash
-        return least if self._busy[hashed] - self._busy[least] >= SPILL_BACKLOG else hashed
+        backlog = max(2.0, SPILL_SHARE * self._slots / self.workers)
+        return least if self._busy[hashed] - self._busy[least] >= backlog else hashed
 
     async def render(self, exposure: Exposure, rng: np.random.Generator, window: FrameWindow,
                      nbytes: int, view_angle_deg: float | None) -> np.ndarray:
