@@ -44,7 +44,7 @@ from scipy.special import ndtri
 
 from ...config import DetectorConfig, DetectorModelConfig
 from ...physics.spectrum import DetectedBeam
-from .kernels import read_out
+from .kernels import read_out, redraw_few_photons
 
 SHOT_READ_RATIO = 0.1
 """Below this ratio of shot to read variance the shot noise is folded into the Gaussian too."""
@@ -174,13 +174,15 @@ class Detector:
         # Where the shot noise is neither large nor negligible beside the read noise, the photon
         # count is drawn first, then the electrons given it.
         few_photons_from = (SHOT_READ_RATIO * read_var - dark_e) / second if second > 0 else np.inf
+        model = np.array([gain, second, dark_e, read_var, b2 * c.full_well_e, self._counts_per_electron(binning),
+                          self.max_count, few_photons_from], np.float32)
+        photons_open = np.ascontiguousarray(photons_open, np.float32)
+        uniform = np.float32(transmission if not per_pixel.size else 0.0)
+        deviates, table, offset = normal_deviates(rng, shape), normal_table(), self._map("readout_offset", binning)
         out = np.empty(shape, np.uint16)
-        f32 = np.float32
-        read_out(np.ascontiguousarray(photons_open, np.float32), per_pixel,
-                 f32(transmission if not per_pixel.size else 0.0), normal_deviates(rng, shape), normal_table(),
-                 f32(gain), f32(second), f32(dark_e), f32(read_var), f32(b2 * c.full_well_e),
-                 f32(self._counts_per_electron(binning)), self._map("readout_offset", binning), f32(self.max_count),
-                 f32(few_photons_from), rng, out)
+        if read_out(photons_open, per_pixel, uniform, deviates, table, model, offset, out):
+            redraw_few_photons(photons_open, per_pixel, uniform, deviates, normal_deviates(rng, shape), table, model,
+                               offset, rng, out)
         return out
 
     def _counts_per_electron(self, binning: int) -> float:
