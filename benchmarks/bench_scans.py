@@ -188,34 +188,36 @@ def leg_series(args: argparse.Namespace) -> None:
         xrm.source.warm_up().wait(120)
         xrm.det.hdf1.num_captured.subscribe(lambda value, **_: captured.append((time.time(), int(value))))
         RE = RunEngine({}, call_returns_result=True)
-        docs: list[tuple[str, dict]] = []
-        RE.subscribe(lambda name, doc: docs.append((name, doc)))
         wall = time.monotonic()
-        RE(time_series(xrm, subject=MOUSE, tomograms=args.tomograms, rotation="continuous", range_deg=360.0,
-                       projections=args.leg_series, binning=4, exposure_s=args.exposure, config=config))
+        failure = None
+        try:
+            RE(time_series(xrm, subject=MOUSE, tomograms=args.tomograms, rotation="continuous", range_deg=360.0,
+                           projections=args.leg_series, binning=4, exposure_s=args.exposure, config=config))
+        except Exception as exc:  # noqa: BLE001 -- reported below; the file holds what was measured
+            failure = f"{type(exc).__name__}: {exc}"
         wall = time.monotonic() - wall
     finally:
         sim.stop()
-    names = {d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "tomograms"}
-    events = [d["data"] for n, d in docs if n == "event" and d["descriptor"] in names]
-    period = next(d for n, d in docs if n == "start")["scan"]["period_s"]
-    with h5py.File(events[0]["file"], "r") as h5:
-        stamps = h5["entry/instrument/NDAttributes/NDArrayTimeStamp"][()]
+    (path,) = work.rglob("time_series_*.h5")
+    with h5py.File(path, "r") as h5:
+        attributes = h5["entry/instrument/NDAttributes"]
+        stamps, kinds = attributes["NDArrayTimeStamp"][()], attributes["FrameType"][()]
+    projections = np.flatnonzero(kinds == 0)
+    period = float(np.median(np.diff(stamps[projections])))
     times, counts = np.array([t for t, _ in captured]), np.array([c for _, c in captured])
-    first_trigger = stamps[events[0]["projections_start"]]
     rows = []
-    for event in events:
-        start, stop = event["projections_start"], event["projections_stop"]
-        acquired = stamps[stop - 1] + period  # exposure end of its last projection
-        in_file = times[np.argmax(counts >= stop)]
-        rows.append({"tomogram": event["tomogram"], "projections": stop - start,
-                     "acquisition_s": float(acquired - stamps[start]),
-                     "first_trigger_to_last_in_file_s": float(in_file - stamps[start]),
+    for k, indices in enumerate(np.array_split(projections, len(projections) // args.leg_series)):
+        acquired = stamps[indices[-1]] + period  # exposure end of its last projection
+        in_file = times[np.argmax(counts >= indices[-1] + 1)]
+        rows.append({"tomogram": k, "projections": len(indices),
+                     "acquisition_s": float(acquired - stamps[indices[0]]),
+                     "first_trigger_to_last_in_file_s": float(in_file - stamps[indices[0]]),
                      "lag_after_acquisition_s": float(in_file - acquired)})
-    series_acquisition = stamps[events[-1]["projections_stop"] - 1] + period - first_trigger
-    series_in_file = times[np.argmax(counts >= events[-1]["projections_stop"])] - first_trigger
+    first_trigger = stamps[projections[0]]
+    series_acquisition = stamps[projections[-1]] + period - first_trigger
+    series_in_file = times[np.argmax(counts >= projections[-1] + 1)] - first_trigger
     results = {"machine": platform.node(), "args": vars(args), "period_s": period, "plan_wall_s": wall,
-               "tomograms": rows, "series_acquisition_s": float(series_acquisition),
+               "plan_failure": failure, "tomograms": rows, "series_acquisition_s": float(series_acquisition),
                "series_first_trigger_to_last_in_file_s": float(series_in_file)}
     print(f"full-size leg, {len(rows)} x {args.leg_series} projections over 360 deg, 512^2, "
           f"period {period * 1e3:.2f} ms")
@@ -223,7 +225,7 @@ def leg_series(args: argparse.Namespace) -> None:
         print(f"  tomogram {row['tomogram']}: acquisition {row['acquisition_s']:7.2f} s, first trigger -> last in "
               f"file {row['first_trigger_to_last_in_file_s']:7.2f} s (lag {row['lag_after_acquisition_s']:.2f} s)")
     print(f"  series: acquisition {series_acquisition:.2f} s, first trigger -> last frame in file "
-          f"{series_in_file:.2f} s; plan wall {wall:.1f} s")
+          f"{series_in_file:.2f} s; plan wall {wall:.1f} s" + (f"; plan failed: {failure}" if failure else ""))
     out = RESULTS.with_name("bench_scans_leg_series.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

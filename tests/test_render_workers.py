@@ -15,12 +15,24 @@ def _workers(count: int) -> RenderWorkers:
 def test_a_view_returns_to_its_worker_and_a_scan_spreads_over_all():
     pool = _workers(3)
     grid = np.arange(900) * 0.2 + 0.0937  # a fly scan's mid-exposure angles
-    first_turn = [pool.worker_for(a) for a in grid]
-    assert [pool.worker_for(a + 360.0) for a in grid] == first_turn  # the next turn: the same workers
-    assert [pool.worker_for(a - 720.0 + 1e-9) for a in grid] == first_turn
-    shares = np.bincount(first_turn, minlength=3) / len(grid)
-    assert np.all(np.abs(shares - 1 / 3) < 0.05)
-    assert len(set(first_turn[:10])) > 1  # neighbouring angles alternate, so no worker idles in a scan
+
+    def turn(offset_deg: float) -> list[int]:
+        """Route a turn's frames as they arrive, three in hand: the oldest is done as the next one comes."""
+        chosen: list[int] = []
+        for angle in grid:
+            if len(chosen) >= 3:
+                pool._busy[chosen[-3]] -= 1
+            chosen.append(pool.worker_for(angle + offset_deg))
+            pool._busy[chosen[-1]] += 1
+        for worker in chosen[-3:]:
+            pool._busy[worker] -= 1
+        return chosen
+
+    first = turn(0.0)
+    shares = np.bincount(first, minlength=3) / len(grid)
+    assert np.all(np.abs(shares - 1 / 3) < 0.05)  # new views spread evenly
+    assert turn(360.0) == first  # the next turn: every view where it was rendered
+    assert turn(-720.0 + 1e-9) == first
 
 
 def test_darks_go_to_the_least_busy_worker_and_a_backlogged_view_spills_over():
@@ -32,9 +44,15 @@ def test_darks_go_to_the_least_busy_worker_and_a_backlogged_view_spills_over():
     assert pool.worker_for(None) == other
     assert pool.worker_for(10.0) == own  # a short queue: the view's own worker still
     pool._busy[own] = 2
-    assert pool.worker_for(10.0) == other  # a still stage: the other worker shares the stream
+    assert pool.worker_for(10.0) == other  # a still stage: the other worker shares the stream ...
+    pool._busy[own] = 3
+    pool._busy[other] = 2
+    assert pool.worker_for(10.0) == other  # ... and holds the view from then on
     pool._cut(2**20 // 256)  # small frames: 256 slots, a spill only behind 64 frames
-    pool._busy[own] = 63
-    assert pool.worker_for(10.0) == own
-    pool._busy[own] = 64
-    assert pool.worker_for(10.0) == other
+    pool._busy[own] = 1
+    pool._busy[other] = 0
+    assert pool.worker_for(20.0) == other
+    pool._busy[other] = 64
+    assert pool.worker_for(20.0) == other
+    pool._busy[other] = 65
+    assert pool.worker_for(20.0) == own

@@ -8,11 +8,12 @@ and writes the frame into a shared-memory slot; the IOC copies it out (a memcpy)
 and frees the slot. Only the Exposure, the frame's random generator and the readout
 window travel to the worker: the frame is fully determined by them.
 
-Each worker keeps its own cache of views (imager.py), so a projection goes to the worker
-its angle (modulo 360 degrees) hashes to: the next turn of a time series finds the view it
-needs where it was rendered, and the angles of a scan spread evenly over the workers. Darks
-and flats, which need no view, go to the least busy worker, and so does a projection whose
-worker has fallen far behind (a still stage: one angle for every frame).
+Each worker keeps its own cache of views (imager.py), so the pool remembers which workers
+rendered each angle (modulo 360 degrees): a projection at a known angle goes to the least
+busy of them -- the next turn of a time series finds its views where they were rendered --
+and one at a new angle, like a dark or a flat, to the least busy worker, which spreads a
+scan's new views evenly. A projection whose workers have all fallen far behind goes to the
+least busy one too (a still stage: one angle for every frame), which then also holds it.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ MAX_SLOTS = 256
 ROUTING_QUANTUM_DEG = 1e-3
 """Angles this close share a worker (far below any snapping quantum of imager.Imager.snap)."""
 SPILL_SHARE = 0.5
-"""A projection goes to the least busy worker instead of its view's own (which then renders the view
-once and keeps it too) when its own has this share of a worker's slots, and at least 2 frames, more
-in hand: with two workers a still stage at full frame (4 slots) shares the stream at once; a time
-series at 4x4 (64 slots) spills only when one worker has 16 frames more queued."""
+"""A projection goes to the least busy worker instead of one holding its view (which then renders the
+view once and holds it too) when those have this share of a worker's slots, and at least 2 frames,
+more in hand: with two workers a still stage at full frame (4 slots) shares the stream at once; a
+time series at 4x4 (64 slots) spills only when a worker has 16 frames more queued."""
 
 _worker: dict = {}
 """Per worker process: its imager and the shared-memory block (set by _start_worker)."""
@@ -85,6 +86,8 @@ class RenderWorkers:
         self._pools: list[ProcessPoolExecutor] = []
         self._busy = [0] * workers
         self._slots = 0
+        self._holders: dict[int, int] = {}
+        """Per angle step (ROUTING_QUANTUM_DEG, modulo 360 degrees): bit mask of the workers that rendered it."""
 
     def _start(self) -> None:
         """Allocate the block and start the processes: at the first frame, so that a simulator
@@ -107,16 +110,23 @@ class RenderWorkers:
             self._free.put_nowait(slot)
 
     def worker_for(self, view_angle_deg: float | None) -> int:
-        """The worker a frame goes to: the one its view's angle hashes to, unless that one is
-        far behind the least busy (SPILL_SHARE; a still stage sends every frame to one angle: the
-        others then render the view once and share the stream); no view: the least busy."""
+        """The worker a frame goes to (and, for a view, remembered as holding it).
+
+        A view at an angle some workers rendered: the least busy of those, unless it is far behind
+        the least busy worker (SPILL_SHARE); a new angle, or no view (``None``): the least busy.
+        """
         least = self._busy.index(min(self._busy))
         if view_angle_deg is None:
             return least
         step = round((view_angle_deg % 360.0) / ROUTING_QUANTUM_DEG) % round(360.0 / ROUTING_QUANTUM_DEG)
-        hashed = ((step * 2654435761) & 0xFFFFFFFF) * self.workers >> 32  # Knuth's multiplicative hash
-        backlog = max(2.0, SPILL_SHARE * self._slots / self.workers)
-        return least if self._busy[hashed] - self._busy[least] >= backlog else hashed
+        holders = self._holders.get(step, 0)
+        chosen = least
+        if holders:
+            best = min((w for w in range(self.workers) if holders >> w & 1), key=self._busy.__getitem__)
+            if self._busy[best] - self._busy[least] < max(2.0, SPILL_SHARE * self._slots / self.workers):
+                chosen = best
+        self._holders[step] = holders | 1 << chosen
+        return chosen
 
     async def render(self, exposure: Exposure, rng: np.random.Generator, window: FrameWindow,
                      nbytes: int, view_angle_deg: float | None) -> np.ndarray:
