@@ -18,7 +18,8 @@ scan: a time series of 3 fly tomograms of N projections each over 360 degrees (c
 rotation: every tomogram at the same angles) of the full-size leg at 4x4 binning (512^2),
 from the first trigger to each tomogram's last projection in the file (HDF1:NumCaptured_RBV
 monitored; exposure starts from the frames' own stamps), against the acquisition time. The
-first tomogram renders every view exactly; the later ones find them in the view cache.
+first tomogram renders every view exactly; the later ones find them in the view cache. The
+simulator writes no ground-truth volume here (it would take a core for minutes alongside).
 
 Usage: python benchmarks/bench_scans.py [--projections 900] [--binning 4] [--tomograms 3] [--leg-series N]
 Writes benchmarks/results/bench_scans.json (bench_scans_leg_series.json for --leg-series).
@@ -178,6 +179,7 @@ def leg_series(args: argparse.Namespace) -> None:
     config_path.write_text(overrides_toml({
         "paths": {"data_dir": str(work)}, "dose": {"ledger_path": str(work / "dose.sqlite"), "budget_gy": 100.0},
         "scan": {"darks": 10, "flats": 10},
+        "sim": {"camera": {"ground_truth_max_voxels": 1}},  # the 4x4 volume costs minutes of a core: not measured
     }))
     config = load_config(config_path)
     sim = SimProcess("BL:", port, data_dir=work, time_scale=50.0, config=config_path).start()

@@ -35,9 +35,9 @@ def test_a_view_returns_to_its_worker_and_a_scan_spreads_over_all():
     assert turn(-720.0 + 1e-9) == first
 
 
-def test_darks_go_to_the_least_busy_worker_and_a_backlogged_view_spills_over():
+def test_darks_go_to_the_least_busy_worker_and_a_still_stage_spills_over():
     pool = _workers(2)
-    pool._cut(2**20 // 8)  # full frames: 8 slots
+    pool._cut(2**20 // 8)  # full frames: 8 slots, a spill behind 2 frames
     own = pool.worker_for(10.0)
     other = 1 - own
     pool._busy[own] = 1
@@ -48,11 +48,10 @@ def test_darks_go_to_the_least_busy_worker_and_a_backlogged_view_spills_over():
     pool._busy[own] = 3
     pool._busy[other] = 2
     assert pool.worker_for(10.0) == other  # ... and holds the view from then on
-    pool._cut(2**20 // 256)  # small frames: 256 slots, a spill only behind 64 frames
-    pool._busy[own] = 1
-    pool._busy[other] = 0
-    assert pool.worker_for(20.0) == other
-    pool._busy[other] = 64
-    assert pool.worker_for(20.0) == other
-    pool._busy[other] = 65
+    # A scan never spills: the next turn's views stay with their worker however long its queue.
+    pool._busy[own], pool._busy[other] = 0, 0
     assert pool.worker_for(20.0) == own
+    pool._busy[own] = 0
+    assert pool.worker_for(30.0) == own  # (ties: the first worker)
+    pool._busy[own] = 6
+    assert pool.worker_for(20.0 + 360.0) == own

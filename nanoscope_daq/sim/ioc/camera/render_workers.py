@@ -12,8 +12,10 @@ Each worker keeps its own cache of views (imager.py), so the pool remembers whic
 rendered each angle (modulo 360 degrees): a projection at a known angle goes to the least
 busy of them -- the next turn of a time series finds its views where they were rendered --
 and one at a new angle, like a dark or a flat, to the least busy worker, which spreads a
-scan's new views evenly. A projection whose workers have all fallen far behind goes to the
-least busy one too (a still stage: one angle for every frame), which then also holds it.
+scan's new views evenly. At a still stage (the same angle as the projection before) a frame
+whose workers have all fallen far behind goes to the least busy one too, which renders the
+view once and shares the stream; in a scan, where each angle is new, it never does: there
+that would cost a new view per frame.
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ MAX_SLOTS = 256
 ROUTING_QUANTUM_DEG = 1e-3
 """Angles this close share a worker (far below any snapping quantum of imager.Imager.snap)."""
 SPILL_SHARE = 0.5
-"""A projection goes to the least busy worker instead of one holding its view (which then renders the
-view once and holds it too) when those have this share of a worker's slots, and at least 2 frames,
-more in hand: with two workers a still stage at full frame (4 slots) shares the stream at once; a
-time series at 4x4 (64 slots) spills only when a worker has 16 frames more queued."""
+"""At a still stage a projection goes to the least busy worker instead of one holding its view
+(which then renders the view once and holds it too) when those have this share of a worker's
+slots, and at least 2 frames, more in hand: with two workers and full frames (4 slots) the
+stream is shared at once."""
 
 _worker: dict = {}
 """Per worker process: its imager and the shared-memory block (set by _start_worker)."""
@@ -88,6 +90,7 @@ class RenderWorkers:
         self._slots = 0
         self._holders: dict[int, int] = {}
         """Per angle step (ROUTING_QUANTUM_DEG, modulo 360 degrees): bit mask of the workers that rendered it."""
+        self._last_step = -1
 
     def _start(self) -> None:
         """Allocate the block and start the processes: at the first frame, so that a simulator
@@ -112,8 +115,9 @@ class RenderWorkers:
     def worker_for(self, view_angle_deg: float | None) -> int:
         """The worker a frame goes to (and, for a view, remembered as holding it).
 
-        A view at an angle some workers rendered: the least busy of those, unless it is far behind
-        the least busy worker (SPILL_SHARE); a new angle, or no view (``None``): the least busy.
+        A view at an angle some workers rendered: the least busy of those, unless the stage stands
+        still (the angle of the projection before) and it is far behind the least busy worker
+        (SPILL_SHARE); a new angle, or no view (``None``): the least busy.
         """
         least = self._busy.index(min(self._busy))
         if view_angle_deg is None:
@@ -123,9 +127,11 @@ class RenderWorkers:
         chosen = least
         if holders:
             best = min((w for w in range(self.workers) if holders >> w & 1), key=self._busy.__getitem__)
-            if self._busy[best] - self._busy[least] < max(2.0, SPILL_SHARE * self._slots / self.workers):
+            behind = self._busy[best] - self._busy[least] >= max(2.0, SPILL_SHARE * self._slots / self.workers)
+            if not (behind and step == self._last_step):
                 chosen = best
         self._holders[step] = holders | 1 << chosen
+        self._last_step = step
         return chosen
 
     async def render(self, exposure: Exposure, rng: np.random.Generator, window: FrameWindow,
