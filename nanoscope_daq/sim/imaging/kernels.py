@@ -24,7 +24,6 @@ FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 # The detector model's scalars, in this order, in one float32 array (``model`` below).
 GAIN, SECOND_MOMENT, DARK_E, READ_VAR, FULL_WELL_E, COUNTS_PER_ELECTRON, MAX_COUNT, FEW_PHOTONS_FROM = range(8)
-MODEL_SIZE = 8
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FAST, inline="always")
@@ -69,7 +68,7 @@ def read_out(photons_open: np.ndarray, transmission: np.ndarray, uniform_transmi
         Random indices into ``table``: one standard normal deviate per pixel.
     table : (65536,) float32
         Standard normal quantiles (detector.normal_table).
-    model : (MODEL_SIZE,) float32
+    model : (8,) float32
         Electrons per photon, E[g + g^2], dark electrons, read variance (electrons^2), full well,
         counts per electron, largest count, and the photons from which a pixel's photon count is
         drawn first (indices GAIN .. FEW_PHOTONS_FROM).
