@@ -16,15 +16,18 @@ runs Internal-triggered, then checks and reports:
   render workers (no IOC, measured before the simulator starts), for the case's frames.
 
 Each case is preceded by an unmeasured 5-frame capture (render workers start, the
-detector's per-binning maps are built): the figures are the sustained ones.
+detector's per-binning maps are built; 120 frames for the still stage, so the workers hold
+the view at every breathing step): the figures are the sustained ones.
 
 Cases: ``full`` (2048x2048 Mono12 at 40 fps: 3.9 ms exposure + 21 ms readout),
 ``2x2`` and ``4x4`` at their top rates (Overlap=Yes, exposure = readout), dark frames
 (X-rays off: the detector noise model still renders every frame); ``projections``:
 full-frame and 4x4 projections of the turning specimen with the source on (a new view
-every frame: the exact-physics cost). Files are deleted afterwards unless ``--keep``.
+every frame: the exact-physics cost); ``views``: full-frame projections with the stage
+still (one view, cached: breathing shift, photon noise and read-out per frame). Files are
+deleted afterwards unless ``--keep``.
 
-Usage: python benchmarks/bench_camera_stream.py [--frames 1000] [--cases full,2x2,4x4,projections]
+Usage: python benchmarks/bench_camera_stream.py [--frames 1000] [--cases full,2x2,4x4,views,projections]
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ PREFIX = "BENCH:"
 TIME_SCALE = 100.0  # source warm-up in ~1 s
 BLOCK_BYTES = 8 * 2**20
 WARM_UP_FRAMES = 5
+STILL_WARM_UP_FRAMES = 120
+"""A still stage's warm-up: 3 s at 40 fps, four breaths, so each render worker holds the views of
+every step of breathing displacement (imager.Imager.breathing_quantum_mm)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ class Case:
     overlap: bool
     xrays: bool
     frames: int
+    turning: bool = True
+    """With X-rays: the stage turns (a new view every frame) or stands still (one cached view)."""
 
 
 def cases(selected: list[str], frames: int, projection_frames: int) -> list[Case]:
@@ -77,6 +85,8 @@ def cases(selected: list[str], frames: int, projection_frames: int) -> list[Case
         "full": [Case("1x1 Mono12 40 fps, darks", 1, 0.0039, 0.025, False, False, frames)],
         "2x2": [Case("2x2 Mono12 top rate, darks", 2, readout[2], readout[2], True, False, frames)],
         "4x4": [Case("4x4 Mono12 top rate, darks", 4, readout[4], readout[4], True, False, frames)],
+        "views": [Case("1x1 projections, stage still (cached view)", 1, 0.0039, 0.025, False, True, frames,
+                       turning=False)],
         "projections": [
             Case("1x1 projections, turning", 1, 0.0039, 0.025, False, True, projection_frames),
             Case("4x4 projections, turning", 4, readout[4], readout[4], True, True, 5 * projection_frames),
@@ -248,7 +258,8 @@ def render_ceiling(case: Case, frames: int) -> dict:
 
     def exposure(index: int) -> Exposure:
         return Exposure(
-            angle_deg=0.75 * index, sample_offset_mm=(0.0, 0.0, 0.0), respiration_mm=0.0, force_n=0.0, day=0.0,
+            angle_deg=0.75 * index if case.turning else 10.0, sample_offset_mm=(0.0, 0.0, 0.0), respiration_mm=0.0,
+            force_n=0.0, day=0.0,
             exposure_s=case.exposure_s, kv=50.0, power_w=100.0, xrays_on=case.xrays, binning=case.binning,
         )
 
@@ -259,9 +270,13 @@ def render_ceiling(case: Case, frames: int) -> dict:
         window = FrameWindow(slice(0, rows), slice(0, cols), drop_bits=4)
         rng = np.random.default_rng(0)
         nbytes = rows * cols * 2
-        await asyncio.gather(*(pool.render(exposure(-1 - i), rng, window, nbytes) for i in range(workers)))  # start-up
+        def render(index: int, rng: np.random.Generator):
+            e = exposure(index)
+            return pool.render(e, rng, window, nbytes, e.angle_deg if case.xrays and index >= 0 else None)
+
+        await asyncio.gather(*(render(-1 - i, rng) for i in range(workers)))  # start-up: one frame on each worker
         started = time.monotonic()
-        await asyncio.gather(*(pool.render(exposure(i), rng.spawn(1)[0], window, nbytes) for i in range(frames)))
+        await asyncio.gather(*(render(i, rng.spawn(1)[0]) for i in range(frames)))
         rate = frames / (time.monotonic() - started)
         pool.close()
         return rate
@@ -306,16 +321,24 @@ def main() -> int:
     results = []
     with SimProcess(PREFIX, port, data_dir=data_dir, time_scale=TIME_SCALE) as sim:
         pvs = Pvs(epics)
-        xrays = False
+        xrays = turning = False
         for case in selected:
             if case.xrays and not xrays:
                 switch_xrays_on(pvs)
                 pvs.put("ROT.VELO", 30.0)
-                pvs.pv("ROT.VAL").put(36000.0)  # keeps turning through the projection cases
                 xrays = True
+            if case.xrays and case.turning and not turning:
+                pvs.pv("ROT.VAL").put(36000.0)  # keeps turning through the projection cases
+                turning = True
+            elif case.xrays and not case.turning and turning:
+                pvs.put("ROT.STOP", 1)
+                time.sleep(2.0)
+                turning = False
             directory = data_dir / case.name.split()[0]
             # Warm-up (not measured): render workers start, per-binning detector maps are built.
-            warm_up = capture(pvs, replace(case, frames=WARM_UP_FRAMES), directory, sim.pid)
+            still = case.xrays and not case.turning
+            warm_up = capture(pvs, replace(case, frames=STILL_WARM_UP_FRAMES if still else WARM_UP_FRAMES), directory,
+                              sim.pid)
             Path(warm_up["path"]).unlink()
             result = capture(pvs, case, directory, sim.pid)
             result["raw_write"] = raw_write_bandwidth(directory, result["file_bytes"])
@@ -324,7 +347,7 @@ def main() -> int:
                 Path(result["path"]).unlink()
             results.append(result)
             print(f"done: {case.name}", flush=True)
-        if xrays:
+        if turning:
             pvs.put("ROT.STOP", 1)
     if not args.keep and not args.data_dir:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -407,6 +407,7 @@ class DetectorModelConfig:
     psf_fwhm_um: float = field(metadata=non_negative())
     render_tolerance_px: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
     render_cache_mb: float = field(metadata=positive())
+    breathing_tolerance_px: float = field(metadata=_check(lambda v: 0 < v <= 5, "above 0 and at most 5"))
     projection_supersampling: int = field(metadata=_check(lambda v: 1 <= v <= 4, "between 1 and 4"))
 
 

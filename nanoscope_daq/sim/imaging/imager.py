@@ -14,11 +14,15 @@
 
 Speed: the ideal transmission is what costs (0.5-3 s per view on one core, see
 benchmarks/bench_imaging.py); it is cached (``render_cache_mb``, least recently used first) per binning,
-study day, load, angle, stage offset and source setting, each snapped to a quantum
-that moves no feature by more than ``render_tolerance_px``: a second frame at the same
-state reuses it. Breathing changes every frame, so it is applied as a sub-pixel shift
-(bilinear) of the cached view, which carries a margin for it; a displacement beyond
-that margin is imaged exactly, uncached. Per frame that leaves the shift and the noise.
+study day, load, angle (modulo 360 degrees), stage offset and source setting, each snapped
+to a quantum that moves no feature by more than ``render_tolerance_px``: a second frame at
+the same state -- the same angle in the next turn of a time series -- reuses it. Breathing
+changes every frame, so it is applied as a shift (and, cone beam, zoom) of the cached view,
+which carries a margin for it: exact in the parallel beam; in the cone beam exact only for
+the plane through the axis, so views are cached per step of breathing displacement
+(``breathing_quantum_mm``) small enough that the shift of the nearest keeps every feature
+within ``breathing_tolerance_px``. A displacement beyond the margin is imaged exactly,
+uncached. Per frame that leaves the shift and the noise.
 
 Geometry conventions: geometry.py. Ground truth: groundtruth.py.
 """
@@ -44,8 +48,11 @@ from ...physics.remodeling import SpecimenAnatomy, specimen_anatomy
 from ...physics.spectrum import DetectedBeam, detect, source_beam
 from .detector import Detector, check_binning
 from .exposure import Exposure
+from .kernels import resample
 
 STATE_CACHE_DAYS = 4
+OPEN_BEAM_SETTINGS = 4
+"""Open-beam photon maps kept (binning, kV, power x exposure): a scan uses one, an alignment a few."""
 ZERNIKE_FFT_MARGIN_PX = 8
 
 
@@ -138,6 +145,7 @@ class Imager:
         self._states: OrderedDict[float, SpecimenAnatomy] = OrderedDict()
         self._beams: dict[float, DetectedBeam] = {}
         self._flux: dict[tuple[int, float], np.ndarray] = {}
+        self._open_photons: OrderedDict[tuple[int, float, float], np.ndarray] = OrderedDict()
         self._optics: TxmOptics | None = None
         self._lock = threading.Lock()
         self._phantom_lock = threading.Lock()
@@ -161,10 +169,9 @@ class Imager:
             raise ValueError(f"exposure_s must be >= 0, got {exposure.exposure_s}")
         if not exposure.xrays_on or exposure.power_w <= 0:
             return self.detector.read(None, None, exposure.exposure_s, b, rng)
-        beam = self._beam(exposure.kv)
-        photons = self._flux_map(b, exposure.kv) * np.float32(exposure.power_w * exposure.exposure_s)
-        photons *= self.transmission(exposure)
-        return self.detector.read(photons, beam, exposure.exposure_s, b, rng)
+        photons_open = self._open_beam_photons(b, exposure.kv, exposure.power_w * exposure.exposure_s)
+        return self.detector.read(photons_open, self._beam(exposure.kv), exposure.exposure_s, b, rng,
+                                  self.transmission(exposure))
 
     def write_ground_truth(self, path: str | Path, day: float, binning: int) -> None:
         """ground_truth.h5 of the specimen on ``day`` at the voxel size of this binning (groundtruth.py)."""
@@ -257,7 +264,7 @@ class Imager:
             sz_snapped, kv, spot = 0.0, 0.0, 0.0
         return ViewState(
             binning=b, day=day, force_n=round(exposure.force_n / force_q) * force_q,
-            angle_deg=round(exposure.angle_deg / angle_q) * angle_q,
+            angle_deg=round((exposure.angle_deg % 360.0) / angle_q) * angle_q % 360.0,
             offset_mm=(round(sx / tol) * tol, round(sy / tol) * tol, sz_snapped), kv=kv, spot_um=spot,
         )
 
@@ -270,10 +277,14 @@ class Imager:
         if self.geometry.kind == "cone":
             self.last_kv = exposure.kv
         margin = self.margin_px(view.binning)
-        key = (view.binning, view.day, view.force_n, view.angle_deg, view.offset_mm, view.kv, view.spot_um)
-        base = self._cache.get(key, lambda: self.ideal_view(view, margin))
+        quantum = self.breathing_quantum_mm(view.binning)
+        breath_bin = round(exposure.respiration_mm / quantum) if math.isfinite(quantum) else 0
+        cached_mm = breath_bin * quantum if breath_bin else 0.0
+        key = (view.binning, view.day, view.force_n, view.angle_deg, view.offset_mm, view.kv, view.spot_um, breath_bin)
+        base = self._cache.get(
+            key, lambda: self.ideal_view(view, margin, cached_mm * self.respiration_direction if breath_bin else None))
+        shifted = self._breathe(base, margin, view, (exposure.respiration_mm - cached_mm) * self.respiration_direction)
         breathing = exposure.respiration_mm * self.respiration_direction
-        shifted = self._breathe(base, margin, view, breathing)
         if shifted is None:  # breathing beyond the cached margin: image it exactly
             shifted = self.ideal_view(view, margin, breathing)[margin:-margin or None, margin:-margin or None]
         return shifted
@@ -344,8 +355,32 @@ class Imager:
         image = bin_samples(image, self.config.sim.detector.projection_supersampling)
         return blur(image, self._blur_px(view.binning, view.spot_um)).astype(np.float32)
 
+    def breathing_quantum_mm(self, binning: int) -> float:
+        """Steps of breathing displacement (mm) at which views are cached; in between, the nearest is shifted.
+
+        Parallel beam: a rigid displacement of the specimen is exactly a shift of its projection
+        (the part along the beam changes nothing), so every breath shifts the one view: inf.
+        Cone beam: a shift (and zoom) of the view is exact only for the plane through the axis;
+        a feature at depth y along the beam moves by a fraction y / (sod - y) more or less, and a
+        displacement along the beam zooms it by y / sod^2 more or less. For a residual
+        displacement r, at the specimen's reach R and a feature u pixels from the frame centre,
+        the error is at most r (R / ((sod - R) * pitch) + u_max R / sod^2) pixels; the quantum
+        keeps that at ``breathing_tolerance_px`` for r up to half a quantum.
+        """
+        if isinstance(self.geometry, ParallelBeam):
+            return math.inf
+        reach = self.specimen_radius_mm + self.config.sim.physiology.respiration_amplitude_mm
+        sod = self.geometry.sod
+        half_width_px = max(self.frame_shape(binning)) / 2
+        per_mm = reach / ((sod - reach) * self.sample_pitch_mm(binning)) + half_width_px * reach / sod**2
+        return 2 * self.config.sim.detector.breathing_tolerance_px / per_mm
+
     def _breathe(self, base: np.ndarray, margin: int, view: ViewState, breathing: np.ndarray) -> np.ndarray | None:
-        """The cached view moved by the breathing displacement; None if it leaves the margin."""
+        """The cached view moved by the breathing displacement; None if it leaves the margin.
+
+        Exact in the parallel beam; within ``breathing_tolerance_px`` in the cone beam, where the
+        displacement is at most half a ``breathing_quantum_mm`` (see there).
+        """
         rows, cols = self.frame_shape(view.binning)
         lab = rotation_z(view.angle_deg) @ breathing
         pitch = self.sample_pitch_mm(view.binning)
@@ -404,6 +439,23 @@ class Imager:
             self._flux[key] = flux
         return flux
 
+    def _open_beam_photons(self, binning: int, kv: float, watt_seconds: float) -> np.ndarray:
+        """Photons each binned pixel absorbs in the open beam: the flux map times power and exposure.
+
+        Kept for the last few settings: a scan's frames all share one, so no frame pays the product.
+        """
+        key = (binning, round(kv, 1), watt_seconds)
+        with self._lock:
+            if key in self._open_photons:
+                self._open_photons.move_to_end(key)
+                return self._open_photons[key]
+        photons = self._flux_map(binning, kv) * np.float32(watt_seconds)
+        with self._lock:
+            self._open_photons[key] = photons
+            while len(self._open_photons) > OPEN_BEAM_SETTINGS:
+                self._open_photons.popitem(last=False)
+        return photons
+
     def _kalpha_ratio(self, kv: float) -> float:
         """K-alpha output at ``kv`` relative to the source's maximum high voltage (TXM flux)."""
         if kv <= 0:
@@ -414,41 +466,28 @@ class Imager:
 
 
 def shift_zoom(base: np.ndarray, margin: int, rows: int, cols: int, shift_r: float, shift_c: float,
-               zoom: float, tolerance_px: float = 0.05) -> np.ndarray | None:
+               zoom: float) -> np.ndarray | None:
     """Sample ``base`` (frame + margin) so that content moves by (shift_r, shift_c) px and scales by
     ``zoom`` about the frame centre; None if that needs pixels beyond the margin.
 
-    Bilinear, separable; a zoom is applied as piecewise-constant shifts over bands narrow
-    enough that no pixel is off by more than ``tolerance_px`` / 2.
+    Bilinear, exact in the zoom: output pixel i reads source position
+    (i + 0.5 - size/2 - shift) / zoom + size/2 + margin - 0.5 along each axis; one compiled pass.
     """
-    out = _resample_axis(base, margin, rows, shift_r, zoom, 0, tolerance_px)
-    return None if out is None else _resample_axis(out, margin, cols, shift_c, zoom, 1, tolerance_px)
-
-
-def _resample_axis(image: np.ndarray, margin: int, size: int, shift: float, zoom: float, axis: int,
-                   tolerance_px: float) -> np.ndarray | None:
-    """Output index i reads source position (i + 0.5 - size/2 - shift) / zoom + size/2 + margin - 0.5."""
-    stretch = abs(1.0 / zoom - 1.0)
-    band = size if stretch * size < tolerance_px else max(1, int(tolerance_px / stretch))
-    shape = list(image.shape)
-    shape[axis] = size
-    out = np.empty(shape, dtype=np.float32)
-    for first in range(0, size, band):
-        last = min(size, first + band)
-        centre = 0.5 * (first + last - 1)
-        offset = (centre + 0.5 - size / 2 - shift) / zoom + size / 2 + margin - 0.5 - centre
-        start = first + offset
-        i0 = math.floor(start)
-        frac = np.float32(start - i0)
-        if i0 < 0 or i0 + (last - first) + 1 > image.shape[axis]:
-            return None
-        src = [slice(None), slice(None)]
-        dst = [slice(None), slice(None)]
-        dst[axis] = slice(first, last)
-        src[axis] = slice(i0, i0 + last - first)
-        lo = image[tuple(src)]
-        src[axis] = slice(i0 + 1, i0 + 1 + last - first)
-        hi = image[tuple(src)]
-        np.multiply(lo, 1 - frac, out=out[tuple(dst)])
-        out[tuple(dst)] += hi * frac
+    row0, row_frac = _source_positions(rows, margin, shift_r, zoom, base.shape[0])
+    col0, col_frac = _source_positions(cols, margin, shift_c, zoom, base.shape[1])
+    if row0 is None or col0 is None:
+        return None
+    out = np.empty((rows, cols), np.float32)
+    resample(np.ascontiguousarray(base, np.float32), row0, row_frac, col0, col_frac, out)
     return out
+
+
+def _source_positions(size: int, margin: int, shift: float, zoom: float,
+                      available: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Integer part (int64) and fraction (float32) of the source position of each output pixel along one axis;
+    (None, ...) where a position needs a pixel beyond ``available``."""
+    position = (np.arange(size) + 0.5 - size / 2 - shift) / zoom + size / 2 + margin - 0.5
+    first = np.floor(position).astype(np.int64)
+    if first.min() < 0 or first.max() + 1 >= available:
+        return None, position
+    return first, (position - first).astype(np.float32)

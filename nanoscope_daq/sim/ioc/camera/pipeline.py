@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...world import World
-from .frames import FrameState, FrameTiming, FrameWindow
+from .frames import FrameState, FrameTiming, FrameType, FrameWindow
 from .render_workers import RenderWorkers
 
 RENDER_BLOCK_FULL_FRAMES_PER_WORKER = 2
@@ -99,9 +99,11 @@ class FramePipeline:
         The workers' slots bound how many render at once; the frame buffer bounds the
         memory of those rendered and waiting for delivery.
         """
-        frame.pixels = asyncio.ensure_future(
-            self.workers.render(frame.state.exposure, frame.rng, frame.window, frame.nbytes)
-        )
+        projection = frame.state.frame_type == FrameType.PROJECTION
+        frame.pixels = asyncio.ensure_future(self.workers.render(
+            frame.state.exposure, frame.rng, frame.window, frame.nbytes,
+            frame.state.exposure.angle_deg if projection else None,
+        ))
         self._rendering.put_nowait(frame)
 
     async def _deliver_in_order(self) -> None:

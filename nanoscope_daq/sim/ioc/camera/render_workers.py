@@ -7,6 +7,15 @@ than one; processes render in parallel on every core. Each worker builds its own
 and writes the frame into a shared-memory slot; the IOC copies it out (a memcpy)
 and frees the slot. Only the Exposure, the frame's random generator and the readout
 window travel to the worker: the frame is fully determined by them.
+
+Each worker keeps its own cache of views (imager.py), so the pool remembers which workers
+rendered each angle (modulo 360 degrees): a projection at a known angle goes to the least
+busy of them -- the next turn of a time series finds its views where they were rendered --
+and one at a new angle, like a dark or a flat, to the least busy worker, which spreads a
+scan's new views evenly. At a still stage (the same angle as the projection before) a frame
+whose workers have all fallen far behind goes to the least busy one too, which renders the
+view once and shares the stream; in a scan, where each angle is new, it never does: there
+that would cost a new view per frame.
 """
 
 from __future__ import annotations
@@ -26,6 +35,13 @@ from .frames import FrameWindow, render
 
 MAX_SLOTS = 256
 """Most frames rendering at once (small binned frames), whatever fits the block."""
+ROUTING_QUANTUM_DEG = 1e-3
+"""Angles this close share a worker (far below any snapping quantum of imager.Imager.snap)."""
+SPILL_SHARE = 0.5
+"""At a still stage a projection goes to the least busy worker instead of one holding its view
+(which then renders the view once and holds it too) when those have this share of a worker's
+slots, and at least 2 frames, more in hand: with two workers and full frames (4 slots) the
+stream is shared at once."""
 
 _worker: dict = {}
 """Per worker process: its imager and the shared-memory block (set by _start_worker)."""
@@ -69,32 +85,63 @@ class RenderWorkers:
         self._unused = asyncio.Event()
         self._unused.set()
         self._block: shared_memory.SharedMemory | None = None
-        self._pool: ProcessPoolExecutor | None = None
+        self._pools: list[ProcessPoolExecutor] = []
+        self._busy = [0] * workers
+        self._slots = 0
+        self._holders: dict[int, int] = {}
+        """Per angle step (ROUTING_QUANTUM_DEG, modulo 360 degrees): bit mask of the workers that rendered it."""
+        self._last_step = -1
 
     def _start(self) -> None:
         """Allocate the block and start the processes: at the first frame, so that a simulator
         whose camera is not used never starts them."""
         self._block = shared_memory.SharedMemory(create=True, size=self.block_bytes)
         atexit.register(self.close)
-        self._pool = ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(self.config, self._block.name),
-        )
+        self._pools = [
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                                initargs=(self.config, self._block.name))
+            for _ in range(self.workers)
+        ]
 
     def _cut(self, nbytes: int) -> None:
         if nbytes > self.block_bytes:
             raise ValueError(f"a frame of {nbytes} B exceeds the {self.block_bytes} B render block")
         self._slot_bytes = nbytes
+        self._slots = min(MAX_SLOTS, self.block_bytes // nbytes)
         self._free = asyncio.Queue()
-        for slot in range(min(MAX_SLOTS, self.block_bytes // nbytes)):
+        for slot in range(self._slots):
             self._free.put_nowait(slot)
 
+    def worker_for(self, view_angle_deg: float | None) -> int:
+        """The worker a frame goes to (and, for a view, remembered as holding it).
+
+        A view at an angle some workers rendered: the least busy of those, unless the stage stands
+        still (the angle of the projection before) and it is far behind the least busy worker
+        (SPILL_SHARE); a new angle, or no view (``None``): the least busy.
+        """
+        least = self._busy.index(min(self._busy))
+        if view_angle_deg is None:
+            return least
+        step = round((view_angle_deg % 360.0) / ROUTING_QUANTUM_DEG) % round(360.0 / ROUTING_QUANTUM_DEG)
+        holders = self._holders.get(step, 0)
+        chosen = least
+        if holders:
+            best = min((w for w in range(self.workers) if holders >> w & 1), key=self._busy.__getitem__)
+            behind = self._busy[best] - self._busy[least] >= max(2.0, SPILL_SHARE * self._slots / self.workers)
+            if not (behind and step == self._last_step):
+                chosen = best
+        self._holders[step] = holders | 1 << chosen
+        self._last_step = step
+        return chosen
+
     async def render(self, exposure: Exposure, rng: np.random.Generator, window: FrameWindow,
-                     nbytes: int) -> np.ndarray:
-        """One frame of ``nbytes``, rendered by a free worker (waits for a free slot first)."""
-        if self._pool is None:
+                     nbytes: int, view_angle_deg: float | None) -> np.ndarray:
+        """One frame of ``nbytes``, rendered by the worker for its view (waits for a free slot first).
+
+        ``view_angle_deg``: the rotation angle of a projection (routes it to the worker whose
+        view cache holds that angle); None for darks and flats.
+        """
+        if not self._pools:
             self._start()
         while nbytes != self._slot_bytes:
             if self._users == 0:
@@ -105,14 +152,17 @@ class RenderWorkers:
         self._unused.clear()
         try:
             slot = await self._free.get()
+            worker = self.worker_for(view_angle_deg)
+            self._busy[worker] += 1
             try:
                 loop = asyncio.get_running_loop()
                 shape, dtype = await loop.run_in_executor(
-                    self._pool, _render_into, slot, self._slot_bytes, exposure, rng, window
+                    self._pools[worker], _render_into, slot, self._slot_bytes, exposure, rng, window
                 )
                 view = np.ndarray(shape, np.dtype(dtype), buffer=self._block.buf, offset=slot * self._slot_bytes)
                 return await loop.run_in_executor(None, view.copy)
             finally:
+                self._busy[worker] -= 1
                 self._free.put_nowait(slot)
         finally:
             self._users -= 1
@@ -121,9 +171,9 @@ class RenderWorkers:
 
     def close(self) -> None:
         """Stop the workers (an unfinished render is abandoned) and free the shared memory."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for pool in self._pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._pools = []
         if self._block is not None:
             self._block.close()
             self._block.unlink()
