@@ -49,10 +49,17 @@ def test_a_user_file_sets_instrument_and_simulator_tables_apart(tmp_path):
 
 
 def test_no_module_loads_the_configuration_when_imported():
-    """Callers pass the configuration: a module-level load_config() would read a user's file at import."""
+    """Callers pass the configuration: a module-level load_config() would read a user's file at import.
+
+    The one exception is an entry point: the RE Manager's worker imports its startup module
+    (it cannot call a function), and that module's job is to read the file ``nanoscope serve``
+    wrote for it ($NANOSCOPE_CONFIG). No other module imports it.
+    """
     package = Path(nanoscope_daq.__file__).parent
     offenders = []
     for path in package.rglob("*.py"):
+        if path.relative_to(package).as_posix() == "server/startup.py":
+            continue
         tree = ast.parse(path.read_text())
         nodes = [node for statement in tree.body if not isinstance(statement, (ast.FunctionDef, ast.ClassDef))
                  for node in ast.walk(statement)]
