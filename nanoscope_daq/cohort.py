@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -160,7 +161,9 @@ def generate(out: Path, spec: CohortSpec, base: Config, workers: int | None = No
     out.mkdir(parents=True, exist_ok=True)
     cohort = mice(spec)
     workers = max(1, min(workers or os.cpu_count() or 1, len(cohort)))
-    with ProcessPoolExecutor(workers) as pool:
+    # spawn, not fork: a forked child of a process with threads (torch, Channel Access, a catalog
+    # client) can inherit a lock another thread held and wait on it forever
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_image_mouse, cohort, [out] * len(cohort), [spec] * len(cohort),
                                 [base] * len(cohort)))
     truth = {"spec": dataclasses.asdict(spec), "groups": [dataclasses.asdict(g) for g in GROUPS],
