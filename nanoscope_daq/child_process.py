@@ -37,6 +37,8 @@ class ChildProcess:
         self.stop_signal = stop_signal
         self.proc: subprocess.Popen | None = None
         self.output: collections.deque[str] = collections.deque(maxlen=500)
+        self.ready_line: str | None = None
+        """The line that contained ``ready_marker`` (later lines may follow it in ``output``)."""
         self._ready = threading.Event()
 
     @property
@@ -54,7 +56,8 @@ class ChildProcess:
                 if log is not None:
                     log.write(line)
                     log.flush()
-                if self.ready_marker is not None and self.ready_marker in line:
+                if self.ready_marker is not None and self.ready_marker in line and not self._ready.is_set():
+                    self.ready_line = line.rstrip("\n")
                     self._ready.set()
         finally:
             if log is not None:

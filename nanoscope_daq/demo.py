@@ -198,7 +198,7 @@ def run_demo(
     nxtomo_files: list[Path] = []
     with SimProcess(prefix, port, data_dir=data_dir, time_scale=time_scale or DEMO_TIME_SCALE,
                     seed=config.sim.seed, config=config_path) as sim:
-        print(sim.output[-1], flush=True)
+        print(sim.ready_line, flush=True)
         xrm = Instrument(prefix, name="xrm")
         study_day = EpicsSignal(prefix + "SIM:DAY", name="study_day")
         xrm.wait_for_connection(timeout=30)
