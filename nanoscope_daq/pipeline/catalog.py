@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from event_model import RunRouter
 
 from ..config import Config
 from ..documents import TOMOGRAMS_STREAM
+from .frame_ranges import FrameRange, FrameSet
 from .journal import DocumentJournal, read_journal
 from .nxtomo_writer import nxtomo_path
 
@@ -45,9 +46,9 @@ FRAME_ROWS_MIMETYPE = "application/x-hdf5-frame-rows"
 Document = tuple[str, dict]
 
 
-def format_rows(ranges: Iterable[tuple[int, int]]) -> str:
-    """``[(0, 4), (9, 12)]`` as ``"0:4,9:12"`` (the adapter's ``rows`` parameter)."""
-    return ",".join(f"{start}:{stop}" for start, stop in ranges)
+def format_rows(frames: FrameSet) -> str:
+    """Frames 0..4 and 9..12 as ``"0:4,9:12"`` (the adapter's ``rows`` parameter)."""
+    return ",".join(f"{block.start}:{block.stop}" for block in frames.blocks())
 
 
 def parse_rows(rows: str) -> list[tuple[int, int]]:
@@ -70,18 +71,14 @@ class FrameRowsConsolidator(HDF5Consolidator):
 
     def __init__(self, stream_resource: dict, descriptor: dict) -> None:
         super().__init__(stream_resource, descriptor)
-        self.ranges: list[tuple[int, int]] = []
+        self.frames = FrameSet()
 
     def consume_stream_datum(self, doc: dict) -> None:
         super().consume_stream_datum(doc)
-        start, stop = doc["indices"]["start"], doc["indices"]["stop"]
-        if self.ranges and self.ranges[-1][1] == start:
-            self.ranges[-1] = (self.ranges[-1][0], stop)
-        else:
-            self.ranges.append((start, stop))
+        self.frames.add(FrameRange(doc["indices"]["start"], doc["indices"]["stop"]))
 
     def adapter_parameters(self) -> dict:
-        return {**super().adapter_parameters(), "rows": format_rows(self.ranges)}
+        return {**super().adapter_parameters(), "rows": format_rows(self.frames)}
 
     def update_from_stream_resource(self, stream_resource: dict) -> None:
         if stream_resource["uri"] != self.uri:

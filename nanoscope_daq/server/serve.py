@@ -29,6 +29,7 @@ from pathlib import Path
 from ..child_process import ChildProcess, ChildProcessError
 from ..config import Config, ConfigError, overrides_toml
 from ..errors import RefusedInput
+from ..sim.server import check_data_dir
 from .permissions import permissions_yaml
 
 READY_MARKER = "ready"
@@ -75,15 +76,7 @@ def check_can_start(config: Config, *, sim: bool) -> None:
                                f"stop what holds it or set another {key} in the configuration")
     if shutil.which("redis-server") is None:
         raise RefusedInput(f"redis-server is not installed; {REDIS_INSTALL_HINT}")
-    data = config.paths.data_path
-    try:
-        data.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RefusedInput(f"data directory {data} cannot be created ({exc.strerror}); set paths.data_dir "
-                           "(or --data-dir) to a writable directory") from None
-    if not data.is_dir() or not os.access(data, os.W_OK | os.X_OK):
-        raise RefusedInput(f"data directory {data} is not a writable directory; set paths.data_dir "
-                           "(or --data-dir) to one")
+    check_data_dir(config.paths.data_path)
 
 
 class InstrumentServer:
