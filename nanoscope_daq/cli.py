@@ -88,7 +88,7 @@ LAZY_COMMANDS = {
     "morphometry": (".analysis.cli", "add_morphometry_parser",
                     "porosity, lacunae and bone morphometry of a labels file"),
     "train": (".analysis.cli", "add_train_parser", "train a segmentation model; writes weights + metrics JSON"),
-    "analyze": (".analysis.study.cli", "add_analyze_parser",
+    "analyze": (".study_cli", "add_analyze_parser",
                 "reconstruct, segment and measure a study's tomograms on dask, then the cohort table"),
 }
 """Sub-commands whose options are built only when they are the command run: (module, builder, help)."""

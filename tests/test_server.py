@@ -238,6 +238,38 @@ def test_killing_the_live_analysis_leaves_the_scan_alone_and_it_catches_up_from_
         assert h5["volume"].ndim == 3 and np.isfinite(h5["volume"][()]).all()
 
 
+def test_analyze_selects_the_subjects_scans_from_the_catalog_and_links_each_result_there(server, tmp_path):
+    import json
+
+    from tiled.queries import Key
+
+    args = ("analyze", "--catalog", server.ready["tiled"], "--subject", "M07", "--workers", "1", "--out",
+            str(tmp_path))
+    first = server.cli(*args, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "2 tomograms of 1 subjects" in first.stdout  # days 14 and 15 of the scans above
+    assert "linked 3 analysis runs" in first.stdout  # two tomograms and their interval
+
+    catalog = server.catalog()
+    studied = catalog.search(Key("start.analysis") == "study_tomogram")
+    assert sorted(run.metadata["start"]["raw_plan_name"] for run in studied.values()) == ["fly_tomo", "fly_tomo"]
+    for run in studied.values():
+        start = run.metadata["start"]
+        raw = catalog[start["raw_run_uid"]].metadata["start"]
+        assert raw["subject"]["subject_id"] == "M07" and start["subject"] == raw["subject"]
+        result = json.loads(Path(start["result_file"]).read_text())
+        assert run["measures"]["bv_tv"].read()[0] == pytest.approx(result["measures"]["bv_tv"])
+        assert Path(start["outputs"]["labels"]).is_file() and start["provenance"]["worker"].startswith("tcp://")
+    (interval,) = catalog.search(Key("start.analysis") == "study_interval").values()
+    assert interval.metadata["start"]["subject"]["day"] == 15
+    assert interval.metadata["start"]["baseline_run_uid"] in catalog
+
+    again = server.cli(*args, timeout=600)  # done before: skipped, and not linked twice
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "ran 0, skipped 3" in again.stdout and "linked 0 analysis runs" in again.stdout
+    assert len(catalog.search(Key("start.analysis") == "study_tomogram")) == 2
+
+
 def test_the_server_stops_every_part_and_frees_every_port(server):
     parts = psutil.Process(server.proc.pid).children(recursive=True)
     assert server.stop() == 0

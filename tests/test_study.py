@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 from nanoscope_daq.analysis.study.batch import DaskExecutor, SerialExecutor, run_batch
-from nanoscope_daq.analysis.study.cli import study_folder, write_cohort_outputs
 from nanoscope_daq.analysis.study.cluster import study_client
 from nanoscope_daq.analysis.study.cohort_table import hedges_g, observations, summarise
 from nanoscope_daq.analysis.study.sources import NXtomoFiles, Selection, SelectionError, read_record
@@ -31,6 +30,7 @@ from nanoscope_daq.analysis.study.tasks import Layout, StudySettings, analyse_to
 from nanoscope_daq.cli import main
 from nanoscope_daq.cohort import CohortSpec, generate
 from nanoscope_daq.config import load_config
+from nanoscope_daq.study_cli import study_folder, write_cohort_outputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch_threads(1), pytest.mark.timeout(900)]
 

@@ -127,6 +127,11 @@ def consecutive_pairs(records: Sequence[TomogramRecord]) -> list[tuple[TomogramR
     return pairs
 
 
+def interval_name(before: TomogramRecord, after: TomogramRecord) -> str:
+    """The name of a subject's interval between two time points (in outcomes and results)."""
+    return f"{after.subject_id}_day{before.day:g}-{after.day:g}"
+
+
 def run_batch(executor: Executor, records: Sequence[TomogramRecord], layout: Layout, settings: StudySettings,
               *, redo: bool = False, progress: bool = True) -> BatchResult:
     """Analyse ``records`` (and their subjects' intervals) on ``executor``; returns outcomes and results."""
@@ -147,7 +152,7 @@ def run_batch(executor: Executor, records: Sequence[TomogramRecord], layout: Lay
         handles[record.key] = handle
         pending[handle.key] = ("tomogram", record.key)
     for before, after in consecutive_pairs(records):
-        name = f"{after.subject_id}_day{before.day:g}-{after.day:g}"
+        name = interval_name(before, after)
         stored = None if redo else done_result(layout.interval(before, after), interval_fingerprint(
             tomogram_fingerprint(before, settings), tomogram_fingerprint(after, settings), settings))
         if stored is not None:

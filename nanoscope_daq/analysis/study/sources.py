@@ -59,7 +59,7 @@ class Selection:
 
 
 class TomogramSource(Protocol):
-    """Anything that lists the study's tomograms (NXtomo files today, the catalog later)."""
+    """Anything that lists the study's tomograms (NXtomo files, or the run catalog)."""
 
     def tomograms(self, selection: Selection) -> list[TomogramRecord]:
         """The selected tomograms, by subject then day."""
@@ -77,19 +77,23 @@ class NXtomoFiles:
         if not files:
             raise SelectionError(f"no NXtomo (.nxs) files in {', '.join(map(str, self.paths))}; give NXtomo files "
                                  "or directories holding them")
-        records = [read_record(path) for path in files]
-        chosen = sorted((r for r in records if selection.matches(r)), key=lambda r: (r.subject_id, r.day))
-        if not chosen:
-            raise SelectionError(f"none of the {len(records)} tomograms matches the selection {selection}; "
-                                 f"subjects present: {sorted({r.subject_id for r in records})}, cohorts: "
-                                 f"{sorted({r.cohort for r in records})}, days: {sorted({r.day for r in records})}")
-        seen: dict[str, Path] = {}
-        for record in chosen:
-            if record.key in seen:
-                raise SelectionError(f"{record.path} and {seen[record.key]} are both subject {record.subject_id} on "
-                                     f"day {record.day:g}; select one (e.g. by --plan) or analyse them separately")
-            seen[record.key] = record.path
-        return chosen
+        return choose([read_record(path) for path in files], selection)
+
+
+def choose(records: Sequence[TomogramRecord], selection: Selection) -> list[TomogramRecord]:
+    """The records ``selection`` keeps, by subject then day; refuses none kept, or two of one subject and day."""
+    chosen = sorted((r for r in records if selection.matches(r)), key=lambda r: (r.subject_id, r.day))
+    if not chosen:
+        raise SelectionError(f"none of the {len(records)} tomograms matches the selection {selection}; "
+                             f"subjects present: {sorted({r.subject_id for r in records})}, cohorts: "
+                             f"{sorted({r.cohort for r in records})}, days: {sorted({r.day for r in records})}")
+    seen: dict[str, Path] = {}
+    for record in chosen:
+        if record.key in seen:
+            raise SelectionError(f"{record.path} and {seen[record.key]} are both subject {record.subject_id} on "
+                                 f"day {record.day:g}; select one (e.g. by --plan) or analyse them separately")
+        seen[record.key] = record.path
+    return chosen
 
 
 def _expand(paths: Iterable[Path]) -> Iterable[Path]:

@@ -1,4 +1,8 @@
-"""``nanoscope analyze``: a study's tomograms on dask.distributed, then the cohort table and figures."""
+"""``nanoscope analyze``: a study's tomograms on dask.distributed, then the cohort table and figures.
+
+Tomograms come from NXtomo files or from the run catalog (``--catalog``); with the
+catalog, every result is also linked there as an analysis run of its raw run.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,22 @@ import os
 import sys
 from pathlib import Path
 
-from ...config import load_config
-from .batch import BatchResult, DaskExecutor, run_batch
-from .cluster import study_client
-from .cohort_table import observations, summarise, write_summary
-from .plots import plot_study
-from .sources import NXtomoFiles, Selection, SelectionError, TomogramRecord
-from .tasks import Layout, StudySettings
+from .analysis.study.batch import BatchResult, DaskExecutor, run_batch
+from .analysis.study.cluster import study_client
+from .analysis.study.cohort_table import observations, summarise, write_summary
+from .analysis.study.plots import plot_study
+from .analysis.study.sources import NXtomoFiles, Selection, SelectionError, TomogramRecord, TomogramSource
+from .analysis.study.tasks import Layout, StudySettings
+from .config import Config, load_config
 
 
 def add_analyze_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("analyze", help="reconstruct, segment and measure a study's tomograms on dask, "
                                             "then the cohort table")
-    parser.add_argument("inputs", nargs="+", help="NXtomo files, or directories searched for *.nxs")
+    parser.add_argument("inputs", nargs="*", help="NXtomo files, or directories searched for *.nxs")
+    parser.add_argument("--catalog", nargs="?", const="", metavar="URI",
+                        help="select the tomograms from the run catalog (the configured one, or the Tiled server at "
+                             "URI) and link every result there as an analysis run")
     parser.add_argument("--subject", nargs="+", default=[], help="only these subject ids")
     parser.add_argument("--cohort", nargs="+", default=[], help="only these cohorts")
     parser.add_argument("--treatment", nargs="+", default=[], help="only these treatments")
@@ -53,13 +60,40 @@ def write_cohort_outputs(batch: BatchResult, folder: Path, reference: str | None
     return write_summary(summarise(rows, reference), rows, folder) + plot_study(rows, folder)
 
 
+def open_study_catalog(config: Config, uri: str):
+    """The catalog ``--catalog`` names (the configured one when ``uri`` is empty) and how to call it."""
+    from .pipeline.catalog import open_catalog
+
+    if uri:
+        config = config.replace(catalog={"uri": uri})
+    where = config.catalog.uri or f"{config.catalog.path(config.paths.data_path)} (embedded)"
+    try:
+        return open_catalog(config), where
+    except Exception as exc:  # noqa: BLE001 -- httpx, tiled and sqlite errors alike mean: no catalog there
+        raise ConnectionError(f"cannot open the catalog at {where} ({type(exc).__name__}: {exc}); start it "
+                              "(`nanoscope serve`) or give its address with --catalog URI") from None
+
+
+def study_source(args: argparse.Namespace, catalog) -> TomogramSource:
+    """The NXtomo files given, else the catalog's runs."""
+    from .pipeline.study_catalog import CatalogTomograms
+
+    if args.inputs:
+        return NXtomoFiles([Path(p) for p in args.inputs])
+    if catalog is None:
+        raise SelectionError("give NXtomo files (or directories holding them), or --catalog to select the "
+                             "tomograms from the run catalog")
+    return CatalogTomograms(*catalog)
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     selection = Selection(tuple(args.subject), tuple(args.cohort), tuple(args.treatment), tuple(args.day),
                           tuple(args.plan))
     try:
-        records = NXtomoFiles([Path(p) for p in args.inputs]).tomograms(selection)
-    except SelectionError as exc:
+        catalog = None if args.catalog is None else open_study_catalog(config, args.catalog)
+        records = study_source(args, catalog).tomograms(selection)
+    except (SelectionError, ConnectionError) as exc:
         print(f"nanoscope analyze: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else None
@@ -78,6 +112,11 @@ def run_analyze(args: argparse.Namespace) -> int:
         print(f"nanoscope analyze: {exc}", file=sys.stderr)
         return 2
     print(batch.summary())
+    if catalog is not None:
+        from .pipeline.study_catalog import link_results
+
+        linked = link_results(catalog[0], batch, records, layout, batch_size=config.catalog.batch_size)
+        print(f"linked {len(linked)} analysis runs in the catalog at {catalog[1]}")
     if batch.tomograms:
         for path in write_cohort_outputs(batch, study_folder(records, out), args.reference):
             print(path)
