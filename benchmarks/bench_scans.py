@@ -20,9 +20,14 @@ from the first trigger to each tomogram's last projection in the file (HDF1:NumC
 monitored; exposure starts from the frames' own stamps), against the acquisition time. The
 first tomogram renders every view exactly; the later ones find them in the view cache. The
 simulator writes no ground-truth volume here (it would take a core for minutes alongside).
+With ``--prepare`` the views of the scan's angle grid are rendered first, a one-off
+preparation (``<P>SIM:PREPARE_VIEWS``, timed separately) with the source at the scan's kV
+and power; the first tomogram then finds its views too. The rotation runs at ``--period-ms``
+per projection in both cases, so the mid-exposure angles prepared are known.
 
-Usage: python benchmarks/bench_scans.py [--projections 900] [--binning 4] [--tomograms 3] [--leg-series N]
-Writes benchmarks/results/bench_scans.json (bench_scans_leg_series.json for --leg-series).
+Usage: python benchmarks/bench_scans.py [--projections 900] [--binning 4] [--tomograms 3]
+       [--leg-series N [--prepare] [--period-ms 5.4]]
+Writes benchmarks/results/bench_scans.json (bench_scans_leg_series[_prepared].json for --leg-series).
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ def main() -> None:
     parser.add_argument("--tomograms", type=int, default=3)
     parser.add_argument("--leg-series", type=int, default=0, metavar="N",
                         help="only the full-size leg time series, N projections per tomogram")
+    parser.add_argument("--prepare", action="store_true",
+                        help="with --leg-series: render the scan's views first (SIM:PREPARE_VIEWS), timed apart")
+    parser.add_argument("--period-ms", type=float, default=5.4,
+                        help="with --leg-series: rotation of one angle step per this period (ms)")
     args = parser.parse_args()
     if args.leg_series:
         leg_series(args)
@@ -160,6 +169,32 @@ def main() -> None:
     print(f"wrote {RESULTS}")
 
 
+def xrm_views_rendered(xrm) -> int:
+    """Views the simulator has rendered exactly so far (SIM:VIEWS_RENDERED)."""
+    import epics
+
+    return int(epics.caget(xrm.prefix + "SIM:VIEWS_RENDERED", timeout=10))
+
+
+def prepare_views(RE, xrm, step_deg: float, velocity: float, args: argparse.Namespace) -> float:
+    """Source at the scan's kV and power, then the scan's mid-exposure views rendered; returns the seconds taken."""
+    import epics
+
+    from nanoscope_daq.plans import source_on
+
+    RE(source_on(xrm, kv=60.0, power_w=10.0))  # time_series' defaults
+    sim = xrm.prefix + "SIM:"
+    for suffix, value in (("VIEWS_START", velocity * args.exposure / 2), ("VIEWS_STEP", step_deg),
+                          ("VIEWS_COUNT", args.leg_series), ("VIEWS_BINNING", 4)):
+        epics.caput(sim + suffix, value, wait=True, timeout=10)
+    started = time.monotonic()
+    epics.caput(sim + "PREPARE_VIEWS", 1, wait=True, timeout=3600)
+    seconds = time.monotonic() - started
+    print(f"prepared {epics.caget(sim + 'VIEWS_READY')} views ({xrm_views_rendered(xrm)} rendered so far) in "
+          f"{seconds:.1f} s")
+    return seconds
+
+
 def leg_series(args: argparse.Namespace) -> None:
     """A time series of the full-size leg, ``args.leg_series`` projections over 360 degrees each: delivery
     against acquisition."""
@@ -190,14 +225,20 @@ def leg_series(args: argparse.Namespace) -> None:
         xrm.source.warm_up().wait(120)
         xrm.det.hdf1.num_captured.subscribe(lambda value, **_: captured.append((time.time(), int(value))))
         RE = RunEngine({}, call_returns_result=True)
+        step = 360.0 / args.leg_series
+        velocity = step / (args.period_ms * 1e-3)
+        preparation_s = prepare_views(RE, xrm, step, velocity, args) if args.prepare else None
         wall = time.monotonic()
         failure = None
         try:
             RE(time_series(xrm, subject=MOUSE, tomograms=args.tomograms, rotation="continuous", range_deg=360.0,
-                           projections=args.leg_series, binning=4, exposure_s=args.exposure, config=config))
+                           projections=args.leg_series, binning=4, exposure_s=args.exposure, velocity=velocity,
+                           config=config))
         except Exception as exc:  # noqa: BLE001 -- reported below; the file holds what was measured
             failure = f"{type(exc).__name__}: {exc}"
         wall = time.monotonic() - wall
+        time.sleep(1.0)  # SIM:VIEWS_RENDERED is updated every 0.5 s
+        views_rendered = int(xrm_views_rendered(xrm))
     finally:
         sim.stop()
     (path,) = work.rglob("time_series_*.h5")
@@ -219,16 +260,19 @@ def leg_series(args: argparse.Namespace) -> None:
     series_acquisition = stamps[projections[-1]] + period - first_trigger
     series_in_file = times[np.argmax(counts >= projections[-1] + 1)] - first_trigger
     results = {"machine": platform.node(), "args": vars(args), "period_s": period, "plan_wall_s": wall,
+               "preparation_s": preparation_s,
                "plan_failure": failure, "tomograms": rows, "series_acquisition_s": float(series_acquisition),
                "series_first_trigger_to_last_in_file_s": float(series_in_file)}
     print(f"full-size leg, {len(rows)} x {args.leg_series} projections over 360 deg, 512^2, "
-          f"period {period * 1e3:.2f} ms")
+          f"period {period * 1e3:.2f} ms" + (f"; views prepared in {preparation_s:.1f} s" if args.prepare else ""))
     for row in rows:
         print(f"  tomogram {row['tomogram']}: acquisition {row['acquisition_s']:7.2f} s, first trigger -> last in "
               f"file {row['first_trigger_to_last_in_file_s']:7.2f} s (lag {row['lag_after_acquisition_s']:.2f} s)")
+    results["views_rendered"] = views_rendered
+    print(f"  views rendered by the simulator: {views_rendered}")
     print(f"  series: acquisition {series_acquisition:.2f} s, first trigger -> last frame in file "
           f"{series_in_file:.2f} s; plan wall {wall:.1f} s" + (f"; plan failed: {failure}" if failure else ""))
-    out = RESULTS.with_name("bench_scans_leg_series.json")
+    out = RESULTS.with_name("bench_scans_leg_series" + ("_prepared" if args.prepare else "") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")

@@ -139,3 +139,37 @@ def test_pause_mid_fly_scan_resumes_without_losing_or_repeating_a_frame(scan_ben
     np.testing.assert_allclose(encoder[start:end], grid, atol=xrm.rot.motor_resolution.get())
     assert (current[start:end] > 0).all()
     assert 100 < fired_at_pause[0] < 360
+
+
+def test_views_prepared_before_a_fly_scan_are_the_views_it_images(scan_bench):
+    """SIM:PREPARE_VIEWS renders the scan's mid-exposure angles ahead; the scan then renders no view itself."""
+    from conftest import ca_write, ioc_get
+
+    from nanoscope_daq.plans import source_on
+    from nanoscope_daq.plans.tomo import angle_grid
+
+    xrm, sim = scan_bench.xrm, f"{scan_bench.sim.prefix}SIM:"
+    projections, start, velocity, exposure = 60, 0.37, 30.0, 0.004
+    ca_write(f"{sim}VIEWS_COUNT", 0)
+    with pytest.raises(Exception, match="VIEWS_COUNT"):  # refused by the IOC, with what to set
+        ca_write(f"{sim}PREPARE_VIEWS", 1, notify=True, timeout=10)
+    scan_bench.run(source_on(xrm, kv=60.0, power_w=10.0))
+
+    grid = angle_grid(start, 360.0, projections)
+    ca_write(f"{sim}VIEWS_START", grid.start_deg + velocity * exposure / 2)  # mid-exposure, rotating up
+    ca_write(f"{sim}VIEWS_STEP", grid.step_deg)
+    ca_write(f"{sim}VIEWS_COUNT", projections)
+    ca_write(f"{sim}VIEWS_BINNING", 4)  # fly_tomo's default
+    before = ioc_get(f"{sim}VIEWS_RENDERED")
+    ca_write(f"{sim}PREPARE_VIEWS", 1, notify=True, timeout=120)
+    assert ioc_get(f"{sim}VIEWS_READY") == projections and ioc_get(f"{sim}PREPARE_TIME") > 0
+    time.sleep(1.0)  # VIEWS_RENDERED is read every 0.5 s
+    rendered = ioc_get(f"{sim}VIEWS_RENDERED")
+    assert 0 < rendered - before <= projections, (before, rendered)  # the module's earlier scans cached some
+
+    scan_bench.run(fly_tomo(xrm, projections=projections, range_deg=360.0, start_deg=start, velocity=velocity,
+                            exposure_s=exposure, config=scan_bench.config))
+    (stop,) = scan_bench.named("stop")
+    assert stop["exit_status"] == "success" and stop["num_events"]["projections"] == projections
+    time.sleep(1.0)
+    assert ioc_get(f"{sim}VIEWS_RENDERED") == rendered  # every projection found its view

@@ -42,9 +42,10 @@ def build_iocs(world: World) -> list[PVGroup]:
     groups.append(PhysiologyIOC(prefix + "PHYS:", world.physiology))
     pso = PsoIOC(prefix + "ROT:PSO:", world.axes["rot"])
     groups.append(pso)
-    groups += camera_iocs(prefix + "CAM:", world, trigger_input=pso.output)
+    camera = camera_iocs(prefix + "CAM:", world, trigger_input=pso.output)
+    groups += camera
     groups.append(DescriptionIOC(prefix + "INST:", world.config.geometry))
-    groups.append(SimControlIOC(prefix + "SIM:", world))
+    groups.append(SimControlIOC(prefix + "SIM:", world, camera=camera[0]))
     groups.append(WatchdogIOC(prefix + "WD:", merged_pvdb(groups), safe_state(prefix),
                               timeout_s=world.config.epics.heartbeat_timeout_s))
     return groups

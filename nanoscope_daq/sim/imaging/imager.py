@@ -304,6 +304,17 @@ class Imager:
         """Effective energy of the detected beam at this high voltage (TXM: the K-alpha line)."""
         return self._beam(kv).effective_energy_kev
 
+    @property
+    def views_rendered(self) -> int:
+        """Views rendered exactly into the view cache so far (the cache's misses)."""
+        return self._cache.misses
+
+    def view_nbytes(self, binning: int) -> int:
+        """Bytes of one cached view (float32, with its margin) at ``binning``."""
+        margin = self.margin_px(binning)
+        rows, cols = self.frame_shape(binning)
+        return (rows + 2 * margin) * (cols + 2 * margin) * np.dtype(np.float32).itemsize
+
     def margin_px(self, binning: int) -> int:
         """Binned pixels kept around the frame in cached views, for breathing shifts and blur."""
         amplitude = 1.5 * self.config.sim.physiology.respiration_amplitude_mm

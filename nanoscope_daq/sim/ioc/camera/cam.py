@@ -15,9 +15,11 @@ is ignored (External: counted in MissedTriggers_RBV), as a real camera's full bu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import math
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -400,6 +402,50 @@ class Andor3CamIOC(_Andor3CamParams):
             window=self._window(binning),
             frame_bytes=self.value("ArraySize_RBV"),
         )
+
+    # -- views prepared ahead (simulator only: <P>SIM:PREPARE_VIEWS) -----------------
+
+    @property
+    def views_rendered(self) -> int:
+        """Views the render workers have rendered exactly so far (the rest came from their caches)."""
+        return self.pipeline.workers.views_rendered
+
+    async def prepare_views(self, angles_deg: Sequence[float], binning: int,
+                            progress: Callable[[int], Awaitable[None]]) -> None:
+        """Render the views at ``angles_deg`` and ``binning`` in the present state into the render workers' caches.
+
+        The state is the world's now (study day, load, sample position) and the source's
+        present kV and power, without breathing displacement: a scan started in that state
+        at that binning, whose projections are imaged at these (mid-exposure) angles, then
+        finds every view rendered.
+
+        Raises
+        ------
+        ValueError
+            When the binning is not the camera's, the source emits no X-rays (the views depend on
+            its spectrum), the sample is out of the beam, or the views do not fit the workers'
+            view caches, naming the fix.
+        """
+        if binning not in BINNINGS.values():
+            raise ValueError(f"binning {binning} is not the camera's; choose one of {sorted(BINNINGS.values())}")
+        timing = FrameTiming(self.world.clock.now(), self.value("AcquireTime"), 0.0)
+        present = observe(self.world, timing, binning).exposure
+        if not present.kv > 0:
+            raise ValueError("the source is off: switch it on at the scan's kV and power first (the views depend on "
+                             "its spectrum)")
+        if not self.world.imager.sample_in_field(present.sample_offset_mm):
+            raise ValueError("the sample is out of the beam: move it to its scan position first")
+        workers = self.config.render_workers
+        per_worker = math.ceil(len(angles_deg) / workers) * self.world.imager.view_nbytes(binning)
+        capacity = self.world.config.sim.detector.render_cache_mb * 2**20
+        if per_worker > capacity:
+            raise ValueError(f"{len(angles_deg)} views at {binning}x{binning} binning need {per_worker / 2**20:.0f} MB "
+                             f"in each of {workers} render workers; raise sim.detector.render_cache_mb to at least "
+                             f"{math.ceil(per_worker / 2**20)} or prepare fewer views")
+        exposures = [dataclasses.replace(present, angle_deg=float(angle), respiration_mm=0.0, xrays_on=True)
+                     for angle in angles_deg]
+        views = [(exposure, self.world.imager.snap(exposure).angle_deg) for exposure in exposures]
+        await self.pipeline.workers.prepare(views, progress)
 
     # -- acquisition ----------------------------------------------------------------
 

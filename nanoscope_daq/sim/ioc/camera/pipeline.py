@@ -99,11 +99,11 @@ class FramePipeline:
         The workers' slots bound how many render at once; the frame buffer bounds the
         memory of those rendered and waiting for delivery.
         """
-        projection = frame.state.frame_type == FrameType.PROJECTION
-        frame.pixels = asyncio.ensure_future(self.workers.render(
-            frame.state.exposure, frame.rng, frame.window, frame.nbytes,
-            frame.state.exposure.angle_deg if projection else None,
-        ))
+        exposure = frame.state.exposure
+        view_angle = self.world.imager.snap(exposure).angle_deg if frame.state.frame_type == FrameType.PROJECTION \
+            else None  # routed by the view's own (snapped) angle, the one its worker caches it under
+        frame.pixels = asyncio.ensure_future(self.workers.render(exposure, frame.rng, frame.window, frame.nbytes,
+                                                                 view_angle))
         self._rendering.put_nowait(frame)
 
     async def _deliver_in_order(self) -> None:

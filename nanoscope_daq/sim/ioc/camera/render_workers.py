@@ -12,7 +12,9 @@ Each worker keeps its own cache of views (imager.py), so the pool remembers whic
 rendered each angle (modulo 360 degrees): a projection at a known angle goes to the least
 busy of them -- the next turn of a time series finds its views where they were rendered --
 and one at a new angle, like a dark or a flat, to the least busy worker, which spreads a
-scan's new views evenly. At a still stage (the same angle as the projection before) a frame
+scan's new views evenly. Views can also be prepared ahead (:meth:`RenderWorkers.prepare`: a
+scan's angle grid rendered before its first trigger, spread over the workers the same way),
+so that the scan's frames find them. At a still stage (the same angle as the projection before) a frame
 whose workers have all fallen far behind goes to the least busy one too, which renders the
 view once and shares the stream; in a scan, where each angle is new, it never does: there
 that would cost a new view per frame.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import multiprocessing
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import shared_memory
 
@@ -56,14 +59,24 @@ def _start_worker(config: Config, block_name: str) -> None:
 
 
 def _render_into(slot: int, slot_bytes: int, exposure: Exposure, rng: np.random.Generator,
-                 window: FrameWindow) -> tuple[tuple[int, ...], str]:
-    """Render one frame into ``slot`` of the shared block; returns its shape and dtype."""
-    frame = render(_worker["imager"], exposure, rng, window)
+                 window: FrameWindow) -> tuple[tuple[int, ...], str, int]:
+    """Render one frame into ``slot`` of the shared block; returns its shape, dtype and the views rendered new."""
+    imager = _worker["imager"]
+    before = imager.views_rendered
+    frame = render(imager, exposure, rng, window)
     if frame.nbytes > slot_bytes:
         raise ValueError(f"a frame of {frame.nbytes} B does not fit a {slot_bytes} B render slot")
     target = np.ndarray(frame.shape, frame.dtype, buffer=_worker["block"].buf, offset=slot * slot_bytes)
     target[...] = frame
-    return frame.shape, frame.dtype.str
+    return frame.shape, frame.dtype.str, imager.views_rendered - before
+
+
+def _prepare_view(exposure: Exposure) -> int:
+    """Render the view of ``exposure`` into this worker's view cache (no frame, no noise); returns 1 if new."""
+    imager = _worker["imager"]
+    before = imager.views_rendered
+    imager.transmission(exposure)
+    return imager.views_rendered - before
 
 
 class RenderWorkers:
@@ -91,6 +104,8 @@ class RenderWorkers:
         self._holders: dict[int, int] = {}
         """Per angle step (ROUTING_QUANTUM_DEG, modulo 360 degrees): bit mask of the workers that rendered it."""
         self._last_step = -1
+        self.views_rendered = 0
+        """Views the workers have rendered exactly so far (the rest came from their caches)."""
 
     def _start(self) -> None:
         """Allocate the block and start the processes: at the first frame, so that a simulator
@@ -138,8 +153,8 @@ class RenderWorkers:
                      nbytes: int, view_angle_deg: float | None) -> np.ndarray:
         """One frame of ``nbytes``, rendered by the worker for its view (waits for a free slot first).
 
-        ``view_angle_deg``: the rotation angle of a projection (routes it to the worker whose
-        view cache holds that angle); None for darks and flats.
+        ``view_angle_deg``: the (snapped) view angle of a projection (routes it to the worker
+        whose view cache holds that view); None for darks and flats.
         """
         if not self._pools:
             self._start()
@@ -156,9 +171,10 @@ class RenderWorkers:
             self._busy[worker] += 1
             try:
                 loop = asyncio.get_running_loop()
-                shape, dtype = await loop.run_in_executor(
+                shape, dtype, rendered = await loop.run_in_executor(
                     self._pools[worker], _render_into, slot, self._slot_bytes, exposure, rng, window
                 )
+                self.views_rendered += rendered
                 view = np.ndarray(shape, np.dtype(dtype), buffer=self._block.buf, offset=slot * self._slot_bytes)
                 return await loop.run_in_executor(None, view.copy)
             finally:
@@ -168,6 +184,31 @@ class RenderWorkers:
             self._users -= 1
             if self._users == 0:
                 self._unused.set()
+
+    async def prepare(self, views: Sequence[tuple[Exposure, float]],
+                      progress: Callable[[int], Awaitable[None]]) -> None:
+        """Render the views of projections (exposure, view angle) into the workers' caches.
+
+        Each view goes to a worker as a frame at that view angle would (:meth:`worker_for`: a new
+        angle to the least busy), so the scan's frames are later routed to the worker that holds
+        it. ``progress(n)`` is awaited after each of the ``n`` views is ready.
+        """
+        if not self._pools:
+            self._start()
+        loop = asyncio.get_running_loop()
+
+        async def one(exposure: Exposure, view_angle_deg: float) -> None:
+            worker = self.worker_for(view_angle_deg)
+            self._busy[worker] += 1
+            try:
+                rendered = await loop.run_in_executor(self._pools[worker], _prepare_view, exposure)
+                self.views_rendered += rendered
+            finally:
+                self._busy[worker] -= 1
+
+        for ready, view in enumerate(asyncio.as_completed([one(*view) for view in views]), start=1):
+            await view
+            await progress(ready)
 
     def close(self) -> None:
         """Stop the workers (an unfinished render is abandoned) and free the shared memory."""
