@@ -48,6 +48,15 @@ def one_of(*choices: str) -> dict:
     return _check(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
 
 
+CALIBRATION_PARAMETERS = ("cor", "tilt", "roll", "distance", "offset_col", "offset_row")
+"""Geometry parameters the reconstruction can calibrate from the data (recon/calibrate.py)."""
+
+
+def parameter_names(text: str) -> tuple[str, ...]:
+    """The names of a comma-separated list (``"cor, tilt"``), blanks dropped."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 # ---- the instrument: what a real installation edits ---------------------------------------
 
 
@@ -287,6 +296,15 @@ class ReconConfig:
     online_phase_bins: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
     online_slices_interval_s: float = field(metadata=non_negative())
     online_segment: bool
+    online_calibrate: str = field(metadata=_check(
+        lambda v: set(parameter_names(v)) <= set(CALIBRATION_PARAMETERS),
+        "a comma-separated list of " + ", ".join(CALIBRATION_PARAMETERS) + " (or empty)"))
+    online_motion: bool
+
+    @property
+    def online_calibration(self) -> tuple[str, ...]:
+        """The geometry parameters each online tomogram is calibrated for (none: no calibrated volume)."""
+        return parameter_names(self.online_calibrate)
 
 
 @dataclass(frozen=True)

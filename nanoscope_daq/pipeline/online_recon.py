@@ -7,7 +7,10 @@ integrals and added to a running volume (IncrementalFBP) whose slots hold the la
 frame of each planned angle (online_window.py). When a tomogram is announced its
 volume is made exactly from its own frames, written beside the camera file with its
 provenance, and published in the analysis run; with retrospective gating also one
-volume per respiratory-phase bin and one from the frames taken with the gate open.
+volume per respiratory-phase bin and one from the frames taken with the gate open; with
+``recon.online_calibrate`` or ``online_motion`` also one whose geometry (and the
+specimen's motion) was estimated from the tomogram's own projections (selection
+``calibrated``, recon/self_calibration.py), the estimates in a ``calibration`` event.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from ..config import Config
 from ..documents import DocumentContractError, ImageKey
 from ..recon import FilterSpec, IncrementalFBP, normalise, reconstruct, to_line_integrals
+from ..recon.self_calibration import self_calibrate
 from ..recon.weights import projection_weights
 from ..volume_files import VolumeWriter
 from .analysis_run import AnalysisRun
@@ -259,6 +263,8 @@ class OnlineReconstruction:
         self._publish(tomogram, camera, "", volume, refs, latency, float("nan"))
         if self.setup.gating == "retrospective":
             self._gated(tomogram, camera, refs)
+        if self.settings.online_calibration or self.settings.online_motion:
+            self._self_calibrated(tomogram, camera, refs)
         self._tomograms = tomogram.index + 1
         self.window.forget_before(stop)
         self.snapshots = [(end, kept) for end, kept in self.snapshots if end > stop]
@@ -271,11 +277,36 @@ class OnlineReconstruction:
             return volume.clone(), self.window.latest_within(0, end)
         return self.fbp.volume(), self.window.current()
 
+    def _tomogram_frames(self, camera: CameraFile, refs: list[FrameRef]) -> tuple[FrameBlock, torch.Tensor]:
+        """The tomogram's frames read again (pixels and per-frame values) and their line integrals."""
+        values = self.reader(camera).read(np.array([ref.index for ref in refs]))
+        return values, self._line_integrals(camera, refs, values)
+
+    def _self_calibrated(self, tomogram: Tomogram, camera: CameraFile, refs: list[FrameRef]) -> None:
+        """The tomogram again, with its geometry (and the specimen's motion) estimated from its own projections."""
+        _, line_integrals = self._tomogram_frames(camera, refs)
+        geometry = self.setup.geometry.with_angles(self._angles(refs))
+        found = self_calibrate(line_integrals.cpu().numpy(), geometry, self.settings.online_calibration,
+                               self.settings.online_motion, self.settings, self.device)
+        shifts = None if found.shifts_mm is None else torch.from_numpy(found.shifts_mm).float().to(self.device)
+        algorithm = "fdk" if found.geometry.kind == "cone" else "fbp"  # the Fourier method assumes a still specimen
+        volume = reconstruct(line_integrals, found.geometry, self.fbp.grid, algorithm=algorithm,
+                             filter=self.fbp.filter, shifts_mm=shifts, device=self.device)
+        record = found.record()
+        self._publish(tomogram, camera, "calibrated", volume, refs, float("nan"), float("nan"),
+                      {"self_calibration": record, "algorithm": algorithm,
+                       "cor_column": float(found.geometry.cor_value()),
+                       "cor_method": "calibrated by reprojection consistency (recon/calibrate.py)"})
+        estimates = record.get("calibration", {}).get("estimate", {})
+        self.analysis.event("calibration", {
+            "tomogram": tomogram.index, "parameters": ",".join(self.settings.online_calibration),
+            **{f"estimate_{name}": float(value) for name, value in estimates.items()},
+            "motion_rms_mm": float(record.get("motion", {}).get("rms_shift_mm", 0.0))})
+
     def _gated(self, tomogram: Tomogram, camera: CameraFile, refs: list[FrameRef]) -> None:
         """Retrospective gating: one volume per phase bin and one of the open gate, from the tomogram's frames."""
-        values = self.reader(camera).read(np.array([ref.index for ref in refs]))
-        line_integrals = self._line_integrals(camera, refs, values)
-        angles = np.array([ref.angle_deg for ref in refs])
+        values, line_integrals = self._tomogram_frames(camera, refs)
+        angles = self._angles(refs)
         phase = values.value("respiratory_phase")
         if not np.isfinite(phase).all():
             raise DocumentContractError(f"tomogram {tomogram.index} was scanned with retrospective gating but its "
@@ -294,15 +325,17 @@ class OnlineReconstruction:
                           selection.gate_open_fraction)
 
     def _publish(self, tomogram: Tomogram, camera: CameraFile, selection: str, volume: torch.Tensor,
-                 refs: list[FrameRef], latency_s: float, gate_open_fraction: float) -> None:
-        """Write the volume with its provenance and publish it (``latency_s``: since the last frame arrived)."""
+                 refs: list[FrameRef], latency_s: float, gate_open_fraction: float,
+                 provenance: Mapping[str, Any] | None = None) -> None:
+        """Write the volume with its provenance (``provenance`` overrides entries) and publish it (``latency_s``:
+        since the last frame arrived)."""
         started = time.perf_counter()
         path = recon_path(camera.path, tomogram.index, selection)
         grid = self.fbp.grid
         with VolumeWriter(path, grid.shape, grid.voxel_size_um, compress=False) as writer:
             writer.write(0, volume)
-            writer.provenance(self._provenance(tomogram, camera, selection, refs),
-                              np.array([r.angle_deg for r in refs]))
+            writer.provenance({**self._provenance(tomogram, camera, selection, refs), **(provenance or {})},
+                              self._angles(refs))
         self.on_written(path)
         logger.info("online reconstruction: wrote %s (%d projections) in %.2f s", path, len(refs),
                     time.perf_counter() - started)

@@ -57,13 +57,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..config import CALIBRATION_PARAMETERS
 from .algorithms import RAM_LAK, FilterSpec, angles_rad, as_projections, reconstruct
 from .errors import ReconInputError
 from .geometry import ConeGeometry, Geometry, VolumeGrid
 from .projector import forward_project
 from .weights import is_full_rotation, projection_weights
 
-PARAMETERS = ("cor", "tilt", "roll", "distance", "offset_col", "offset_row")
+PARAMETERS = CALIBRATION_PARAMETERS
 CONE_ONLY = ("roll", "distance", "offset_col", "offset_row")
 ROW_FRACTION = 0.75
 

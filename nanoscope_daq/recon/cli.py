@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, parameter_names
 from .algorithms import ALGORITHMS
 from .calibrate import PARAMETERS
 from .errors import ReconInputError
@@ -48,7 +48,7 @@ def add_recon_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def _parameter_list(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    names = parameter_names(text)
     unknown = [name for name in names if name not in PARAMETERS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown calibration parameter(s) {', '.join(unknown) or '(none)'}; "
