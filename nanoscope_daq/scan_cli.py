@@ -215,19 +215,22 @@ def run_scan_command(args: argparse.Namespace, config: Config) -> int:
     from .epics_env import configure_client
 
     configure_client([config.epics.port])
-    from bluesky import RunEngine
-    from bluesky.utils import RunEngineInterrupted
-
-    from .pipeline import NXtomoWriter
-    from .pipeline.catalog import CatalogWriter
-    from .pipeline.journal import DocumentJournal
     from .plans import PLANS
+    from .plans.registry import check_plan_call
 
     plan = PLANS[args.plan]
     kwargs = plan_kwargs(plan, args)
     if "config" in inspect.signature(plan).parameters:
         kwargs["config"] = config
     xrm = connect_instrument(config)
+    check_plan_call(plan, xrm, **kwargs)  # refused before the callbacks load (torch, Tiled: seconds)
+    from bluesky import RunEngine
+    from bluesky.utils import RunEngineInterrupted
+
+    from .pipeline import NXtomoWriter
+    from .pipeline.catalog import CatalogWriter
+    from .pipeline.journal import DocumentJournal
+
     journal = DocumentJournal(config.paths.journal_path)  # refused here if its directory is not writable
     RE = RunEngine({}, context_managers=[PauseAtOnce])
     RE.subscribe(journal)  # first: each document is on disk before any other callback sees it

@@ -106,3 +106,19 @@ def registered(plan: Callable[..., MsgGenerator]) -> Callable[..., MsgGenerator]
 
     PLANS[plan.__name__] = recorded
     return recorded
+
+
+def check_plan_call(plan: Callable[..., MsgGenerator], *args: Any, **kwargs: Any) -> None:
+    """Run the checks a plan makes before its first message; raises what the plan raises (a refusal).
+
+    Every plan validates its parameters (and the instrument's limits) before it yields
+    anything, so advancing it to its first message and closing it moves nothing.
+    """
+    generator = plan(*args, **kwargs)
+    try:
+        next(generator)
+    except StopIteration:
+        pass
+    finally:
+        generator.close()
+

@@ -70,27 +70,13 @@ def refusal(text: str) -> str:
     return f"the server refused the request: {reason}" + (f"; {fixes[0]}" if fixes else "")
 
 
-def check_plan_call(plan: Callable, *args: Any, **kwargs: Any) -> None:
-    """Run the checks a plan makes before its first message; raises what the plan raises (a refusal).
-
-    Every plan validates its parameters (and the instrument's limits) before it yields
-    anything, so advancing it to its first message and closing it moves nothing.
-    """
-    generator = plan(*args, **kwargs)
-    try:
-        next(generator)
-    except StopIteration:
-        pass
-    finally:
-        generator.close()
-
-
 def add_item(args: argparse.Namespace, config: Config) -> int:
     """``queue add PLAN ...``: check the call against the instrument, then add it to the queue."""
     from bluesky_queueserver_api import BPlan
 
     from ..plans import PLANS
     from ..plans.errors import InstrumentNotReady
+    from ..plans.registry import check_plan_call
     from ..scan_cli import connect_instrument, plan_kwargs
 
     plan = PLANS[args.plan]
