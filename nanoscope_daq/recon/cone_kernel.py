@@ -36,6 +36,7 @@ def _backproject(padded: np.ndarray, cos_t: np.ndarray, sin_t: np.ndarray, x: np
                  central_row: float, axis_x: float, out: np.ndarray) -> None:  # pragma: no cover - compiled
     n_angles, padded_cols, padded_rows = padded.shape
     ny, nx, nz = out.shape
+    one = np.float32(1.0)
     tiles_x = (nx + TILE_COLUMNS - 1) // TILE_COLUMNS
     for tile in numba.prange(ny * tiles_x):
         iy = tile // tiles_x
@@ -47,22 +48,22 @@ def _backproject(padded: np.ndarray, cos_t: np.ndarray, sin_t: np.ndarray, x: np
             for ix in range(x_start, x_stop):
                 depth = sod + x[ix] * sin + y[iy] * cos
                 scale = sdd / depth
-                u = central_col + (x[ix] * cos - y[iy] * sin + axis_x) * scale / pixel + 1.0  # +1: the zero border
-                if u < 0.0 or u >= padded_cols - 1:
+                u = central_col + (x[ix] * cos - y[iy] * sin + axis_x) * scale / pixel + one  # +1: the zero border
+                if u < 0 or u >= padded_cols - 1:
                     continue
                 column = int(u)
-                fu = u - column
-                weight = (sod / depth) ** 2
-                dv = dz * scale / pixel
-                v0 = central_row + z0 * scale / pixel + 1.0
+                fu = np.float32(u - column)
+                weight = np.float32((sod / depth) ** 2)
+                dv = np.float32(dz * scale / pixel)
+                v0 = np.float32(central_row + z0 * scale / pixel + one)
                 first = max(0, int(math.ceil(-v0 / dv)))
                 last = min(nz, int(math.ceil((padded_rows - 1 - v0) / dv)))
                 left, right = projection[column], projection[column + 1]
                 voxels = out[iy, ix]
                 for iz in range(first, last):
-                    v = v0 + iz * dv
+                    v = v0 + np.float32(iz) * dv
                     row = min(int(v), padded_rows - 2)
-                    fv = v - row
+                    fv = v - np.float32(row)
                     at_left = left[row] + fv * (left[row + 1] - left[row])
                     at_right = right[row] + fv * (right[row + 1] - right[row])
                     voxels[iz] += weight * (at_left + fu * (at_right - at_left))
@@ -82,8 +83,9 @@ def backproject_cone_compiled(filtered: np.ndarray, angles_rad: np.ndarray, x: n
     padded = np.zeros((n_angles, cols + 2, rows + 2), np.float32)
     padded[:, 1:-1, 1:-1] = filtered.transpose(0, 2, 1)
     out = np.zeros((y.size, x.size, z.size), np.float32)
-    dz = float(z[1] - z[0]) if z.size > 1 else 1.0
-    _backproject(padded, np.cos(angles_rad).astype(np.float64), np.sin(angles_rad).astype(np.float64),
-                 x.astype(np.float64), y.astype(np.float64), float(z[0]), dz, float(sod), float(sdd),
-                 float(pixel_mm), float(central_col), float(central_row), float(axis_x_mm), out)
+    dz = z[1] - z[0] if z.size > 1 else 1.0
+    f32 = np.float32
+    _backproject(padded, np.cos(angles_rad).astype(f32), np.sin(angles_rad).astype(f32), x.astype(f32),
+                 y.astype(f32), f32(z[0]), f32(dz), f32(sod), f32(sdd), f32(pixel_mm), f32(central_col),
+                 f32(central_row), f32(axis_x_mm), out)
     return np.ascontiguousarray(out.transpose(2, 0, 1))
