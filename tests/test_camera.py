@@ -449,3 +449,19 @@ def test_create_directory_levels_follow_ndpluginfile(tmp_path):
     assert (tmp_path / "x" / "y").is_dir()
     with pytest.raises(CreationNotAllowed):
         create_directories(tmp_path / "p" / "q", depth + 1)
+
+
+def test_the_capture_names_the_file_the_ioc_writes_even_when_its_name_grows(det, data_dir):
+    """pyepics reads a char waveform with the length of its last monitor update unless told otherwise."""
+    from nanoscope_daq.devices.capture import FrameCapture
+
+    capture = FrameCapture(det, data_dir)
+    for stem in ("s", "a_much_longer_file_name_than_before"):
+        det.hdf1.full_file_name.get()  # the monitor's length is now the last name's
+        capture.prepare(stem).wait(10)
+        capture.kickoff().wait(10)
+        try:
+            assert capture.path is not None and capture.path.name.startswith(stem)
+            assert capture.path.is_file() and capture.path.parent.is_dir()
+        finally:
+            det.hdf1.capture.put(0, wait=True)

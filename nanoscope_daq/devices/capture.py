@@ -24,6 +24,10 @@ from .detector import CREATE_DIRECTORY_DEPTH, XrmDetector, path_template
 from .signals import condition_status, done_status, progress_status, put_completed, puts_in_order, then
 
 FILE_TEMPLATE = "%s%s.h5"
+WHOLE_WAVEFORM = 1 << 16
+"""A count above any char waveform's length: pyepics then reads all of it. Without a count it asks for as
+many elements as the last monitor update held, and a file name longer than the previous one came back cut
+("/" was seen for the first file after the IOC started)."""
 
 
 class CaptureError(RuntimeError):
@@ -56,6 +60,8 @@ class FrameCapture:
         self.delivery_timeout_s = delivery_timeout_s
         """Longest a frame may take from exposure to the file (the simulator renders after exposing)."""
         self.directory = ""
+        self._stem = ""
+        """The file name prepare() told the IOC to write (before the IOC's template adds to it)."""
         self.path: Path | None = None
         self.segments: list[Segment] = []
         self._resources: dict[tuple[str, str], object] = {}
@@ -76,6 +82,7 @@ class FrameCapture:
         self.directory = time.strftime(path_template(self.data_dir))
         self.expected = 0
         self.path = None
+        self._stem = file_stem
         self.segments = []
         self._resources = {}
         return puts_in_order(self, [
@@ -87,7 +94,12 @@ class FrameCapture:
         ], timeout)
 
     def kickoff(self, timeout: float = 10.0) -> StatusBase:
-        """Open the prepared file and start capturing; the Status fails with the IOC's reason if it cannot write."""
+        """Open the prepared file and start capturing; the Status fails with the IOC's reason if it cannot write.
+
+        The file is the one FullFileName_RBV names once capturing, read whole
+        (:data:`WHOLE_WAVEFORM`) and checked to be of the prepared name in the prepared
+        directory, so that a run never announces a file that is not its own.
+        """
         hdf = self.det.hdf1
         hdf.capture.put(1, wait=False)
         started = condition_status(
@@ -97,13 +109,18 @@ class FrameCapture:
             else f"the camera IOC cannot write in {self.directory}: {hdf.write_message.get()}",
             timeout,
         )
+        return then(started, self._opened, self)
 
-        def opened(status: StatusBase) -> None:
-            if status.success:
-                self.path = Path(hdf.full_file_name.get(use_monitor=False))
-
-        started.add_callback(opened)
-        return started
+    def _opened(self) -> StatusBase:
+        """Note the file the IOC opened; refuse one that is not of the prepared name and directory."""
+        hdf = self.det.hdf1
+        reported = hdf.full_file_name.get(as_string=True, use_monitor=False, count=WHOLE_WAVEFORM)
+        path = Path(reported)
+        if path.parent != Path(self.directory) or not path.name.startswith(self._stem):
+            raise CaptureError(f"{hdf.full_file_name.pvname} reports {reported!r} while capturing, not a file "
+                               f"{self._stem}* in {self.directory}: the IOC is not writing the prepared file")
+        self.path = path
+        return done_status(self)
 
     def complete(self, timeout: float = 30.0) -> StatusBase:
         """Finished once every frame acquired is in the file and the IOC has closed it.
