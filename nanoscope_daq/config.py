@@ -615,6 +615,17 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class GuiConfig:
+    """The operator console (``nanoscope gui``): how often it redraws and how much history it shows."""
+
+    view_rate_hz: float = field(metadata=positive())
+    status_rate_hz: float = field(metadata=positive())
+    trend_s: float = field(metadata=positive())
+    saturation_counts: int = field(metadata=positive())
+    recent_runs: int = field(metadata=positive())
+
+
+@dataclass(frozen=True)
 class Config:
     """The instrument's configuration (top-level tables) and the simulator's (``sim``)."""
 
@@ -634,6 +645,7 @@ class Config:
     study: StudyConfig
     catalog: CatalogConfig
     server: ServerConfig
+    gui: GuiConfig
     sim: SimConfig
 
     def validate(self, key: str) -> None:
