@@ -20,6 +20,7 @@ from ..errors import RefusedInput
 from .addresses import Addresses
 
 SERVE_READY = "nanoscope serve ready"
+READY_MARKER = "nanoscope gui ready"
 SIGNAL_CHECK_MS = 200
 """How often the Qt loop hands control to Python, so SIGINT/SIGTERM close the window."""
 
@@ -78,6 +79,7 @@ def _run_window(config: Config, addresses: Addresses, screenshot: Path | None, a
     window = ConsoleWindow(config, addresses)
     window.show()
     window.start()
+    print(f"{READY_MARKER}: {addresses.prefix} on port {addresses.ca_port}, queue {addresses.qserver}", flush=True)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: window.close())
     python_signals = QTimer()

@@ -75,6 +75,7 @@ class QueuePanel(QWidget):
         controller.items.connect(self.show_items)
         controller.message.connect(self.show_message)
         self.last_status: dict[str, Any] = {}
+        self.exit_statuses: list[str] = []
 
     def show_status(self, status: dict[str, Any]) -> None:
         """The manager's and the RunEngine's state; the buttons that apply now enabled."""
@@ -91,6 +92,7 @@ class QueuePanel(QWidget):
         """The queue, the history (newest first) and the running item."""
         self.queue.clear()
         self.queue.addItems([item_text(item) for item in queue])
+        self.exit_statuses = [item.get("result", {}).get("exit_status", "") for item in history]
         self.history.clear()
         self.history.addItems([item_text(item) for item in reversed(history)])
         self.running.setText(f"running: {item_text(running)}" if running else "running: –")
