@@ -44,7 +44,8 @@ def window(server, qapp):
     console.show()
     console.start()
     yield console
-    console.close()
+    console.close()  # deletes the window (WA_DeleteOnClose) once the events below are processed
+    qapp.processEvents()
 
 
 def _press(qtbot, button) -> None:

@@ -94,4 +94,5 @@ def _run_window(config: Config, addresses: Addresses, screenshot: Path | None, a
 
         QTimer.singleShot(int(after * 1000), save)
     app.exec()
+    app.processEvents()  # the closed window's deferred deletion (before Python's exit tears down its items)
     return 0

@@ -50,6 +50,8 @@ class ConsoleWindow(QMainWindow):
         self.config = console_config(config, addresses)
         self.addresses = addresses
         gui = self.config.gui
+        # Deleted (C++ side first) when closed: left to Python's exit, pyqtgraph's items crash PySide6 6.12.
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.setWindowTitle(f"nanoscope console — {addresses.prefix} — {addresses.qserver}")
         self.resize(*WINDOW_SIZE)
 
