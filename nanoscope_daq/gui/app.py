@@ -38,14 +38,25 @@ def add_gui_parser(subparsers, add_connection_options) -> None:
     gui.set_defaults(func=run_gui, with_config=True)
 
 
-def _start_server(args: argparse.Namespace, config: Config) -> ChildProcess:
+def start_server(config_path: str | Path | None = None, prefix: str | None = None, port: int | None = None,
+                 timeout_s: float = 360.0) -> ChildProcess:
+    """``nanoscope serve --sim`` as a child process, ready (its ready line in ``ready_line``); stop it by PID.
+
+    Parameters
+    ----------
+    config_path : str or Path, optional
+        The configuration file the server reads (default: the defaults).
+    prefix, port : optional
+        The simulator's PV prefix and CA port (default: the configuration's).
+    timeout_s : float
+        How long the server may take to print its ready line (it starts several parts).
+    """
     argv = [sys.executable, "-m", "nanoscope_daq", "serve", "--sim"]
-    for option in ("config", "prefix", "port"):
-        if getattr(args, option, None) is not None:
-            argv += [f"--{option}", str(getattr(args, option))]
+    for option, value in (("config", config_path), ("prefix", prefix), ("port", port)):
+        if value is not None:
+            argv += [f"--{option}", str(value)]
     server = ChildProcess("nanoscope serve --sim", argv, ready_marker=SERVE_READY, stop_signal=signal.SIGTERM)
-    server.start(timeout=6 * config.server.start_timeout_s)
-    print(f"nanoscope gui: started the server (pid {server.pid}): {server.ready_line}", flush=True)
+    server.start(timeout=timeout_s)
     return server
 
 
@@ -56,7 +67,10 @@ def run_gui(args: argparse.Namespace, config: Config) -> int:
     addresses = Addresses.from_config(config)
     if args.server:
         addresses = addresses.with_words(args.server)
-    server = _start_server(args, config) if args.sim else None
+    server = None
+    if args.sim:
+        server = start_server(args.config, args.prefix, args.port, 6 * config.server.start_timeout_s)
+        print(f"nanoscope gui: started the server (pid {server.pid}): {server.ready_line}", flush=True)
     try:
         if server is not None:
             addresses = addresses.with_words(server.ready_line or "")
