@@ -18,6 +18,8 @@ driver's few CA reads are included); the simulator and the server are other proc
 The machine may be shared: the load average is reported with each case.
 
 Usage: python benchmarks/bench_console.py [--frames 400] [--cases live,scan] [--projections 180]
+       xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/bench_console.py --cases scan \\
+           --screenshots docs/console      (the screenshots of docs/console.md; CPU figures then include the grabs)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import queue
 import shutil
 import tempfile
 import threading
@@ -41,6 +44,24 @@ from nanoscope_daq.epics_env import configure_client, free_port
 RESULTS = Path(__file__).parent / "results" / "bench_console.json"
 PREVIEW = {"preview_max_size": 2048, "preview_rate_hz": 40.0}
 SAMPLE_S = 0.5
+GRABS: queue.Queue = queue.Queue()
+"""Screenshots asked for by the driver thread, taken in the GUI thread (a widget is grabbed only there)."""
+
+
+def screenshot(widget, path: Path) -> None:
+    """Save ``widget`` as PNG ``path`` (from the driver thread: waits until the GUI thread has saved it)."""
+    done = threading.Event()
+    GRABS.put((widget, path, done))
+    done.wait(30)
+    print(f"screenshot: {path}", flush=True)
+
+
+def _take_grabs() -> None:
+    while not GRABS.empty():
+        widget, path, done = GRABS.get()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        widget.grab().save(str(path))
+        done.set()
 
 
 def _ports(count: int) -> list[int]:
@@ -104,7 +125,7 @@ def with_window(config, addresses, drive: Callable[[object], dict]) -> dict:
     driver = threading.Thread(target=run, daemon=True)
     driver.start()
     closer = QTimer()
-    closer.timeout.connect(lambda: None if driver.is_alive() else window.close())
+    closer.timeout.connect(lambda: _take_grabs() if driver.is_alive() else window.close())
     closer.start(200)
     app.exec()
     app.processEvents()
@@ -151,8 +172,12 @@ def live_case(frames: int, data_dir: Path) -> dict:
         return with_window(config, addresses, drive)
 
 
-def scan_case(projections: int, idle_s: float, data_dir: Path) -> dict:
-    """The console on ``nanoscope serve --sim`` (tiny leg): idle, then over a queued fly scan."""
+def scan_case(projections: int, idle_s: float, data_dir: Path, screenshots: Path | None) -> dict:
+    """The console on ``nanoscope serve --sim`` (tiny leg, online segmentation): idle, then over a queued fly scan.
+
+    With ``screenshots``, the window, the camera, the devices panel and the slices are saved there
+    mid-scan, and the window and slices again once the segmentation's labels are shown.
+    """
     from bluesky_queueserver_api import BPlan
     from bluesky_queueserver_api.zmq import REManagerAPI
 
@@ -169,6 +194,7 @@ def scan_case(projections: int, idle_s: float, data_dir: Path) -> dict:
                             "documents_in_port": ports[3], "documents_out_port": ports[4], "tiled_port": ports[5],
                             "redis_name_prefix": f"bench_console_{os.getpid()}"}}
     overrides["sim"] = {**overrides["sim"], "time_scale": 50.0}
+    overrides["recon"] = {"online_segment": True}
     config_path = data_dir / "scan.toml"
     config_path.write_text(overrides_toml(overrides))
     config = load_config(config_path)
@@ -188,10 +214,21 @@ def scan_case(projections: int, idle_s: float, data_dir: Path) -> dict:
                                         "anaesthesia": "isoflurane 2%"}))
             meter = Meter().start()
             api.queue_start()
-            time.sleep(2.0)
+            taken = screenshots is None
             while api.status()["manager_state"] != "idle":
+                if not taken and window.sinogram.projections >= projections // 2:
+                    for name, widget in (("console-scan", window), ("console-camera", window.camera),
+                                         ("console-devices", window.devices), ("console-live", window.slices)):
+                        screenshot(widget, screenshots / f"{name}.png")
+                    taken = True
                 time.sleep(0.5)
             scan = meter.stop()
+            if screenshots is not None:
+                deadline = time.monotonic() + 300
+                while not window.slices.labels and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                screenshot(window, screenshots / "console-after-scan.png")
+                screenshot(window.slices, screenshots / "console-slices-labels.png")
             history = [item["result"]["exit_status"] for item in api.history_get()["items"]]
             api.close()
             return {"case": "console on the server: idle, then source_on + fly_tomo", "idle": idle,
@@ -210,9 +247,12 @@ def main() -> int:
     parser.add_argument("--projections", type=int, default=180, help="projections of the scan case's fly scan")
     parser.add_argument("--idle-s", type=float, default=10.0, help="seconds measured idle in the scan case")
     parser.add_argument("--cases", default="live,scan", help="comma-separated: live, scan")
+    parser.add_argument("--screenshots", type=Path, help="scan case: save screenshots of the console into this "
+                                                           "directory (run under Xvfb: xvfb-run -a ...)")
     parser.add_argument("--out", default=str(RESULTS), help="JSON results file")
     args = parser.parse_args()
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     configure_client([free_port()])  # before pyepics loads libca; the simulator (and server) take this port
     data_dir = Path(tempfile.mkdtemp(prefix="nanoscope-bench-console-"))
     results = []
@@ -221,7 +261,7 @@ def main() -> int:
             if name == "live":
                 results.append(live_case(args.frames, data_dir))
             elif name == "scan":
-                results.append(scan_case(args.projections, args.idle_s, data_dir))
+                results.append(scan_case(args.projections, args.idle_s, data_dir, args.screenshots))
             else:
                 raise SystemExit(f"unknown case {name!r}; choose from live, scan")
             print(json.dumps(results[-1], indent=2), flush=True)
