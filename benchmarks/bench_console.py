@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import shutil
 import tempfile
@@ -37,9 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+from bench_camera_stream import write_report
 
 from nanoscope_daq.config import load_config, overrides_toml
-from nanoscope_daq.epics_env import configure_client, free_port
+from nanoscope_daq.epics_env import configure_client, free_port, free_ports
 
 RESULTS = Path(__file__).parent / "results" / "bench_console.json"
 PREVIEW = {"preview_max_size": 2048, "preview_rate_hz": 40.0}
@@ -62,15 +62,6 @@ def _take_grabs() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         widget.grab().save(str(path))
         done.set()
-
-
-def _ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 class Meter:
@@ -186,7 +177,7 @@ def scan_case(projections: int, idle_s: float, data_dir: Path, screenshots: Path
     from nanoscope_daq.physics.presets import tiny_leg_overrides
 
     port = int(os.environ["EPICS_CA_ADDR_LIST"].split(":")[-1])
-    ports = _ports(6)
+    ports = free_ports(6)
     overrides = {**tiny_leg_overrides(), "scan": {"darks": 4, "flats": 4, "flats_offset_mm": 0.5},
                  "epics": {"prefix": "BENCHGUI:", "port": port}, "paths": {"data_dir": str(data_dir / "server")},
                  "dose": {"ledger_path": str(data_dir / "dose.sqlite")},
@@ -267,13 +258,7 @@ def main() -> int:
             print(json.dumps(results[-1], indent=2), flush=True)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
-    report = {"benchmark": "bench_console", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-              "results": results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"results written to {out}")
+    write_report("bench_console", results, Path(args.out))
     return 0
 
 

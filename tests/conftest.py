@@ -17,21 +17,11 @@ import time
 import uuid
 from pathlib import Path
 
-from nanoscope_daq.epics_env import configure_client, free_port
+from nanoscope_daq.epics_env import configure_client, free_ports
 
-
-def _distinct_free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-PORT_POOL = _distinct_free_ports(8)
+PORT_POOL = free_ports(8)
 configure_client(PORT_POOL)
-os.environ["EPICS_CA_REPEATER_PORT"] = str(_distinct_free_ports(1)[0])
+os.environ["EPICS_CA_REPEATER_PORT"] = str(free_ports(1)[0])
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import psutil  # noqa: E402
@@ -274,7 +264,7 @@ class Server:
     """``nanoscope serve --sim`` in a child process, its configuration, and its ready line's addresses."""
 
     def __init__(self, root: Path, ca_port: int, extra: dict | None = None) -> None:
-        ports = [ca_port, *_distinct_free_ports(6)]  # the CA port from the pool this session's clients search
+        ports = [ca_port, *free_ports(6)]  # the CA port from the pool this session's clients search
         self.config_path = root / "server.toml"
         overrides = {
             **tiny_leg_overrides(), **SCAN_OVERRIDES,

@@ -17,9 +17,10 @@ import h5py
 import numpy as np
 import psutil
 import pytest
-from conftest import _distinct_free_ports, ioc_get, wait_state, wait_until
+from conftest import ioc_get, wait_state, wait_until
 
 from nanoscope_daq.config import overrides_toml
+from nanoscope_daq.epics_env import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -164,7 +165,7 @@ def test_the_server_stops_every_part_and_frees_every_port(server):
 
 def test_a_queue_command_without_a_server_names_the_address(tmp_path):
     config = tmp_path / "nobody.toml"
-    config.write_text(overrides_toml({"server": {"control_port": _distinct_free_ports(1)[0]}}))
+    config.write_text(overrides_toml({"server": {"control_port": free_ports(1)[0]}}))
     result = subprocess.run([sys.executable, "-m", "nanoscope_daq", "queue", "status", "--config", str(config)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
