@@ -245,6 +245,9 @@ def main() -> int:
     if not os.environ.get("DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     configure_client([free_port()])  # before pyepics loads libca; the simulator (and server) take this port
+    from PySide6.QtWidgets import QApplication
+
+    _app = QApplication(["bench_console"])  # first: a display that cannot be opened aborts before anything starts
     data_dir = Path(tempfile.mkdtemp(prefix="nanoscope-bench-console-"))
     results = []
     try:

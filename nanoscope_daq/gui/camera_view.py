@@ -96,7 +96,7 @@ class CameraView(QWidget):
         step = max(1, max(self.frame.shape) // AUTO_LEVEL_SAMPLE)
         low, high = np.percentile(self.frame[::step, ::step], AUTO_LEVEL_PERCENTILES)
         self.histogram.setLevels(float(low), float(max(high, low + 1)))
-        self._levels_set = True
+        self._levels_set = high > low  # a flat frame (the preview before the first exposure) sets no levels
 
     def saturated_pixels(self) -> int:
         """Pixels of the current frame at or above the saturation level."""

@@ -89,6 +89,14 @@ TREND_SUFFIXES = ("LOAD:FORCE_RBV", "LOAD:EXT_RBV", "PHYS:GATE")
 WAVEFORM_SUFFIXES = ("PHYS:RESP_HIST", "PHYS:RESP_HIST_DT")
 
 
+def _show(label: QLabel, text: str, style: str) -> None:
+    """Set ``label``'s text and style sheet, each only when it changed (a style sheet re-polishes the widget)."""
+    if label.text() != text:
+        label.setText(text)
+    if label.styleSheet() != style:
+        label.setStyleSheet(style)
+
+
 class DevicesPanel(QWidget):
     """Readbacks and alarms of every device of the instrument at ``prefix``.
 
@@ -154,17 +162,16 @@ class DevicesPanel(QWidget):
             for readout in group:
                 name = self.prefix + readout.suffix
                 value = self.monitor.value(name)
-                label = self.labels[readout.suffix]
-                label.setText(readout.text(value))
                 if not self.monitor.connected(name):
-                    label.setStyleSheet(DISCONNECTED_STYLE)
+                    style = DISCONNECTED_STYLE
                 elif readout.alarm is not None and readout.alarm(value):
-                    label.setStyleSheet(ALARM_STYLE)
+                    style = ALARM_STYLE
                 else:
-                    label.setStyleSheet(OK_STYLE)
+                    style = OK_STYLE
+                _show(self.labels[readout.suffix], readout.text(value), style)
         alarms = self.alarms()
-        self.alarm_line.setText("ALARM: " + "; ".join(alarms) if alarms else "no alarm")
-        self.alarm_line.setStyleSheet(ALARM_STYLE if alarms else OK_STYLE)
+        _show(self.alarm_line, "ALARM: " + "; ".join(alarms) if alarms else "no alarm",
+              ALARM_STYLE if alarms else OK_STYLE)
         self._draw_trends()
 
     def _draw_trends(self) -> None:

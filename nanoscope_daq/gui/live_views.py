@@ -53,7 +53,7 @@ class SinogramView(QWidget):
         """Draw ``sinogram`` (projections x columns) of detector ``row``."""
         self.projections = sinogram.shape[0]
         self.image.setImage(np.ascontiguousarray(sinogram), autoLevels=False, levels=_levels(sinogram))
-        self.plot.setTitle(f"live sinogram, row {row}: {self.projections} projections")
+        self.plot.setTitle(f"row {row}: {self.projections} projections")
         self.row.blockSignals(True)
         self.row.setValue(row)
         self.row.blockSignals(False)
