@@ -1,7 +1,10 @@
-"""The operator console's cost: the live view at 40 fps of 2048x2048 frames, and CPU and memory idle and in a scan.
+"""The operator console's cost: the live view at 40 fps of 2048x2048 frames; CPU and memory idle and in a scan.
 
-Two cases, each with a console window (``nanoscope_daq.gui.main_window.ConsoleWindow``) in
-this process, offscreen (``QT_QPA_PLATFORM=offscreen`` unless a display is set); the
+Three cases; ``view`` is the camera view alone (``CameraView``) fed 2048x2048 frames from
+memory at 40 Hz, drawn at most 1024 and 2048 pixels a side: the live view's own cost, free of
+the simulator's preview rate. The other two each have a console window
+(``nanoscope_daq.gui.main_window.ConsoleWindow``) in this process, offscreen
+(``QT_QPA_PLATFORM=offscreen`` unless a display is set); the
 driver runs in a thread, the window in the main thread, as in ``nanoscope gui``:
 
 * ``live``: ``nanoscope sim`` with the preview unbinned (``sim.camera.preview_max_size =
@@ -42,7 +45,7 @@ from nanoscope_daq.config import load_config, overrides_toml
 from nanoscope_daq.epics_env import configure_client, free_port, free_ports
 
 RESULTS = Path(__file__).parent / "results" / "bench_console.json"
-PREVIEW = {"preview_max_size": 2048, "preview_rate_hz": 40.0}
+PREVIEW_RATE_HZ = 40.0
 SAMPLE_S = 0.5
 GRABS: queue.Queue = queue.Queue()
 """Screenshots asked for by the driver thread, taken in the GUI thread (a widget is grabbed only there)."""
@@ -116,7 +119,14 @@ def with_window(config, addresses, drive: Callable[[object], dict]) -> dict:
     driver = threading.Thread(target=run, daemon=True)
     driver.start()
     closer = QTimer()
-    closer.timeout.connect(lambda: _take_grabs() if driver.is_alive() else window.close())
+    def serve_or_close() -> None:
+        if driver.is_alive():
+            _take_grabs()
+        else:
+            closer.stop()
+            window.close()
+
+    closer.timeout.connect(serve_or_close)
     closer.start(200)
     app.exec()
     app.processEvents()
@@ -125,8 +135,40 @@ def with_window(config, addresses, drive: Callable[[object], dict]) -> dict:
     return outcome
 
 
-def live_case(frames: int, data_dir: Path) -> dict:
-    """The preview at 40 Hz, 2048x2048, shown while the camera streams ``frames`` frames at 40 fps into HDF1."""
+def view_case(seconds: float, display_max_size: int) -> dict:
+    """The camera view alone, fed 2048x2048 frames (int32, as Channel Access delivers the preview) at 40 Hz."""
+    import numpy as np
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from nanoscope_daq.gui.camera_view import CameraView
+
+    app = QApplication.instance()
+    view = CameraView(load_config().gui.saturation_counts, display_max_size)
+    view.resize(760, 600)
+    view.show()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 4000, (2048, 2048), dtype=np.int32) for _ in range(4)]
+    timer = QTimer()
+    timer.setInterval(round(1000 / PREVIEW_RATE_HZ))
+    timer.timeout.connect(lambda: view.show_frame(frames[view.frames_shown % len(frames)]))
+    meter = Meter().start()
+    timer.start()
+    QTimer.singleShot(round(1000 * seconds), app.quit)
+    app.exec()
+    timer.stop()
+    figures = meter.stop()
+    drawn = view.frames_shown
+    view.close()
+    return {"case": f"camera view alone: 2048x2048 frames at {PREVIEW_RATE_HZ:g} Hz, drawn at most "
+                    f"{display_max_size} a side", **figures, "frames_drawn": drawn,
+            "frames_per_s": round(drawn / figures["seconds"], 1),
+            "cpu_ms_per_frame": round(10 * figures["cpu_percent_of_one_core"] * figures["seconds"] / drawn, 2)}
+
+
+def live_case(frames: int, preview_size: int, data_dir: Path) -> dict:
+    """The preview at 40 Hz, binned by the IOC to ``preview_size`` a side (2048: not binned), shown while the
+    camera streams ``frames`` 2048x2048 frames at 40 fps into HDF1."""
     import epics
     from bench_camera_stream import PREFIX, Case, Pvs, capture
 
@@ -134,7 +176,8 @@ def live_case(frames: int, data_dir: Path) -> dict:
     from nanoscope_daq.sim.process import SimProcess
 
     config_path = data_dir / "live.toml"
-    config_path.write_text(overrides_toml({"sim": {"camera": PREVIEW}}))
+    config_path.write_text(overrides_toml({"sim": {"camera": {"preview_max_size": preview_size,
+                                                              "preview_rate_hz": PREVIEW_RATE_HZ}}}))
     port = int(os.environ["EPICS_CA_ADDR_LIST"].split(":")[-1])
     config = load_config(config_path)
     addresses = Addresses.from_config(config).with_words(f"prefix={PREFIX} ca=127.0.0.1:{port}")
@@ -151,7 +194,8 @@ def live_case(frames: int, data_dir: Path) -> dict:
             acquisition = capture(pvs, case, data_dir / "live", sim.pid)
             figures = meter.stop()
             Path(acquisition.pop("path")).unlink()
-            return {"case": "live view, 2048x2048 preview at 40 Hz", **figures,
+            return {"case": f"live view: 2048x2048 frames at 40 fps, preview {preview_size} a side at "
+                            f"{PREVIEW_RATE_HZ:g} Hz", **figures,
                     "preview_frames_produced": window.preview.frames_produced - produced,
                     "preview_frames_read": window.preview.frames_read - read,
                     "frames_drawn": window.camera.frames_shown - shown,
@@ -235,9 +279,11 @@ def scan_case(projections: int, idle_s: float, data_dir: Path, screenshots: Path
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=400, help="frames streamed in the live case (default 400: 10 s)")
+    parser.add_argument("--preview-sizes", default="2048,512",
+                        help="live case: the IOC's preview binned to these sizes a side (2048: every pixel)")
     parser.add_argument("--projections", type=int, default=180, help="projections of the scan case's fly scan")
     parser.add_argument("--idle-s", type=float, default=10.0, help="seconds measured idle in the scan case")
-    parser.add_argument("--cases", default="live,scan", help="comma-separated: live, scan")
+    parser.add_argument("--cases", default="view,live,scan", help="comma-separated: view, live, scan")
     parser.add_argument("--screenshots", type=Path, help="scan case: save screenshots of the console into this "
                                                            "directory (run under Xvfb: xvfb-run -a ...)")
     parser.add_argument("--out", default=str(RESULTS), help="JSON results file")
@@ -252,12 +298,20 @@ def main() -> int:
     results = []
     try:
         for name in args.cases.split(","):
+            if name == "view":
+                for size in (1024, 2048):
+                    results.append(view_case(10.0, size))
+                    print(json.dumps(results[-1], indent=2), flush=True)
+                continue
             if name == "live":
-                results.append(live_case(args.frames, data_dir))
+                for size in args.preview_sizes.split(","):
+                    results.append(live_case(args.frames, int(size), data_dir))
+                    print(json.dumps(results[-1], indent=2), flush=True)
+                continue
             elif name == "scan":
                 results.append(scan_case(args.projections, args.idle_s, data_dir, args.screenshots))
             else:
-                raise SystemExit(f"unknown case {name!r}; choose from live, scan")
+                raise SystemExit(f"unknown case {name!r}; choose from view, live, scan")
             print(json.dumps(results[-1], indent=2), flush=True)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

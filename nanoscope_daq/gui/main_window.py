@@ -55,7 +55,7 @@ class ConsoleWindow(QMainWindow):
         self.setWindowTitle(f"nanoscope console — {addresses.prefix} — {addresses.qserver}")
         self.resize(*WINDOW_SIZE)
 
-        self.camera = CameraView(gui.saturation_counts)
+        self.camera = CameraView(gui.saturation_counts, gui.display_max_size)
         self.preview = PreviewSource(addresses.prefix, gui.view_rate_hz)
         self.sinogram = SinogramView()
         self.slices = SlicesView()

@@ -20,7 +20,7 @@ PREVIEW_PLUGIN = "CAM:image1:"
 
 
 class PreviewSource(QObject):
-    """Emits :attr:`frame` (a C-contiguous uint16 array, rows x cols) for each preview frame it reads.
+    """Emits :attr:`frame` (an integer array, rows x cols, as Channel Access delivered it) for each frame it reads.
 
     Parameters
     ----------
@@ -85,7 +85,7 @@ class PreviewSource(QObject):
                 last = time.monotonic()
                 self._drawn.clear()
                 self.frames_read += 1
-                self.frame.emit(np.ascontiguousarray(np.reshape(pixels, shape), dtype=np.uint16))
+                self.frame.emit(np.reshape(pixels, shape))  # no copy: the view converts what it draws
         finally:
             for pv in (counter, cols, rows, data):
                 pv.disconnect()
