@@ -7,12 +7,13 @@ the simulator's preview rate. The other two each have a console window
 (``QT_QPA_PLATFORM=offscreen`` unless a display is set); the
 driver runs in a thread, the window in the main thread, as in ``nanoscope gui``:
 
-* ``live``: ``nanoscope sim`` with the preview unbinned (``sim.camera.preview_max_size =
-  2048``) at 40 Hz; the camera streams ``--frames`` full frames (2048x2048 Mono12 at 40 fps,
-  darks: bench_camera_stream's ``full`` case, its ``capture``) into HDF1 while the window
-  shows the preview. Reported: this process's CPU (% of one core) over the capture, preview
-  frames produced / read / drawn, RSS, and the acquisition's own loss counters (frames in
-  the file = frames requested, DroppedArrays, BufferStalls, MissedTriggers, FramesLost all 0).
+* ``live``: ``nanoscope sim`` with the preview at 40 Hz, unbinned (``sim.camera.preview_max_size
+  = 2048``) and binned to 512 by the IOC (``--preview-sizes``); the camera streams
+  ``--frames`` full frames (2048x2048 Mono12 at 40 fps, darks: bench_camera_stream's ``full``
+  case, its ``capture``) into HDF1 while the window shows the preview. Reported: this
+  process's CPU (% of one core) over the capture, preview frames produced / read / drawn,
+  RSS, and the acquisition's own loss counters (frames in the file = frames requested,
+  DroppedArrays, BufferStalls, MissedTriggers, FramesLost all 0).
 * ``scan``: ``nanoscope serve --sim`` (the tiny leg, as the tests), a window on it: CPU and
   RSS over ``--idle-s`` seconds idle, then over a queued ``source_on`` + ``fly_tomo``.
 
@@ -20,7 +21,7 @@ The CPU figures are the console's process (its Qt thread, CA, 0MQ and client thr
 driver's few CA reads are included); the simulator and the server are other processes.
 The machine may be shared: the load average is reported with each case.
 
-Usage: python benchmarks/bench_console.py [--frames 400] [--cases live,scan] [--projections 180]
+Usage: python benchmarks/bench_console.py [--frames 400] [--cases view,live,scan] [--projections 180]
        xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/bench_console.py --cases scan \\
            --screenshots docs/console      (the screenshots of docs/console.md; CPU figures then include the grabs)
 """

@@ -122,14 +122,14 @@ class LiveScan(QObject):
         if self._first_frame_time is None:
             self._first_frame_time = now
         self.frames += stop - start
-        self._announced.append((*resource, start, stop))
-        if self.row is not None:
-            self._rows.append(self._read_rows(*resource, start, stop))
-            self._emit_sinogram()
         elapsed = now - self._first_frame_time
         rate = self.frames / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.frames) / rate if rate > 0 and self.total else None
         self.progress.emit(self.frames, self.total, eta)
+        self._announced.append((*resource, start, stop))
+        if self.row is not None:
+            self._rows.append(self._read_rows(*resource, start, stop))
+            self._emit_sinogram()
 
     def _event(self, doc: dict) -> None:
         stream = self._descriptors.get(doc["descriptor"])
