@@ -98,7 +98,7 @@ def test_a_fly_scan_from_the_form_shows_frames_sinogram_and_slices_and_pauses_an
     assert ioc_get(f"{prefix}SRC:SHUTTER_RBV") == "Closed"
     _press(qtbot, window.queue.buttons["Resume"])
     qtbot.waitUntil(lambda: window.queue.last_status.get("manager_state") == "idle"
-                    and window.queue.last_status.get("items_in_history") == 2, timeout=240_000)
+                    and len(window.queue.exit_statuses) == 2, timeout=240_000)
     assert window.sinogram.projections == PROJECTIONS
     assert window.queue.exit_statuses == ["completed", "completed"]
     # The online reconstruction's slices, then the segmentation's labels over them.
@@ -116,7 +116,8 @@ def test_abort_closes_the_shutter_and_keeps_the_files(qtbot, window, server):
     qtbot.waitUntil(lambda: window.queue.last_status.get("re_state") == "running", timeout=60_000)
     qtbot.waitUntil(lambda: window.sinogram.projections >= 10, timeout=120_000)
     _press(qtbot, window.queue.buttons["Abort"])
-    qtbot.waitUntil(lambda: window.queue.last_status.get("manager_state") == "idle", timeout=120_000)
+    qtbot.waitUntil(lambda: window.queue.last_status.get("manager_state") == "idle"
+                    and len(window.queue.exit_statuses) == 3, timeout=120_000)
     assert "aborted" in window.queue.messages.text()
     assert window.queue.exit_statuses[-1] == "aborted"
     assert ioc_get(f"{server.config.epics.prefix}SRC:SHUTTER_RBV") == "Closed"
