@@ -101,12 +101,28 @@ def test_a_fly_scan_from_the_form_shows_frames_sinogram_and_slices_and_pauses_an
                     and len(window.queue.exit_statuses) == 2, timeout=240_000)
     assert window.sinogram.projections == PROJECTIONS
     assert window.queue.exit_statuses == ["completed", "completed"]
+    fly_page = window.plans.page["fly_tomo"]
+    fly_page.show_dose()
+    used = float(fly_page.dose_label.text().split(": ")[1].split(" Gy")[0])
+    assert used > 0 and "remaining" in fly_page.dose_label.text()
     # The online reconstruction's slices, then the segmentation's labels over them.
     qtbot.waitUntil(lambda: window.slices.updates >= 1, timeout=240_000)
     qtbot.waitUntil(lambda: bool(window.slices.labels), timeout=240_000)
     xy = window.slices.slices["xy"]
     assert xy.ndim == 2 and np.isfinite(xy).all() and xy.std() > 0
     assert window.slices.labels["xy"].shape == xy.shape and window.slices.labels["xy"].max() > 0
+
+
+def test_the_runs_panel_finds_the_scan_by_subject_and_opens_its_frame_and_volume(qtbot, window):
+    runs = window.runs
+    runs.subject.setText(SUBJECT["subject_id"])
+    runs.search()
+    qtbot.waitUntil(lambda: runs.table.rowCount() == 1, timeout=30_000)
+    assert [runs.table.item(0, column).text() for column in (2, 3, 5)] == ["fly_tomo", "M11", "success"]
+    runs.open_row(0)
+    qtbot.waitUntil(lambda: "frame shown" in runs.status.text(), timeout=60_000)
+    assert runs.status.text().endswith("volume shown")
+    assert runs.frame_image.image.shape[0] > 0 and runs.volume_image.image.ndim == 2
 
 
 def test_abort_closes_the_shutter_and_keeps_the_files(qtbot, window, server):

@@ -19,7 +19,7 @@ from .devices_panel import DevicesPanel
 from .documents_feed import DocumentsFeed
 from .live_scan import LiveScan
 from .live_views import SinogramView, SlicesView
-from .plan_form import PlanForm
+from .plan_form import PlanForm, dose_line
 from .preview_source import PreviewSource
 from .queue_controller import QueueController
 from .queue_panel import QueuePanel
@@ -61,7 +61,7 @@ class ConsoleWindow(QMainWindow):
         self.slices = SlicesView()
         self.devices = DevicesPanel(addresses.prefix, gui.trend_s)
         self.controller = QueueController(self.config, addresses.qserver)
-        self.plans = PlanForm()
+        self.plans = PlanForm(lambda subject_id: dose_line(self.config, subject_id))
         self.queue = QueuePanel(self.controller)
         self.live = LiveScan()
         self.feed = DocumentsFeed(addresses.zmq, self.live)

@@ -30,8 +30,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..config import Config
 from ..errors import RefusedInput
 from ..plans import PLANS
+from ..plans.dose import DoseLedger
 from ..plans.registry import parameter_help
 from ..plans.subject import SUBJECT_FIELDS
 from ..scan_cli import SKIPPED_PARAMETERS, add_plan_parsers, plan_kwargs
@@ -48,6 +50,14 @@ class _RaisingParser(argparse.ArgumentParser):
         raise FormRefused(message)
 
 
+def dose_line(config: Config, subject_id: str) -> str:
+    """The subject's dose so far (the dose ledger every scan records into) against the configured budget."""
+    used = DoseLedger(config.dose.ledger).delivered_gy(subject_id)
+    budget = config.dose.budget_gy
+    return (f"dose of {subject_id}: {used:.3f} Gy used of {budget:g} Gy, {max(budget - used, 0.0):.3f} Gy remaining "
+            "(a plan that would pass the budget is refused by its own check)")
+
+
 def plan_parsers() -> dict[str, argparse.ArgumentParser]:
     """``nanoscope scan``'s parser of each registered plan, by plan name."""
     root = _RaisingParser(prog="nanoscope gui")
@@ -59,8 +69,12 @@ def plan_parsers() -> dict[str, argparse.ArgumentParser]:
 class PlanPage(QWidget):
     """The fields of one plan: a check box per flag, a line per other parameter (empty: the default)."""
 
-    def __init__(self, name: str, plan: Callable, parser: argparse.ArgumentParser) -> None:
+    def __init__(self, name: str, plan: Callable, parser: argparse.ArgumentParser,
+                 dose: Callable[[str], str] | None = None) -> None:
         super().__init__()
+        self.dose = dose
+        self.dose_label = QLabel("")
+        self.dose_label.setWordWrap(True)
         self.name = name
         self.plan = plan
         self.parser = parser
@@ -102,7 +116,14 @@ class PlanPage(QWidget):
         for key in SUBJECT_FIELDS:
             self.subject_fields[key] = QLineEdit()
             form.addRow(key, self.subject_fields[key])
+        self.subject_fields["subject_id"].editingFinished.connect(self.show_dose)
+        form.addRow(self.dose_label)
         return box
+
+    def show_dose(self) -> None:
+        """The dose line of the subject named in the form (nothing without one)."""
+        subject_id = self.subject_fields["subject_id"].text().strip()
+        self.dose_label.setText(self.dose(subject_id) if self.dose is not None and subject_id else "")
 
     def set_values(self, values: dict[str, Any]) -> None:
         """Fill the fields from ``values`` (a ``subject`` mapping fills the subject's fields)."""
@@ -110,6 +131,7 @@ class PlanPage(QWidget):
             if name == "subject":
                 for key, item in value.items():
                     self.subject_fields[key].setText(str(item))
+                self.show_dose()
             elif isinstance(self.fields[name], QCheckBox):
                 self.fields[name].setChecked(bool(value))
             else:
@@ -146,18 +168,24 @@ def _number(text: str) -> float | str:
 
 
 class PlanForm(QWidget):
-    """A plan chooser and its page; emits :attr:`submitted` (plan name, keyword arguments) when Queue is pressed."""
+    """A plan chooser and its page; emits :attr:`submitted` (plan name, keyword arguments) when Queue is pressed.
+
+    Parameters
+    ----------
+    dose : Callable[[str], str], optional
+        The dose line shown under a subject's id (:func:`dose_line` with the console's configuration).
+    """
 
     submitted = Signal(str, dict)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, dose: Callable[[str], str] | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         parsers = plan_parsers()
         self.chooser = QComboBox()
         self.pages = QStackedWidget()
         self.page: dict[str, PlanPage] = {}
         for name, plan in PLANS.items():
-            self.page[name] = PlanPage(name, plan, parsers[name])
+            self.page[name] = PlanPage(name, plan, parsers[name], dose)
             self.chooser.addItem(name)
             self.pages.addWidget(self.page[name])
         self.chooser.currentTextChanged.connect(lambda name: self.pages.setCurrentWidget(self.page[name]))
@@ -187,6 +215,8 @@ class PlanForm(QWidget):
         except FormRefused as exc:
             self.show_message(f"refused: {exc}", error=True)
             return
+        if page.subject_fields:
+            page.show_dose()
         self.show_message(f"checking {page.name} against the instrument…")
         self.submitted.emit(page.name, kwargs)
 

@@ -87,7 +87,7 @@ class CatalogClient(QObject):
         if day:
             results = results.search(Key("start.subject.day") == float(day))
         rows = []
-        for uid, run in results.items()[-self.limit:]:
+        for uid, run in results.items().tail(self.limit):
             if "raw_run_uid" not in run.metadata.get("start", {}):
                 rows.append(run_row(uid, dict(run.metadata)))
         self.runs.emit(rows[::-1])
