@@ -175,6 +175,21 @@ def test_killing_the_console_mid_scan_leaves_the_scan_to_finish_with_complete_fi
         assert data[-1].max() > 0
 
 
+def test_a_set_point_the_device_refuses_shows_its_reason(qtbot, window, server):
+    devices = window.devices
+    high = ioc_get(f"{server.config.epics.prefix}PHYS:RATE_HI")
+    devices.setpoint.setCurrentText("respiration rate low limit (bpm)")
+    devices.setpoint_value.setText(str(high + 10))
+    devices.put_setpoint()
+    qtbot.waitUntil(lambda: "refused" in devices.setpoint_reply.text(), timeout=10_000)
+    assert "RATE_HI" in devices.setpoint_reply.text() or "below" in devices.setpoint_reply.text()
+    assert ioc_get(f"{server.config.epics.prefix}PHYS:RATE_LO") < high
+    devices.setpoint_value.setText(str(high - 5))
+    devices.put_setpoint()
+    qtbot.waitUntil(lambda: devices.setpoint_reply.text().endswith("written"), timeout=10_000)
+    assert ioc_get(f"{server.config.epics.prefix}PHYS:RATE_LO") == pytest.approx(high - 5)
+
+
 def test_a_source_interlock_trip_is_shown_as_an_alarm(qtbot, window, server):
     prefix = server.config.epics.prefix
     ca_write(f"{prefix}SRC:TRIP", "Trip")

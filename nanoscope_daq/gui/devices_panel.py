@@ -8,13 +8,26 @@ alarm line at the top; one not connected is drawn grey.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QFormLayout, QGridLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .pv_monitor import PVMonitor
 
@@ -85,6 +98,18 @@ GROUPS: dict[str, tuple[Readout, ...]] = {
 }
 """What the panel shows, by device (PV suffixes from docs/pv-reference.md)."""
 
+SETPOINTS: dict[str, tuple[str, str]] = {
+    "source high voltage (kV)": ("SRC:KV", "SRC:MSG"), "source power (W)": ("SRC:POWER", "SRC:MSG"),
+    "source spot (µm)": ("SRC:SPOT", "SRC:MSG"), "loading speed (mm/min)": ("LOAD:SPEED", "LOAD:MSG"),
+    "respiration rate low limit (bpm)": ("PHYS:RATE_LO", "PHYS:MSG"),
+    "respiration rate high limit (bpm)": ("PHYS:RATE_HI", "PHYS:MSG"),
+    "heart rate low limit (bpm)": ("PHYS:HR_LO", "PHYS:MSG"),
+    "heart rate high limit (bpm)": ("PHYS:HR_HI", "PHYS:MSG"),
+    "temperature low limit (°C)": ("PHYS:TEMP_LO", "PHYS:MSG"),
+    "temperature high limit (°C)": ("PHYS:TEMP_HI", "PHYS:MSG"),
+}
+"""Set points the panel writes: (PV suffix, the device's message PV that explains a refusal)."""
+
 TREND_SUFFIXES = ("LOAD:FORCE_RBV", "LOAD:EXT_RBV", "PHYS:GATE")
 WAVEFORM_SUFFIXES = ("PHYS:RESP_HIST", "PHYS:RESP_HIST_DT")
 
@@ -98,7 +123,8 @@ def _show(label: QLabel, text: str, style: str) -> None:
 
 
 class DevicesPanel(QWidget):
-    """Readbacks and alarms of every device of the instrument at ``prefix``.
+    """Readbacks and alarms of every device of the instrument at ``prefix``; set points written with the
+    device's own validation (a refused value shows the device's reason).
 
     Parameters
     ----------
@@ -108,11 +134,15 @@ class DevicesPanel(QWidget):
         Seconds of force and extension history plotted.
     """
 
+    setpoint_done = Signal(str, bool)
+    """The reply to a set point: what was written, or the device's reason for refusing it (True)."""
+
     def __init__(self, prefix: str, trend_s: float, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.prefix = prefix
         readouts = [readout for group in GROUPS.values() for readout in group]
         names = [prefix + r.suffix for r in readouts] + [prefix + s for s in WAVEFORM_SUFFIXES]
+        names += [prefix + suffix for suffix, _ in SETPOINTS.values() if prefix + suffix not in names]
         self.monitor = PVMonitor(names, trend_s, trends=[prefix + s for s in TREND_SUFFIXES])
         self.labels: dict[str, QLabel] = {}
         self.alarm_line = QLabel("no alarm")
@@ -141,9 +171,23 @@ class DevicesPanel(QWidget):
         plots = QGridLayout()
         plots.addWidget(self.load_plot, 0, 0)
         plots.addWidget(self.breath_plot, 0, 1)
+        self.setpoint = QComboBox()
+        self.setpoint.addItems(list(SETPOINTS))
+        self.setpoint_value = QLineEdit()
+        self.setpoint_value.setPlaceholderText("new value")
+        set_button = QPushButton("Set")
+        set_button.clicked.connect(self.put_setpoint)
+        self.setpoint_reply = QLabel("")
+        self.setpoint_reply.setWordWrap(True)
+        self.setpoint_done.connect(self._show_reply)
+        setpoint_row = QHBoxLayout()
+        for widget in (self.setpoint, self.setpoint_value, set_button):
+            setpoint_row.addWidget(widget)
         layout = QVBoxLayout(self)
         layout.addWidget(self.alarm_line)
         layout.addLayout(grid)
+        layout.addLayout(setpoint_row)
+        layout.addWidget(self.setpoint_reply)
         layout.addLayout(plots, 1)
 
     def value(self, suffix: str) -> Any:
@@ -194,6 +238,27 @@ class DevicesPanel(QWidget):
             edges = np.append(gate_times - now, 0.0)
             self.gate_curve.setData(edges, gate * float(history.max()))
             self.gate_curve.setFillLevel(float(history.min()))
+
+    def put_setpoint(self) -> None:
+        """Write the chosen set point in a thread; the reply comes back as :attr:`setpoint_done`."""
+        label, text = self.setpoint.currentText(), self.setpoint_value.text().strip()
+        try:
+            value = float(text)
+        except ValueError:
+            self._show_reply(f"{label}: {text!r} is not a number", True)
+            return
+        threading.Thread(target=self._put, args=(label, value), name="set-point", daemon=True).start()
+
+    def _put(self, label: str, value: float) -> None:
+        suffix, message = SETPOINTS[label]
+        if self.monitor.put(self.prefix + suffix, value):
+            self.setpoint_done.emit(f"{label} = {value:g} written", False)
+            return
+        time.sleep(0.2)  # the device posts its reason on its message PV with the refusal
+        self.setpoint_done.emit(f"{label} = {value:g} refused: {self.value(message) or 'no reason given'}", True)
+
+    def _show_reply(self, text: str, refused: bool) -> None:
+        _show(self.setpoint_reply, text, ALARM_STYLE if refused else OK_STYLE)
 
     def close_monitors(self) -> None:
         """Stop the Channel Access monitors."""

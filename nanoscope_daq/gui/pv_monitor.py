@@ -78,9 +78,12 @@ class PVMonitor:
         times, values = zip(*points)
         return np.asarray(times), np.asarray(values)
 
-    def put(self, name: str, value: Any) -> None:
-        """Write ``value`` to ``name`` (waits for the IOC's completion; a refused put raises)."""
-        next(pv for pv in self._pvs if pv.pvname == name).put(value, wait=True, timeout=5.0)
+    def put(self, name: str, value: float) -> bool:
+        """Write ``value`` to ``name``, wait for the IOC; whether it took it (its value reads back as written)."""
+        pv = next(pv for pv in self._pvs if pv.pvname == name)
+        pv.put(value, wait=True, timeout=5.0)
+        written = pv.get(use_monitor=False, timeout=5.0)
+        return written is not None and bool(np.isclose(float(written), value))
 
     def close(self) -> None:
         """Stop every monitor."""
