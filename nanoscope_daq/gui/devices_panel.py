@@ -142,7 +142,7 @@ class DevicesPanel(QWidget):
         self.prefix = prefix
         readouts = [readout for group in GROUPS.values() for readout in group]
         names = [prefix + r.suffix for r in readouts] + [prefix + s for s in WAVEFORM_SUFFIXES]
-        names += [prefix + suffix for suffix, _ in SETPOINTS.values() if prefix + suffix not in names]
+        names += sorted({prefix + suffix for pair in SETPOINTS.values() for suffix in pair} - set(names))
         self.monitor = PVMonitor(names, trend_s, trends=[prefix + s for s in TREND_SUFFIXES])
         self.labels: dict[str, QLabel] = {}
         self.alarm_line = QLabel("no alarm")
