@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import ca_write, ioc_get, wait_state, wait_until
 from PySide6.QtCore import Qt
+from pytestqt.exceptions import TimeoutError as WaitTimeout
 
 from nanoscope_daq.gui.addresses import Addresses
 from nanoscope_daq.gui.devices_panel import ALARM_STYLE
@@ -46,6 +47,13 @@ def window(server, qapp):
     yield console
     console.close()  # deletes the window (WA_DeleteOnClose) once the events below are processed
     qapp.processEvents()
+
+
+def _wait_for_message(qtbot, window, text: str, timeout_ms: int = 60_000) -> None:
+    try:
+        qtbot.waitUntil(lambda: text in window.plans.message.text(), timeout=timeout_ms)
+    except WaitTimeout:
+        raise AssertionError(f"the form says {window.plans.message.text()!r}, not {text!r}") from None
 
 
 def _press(qtbot, button) -> None:
@@ -76,7 +84,7 @@ def test_an_invalid_form_is_refused_with_the_plans_message_and_nothing_is_queued
     page = window.plans.choose("fly_tomo")
     page.set_values({"projections": 1, "subject": SUBJECT})
     qtbot.mouseClick(window.plans.queue_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: "give at least 2 projections" in window.plans.message.text(), timeout=60_000)
+    _wait_for_message(qtbot, window, "give at least 2 projections")
     page.set_values({"projections": "many"})
     qtbot.mouseClick(window.plans.queue_button, Qt.MouseButton.LeftButton)
     assert "invalid int value: 'many'" in window.plans.message.text()

@@ -112,6 +112,7 @@ class ConsoleWindow(QMainWindow):
         """Start reading: the preview, the documents, the queue's state, the catalog's runs."""
         self.preview.start()
         self.feed.start()
+        self.controller.connect()
         self.timer.start()
         self.runs.search()
 

@@ -97,12 +97,19 @@ class QueueController(QObject):
         """Check ``name(**kwargs)`` against the instrument with the plan's own checks, then queue it."""
         return self._run(lambda: self._submit(name, kwargs))
 
+    def connect(self) -> concurrent.futures.Future:
+        """Connect the instrument the plans are checked against (ahead of the first submission)."""
+        return self._run(self._connect)
+
+    def _connect(self) -> None:
+        if self._instrument is None:
+            self._instrument = connect_instrument(self.config)
+
     def _submit(self, name: str, kwargs: dict[str, Any]) -> str:
         from bluesky_queueserver_api import BPlan
 
         plan = PLANS[name]
-        if self._instrument is None:
-            self._instrument = connect_instrument(self.config)
+        self._connect()
         extra = {"config": self.config} if "config" in inspect.signature(plan).parameters else {}
         note = ""
         try:
