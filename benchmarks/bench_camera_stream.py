@@ -300,6 +300,19 @@ def print_table(results: list[dict]) -> None:
     print("raw MB/s: page cache / with fsync; IOC CPU: IOC process + render workers + ground-truth writer")
 
 
+def write_report(benchmark: str, results: list[dict], out: Path) -> None:
+    """The results as JSON in ``out``, with the date and the host they were measured on."""
+    report = {
+        "benchmark": benchmark,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "results": results,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"results written to {out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=1000, help="frames per dark-frame case (default 1000)")
@@ -353,16 +366,7 @@ def main() -> int:
         shutil.rmtree(data_dir, ignore_errors=True)
 
     print_table(results)
-    report = {
-        "benchmark": "bench_camera_stream",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "results": results,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"results written to {out}")
+    write_report("bench_camera_stream", results, Path(args.out))
     return 0
 
 

@@ -88,6 +88,7 @@ LAZY_COMMANDS = {
     "morphometry": (".analysis.cli", "add_morphometry_parser",
                     "porosity, lacunae and bone morphometry of a labels file"),
     "train": (".analysis.cli", "add_train_parser", "train a segmentation model; writes weights + metrics JSON"),
+    "gui": (".gui.app", "add_gui_parser", "the operator console (PySide6 + pyqtgraph)"),
     "analyze": (".study_cli", "add_analyze_parser",
                 "reconstruct, segment and measure a study's tomograms on dask, then the cohort table"),
 }
@@ -136,7 +137,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (module, function, summary) in LAZY_COMMANDS.items():
         if command == name:  # import only what runs: torch and ophyd take seconds to load
             add = getattr(importlib.import_module(module, __package__), function)
-            if name in ("scan", "queue"):
+            if name in ("scan", "queue", "gui"):
                 add(sub, _add_connection_options)
             else:
                 add(sub)

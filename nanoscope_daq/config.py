@@ -395,7 +395,8 @@ class SimCameraConfig:
     render_workers: int = field(metadata=_check(lambda v: 1 <= v <= 64, "between 1 and 64"))
     capture_memory_mb: float = field(metadata=positive())
     preview_max_size: int = field(metadata=_check(lambda v: 16 <= v <= 2048, "between 16 and 2048"))
-    preview_rate_hz: float = field(metadata=_check(lambda v: 0 < v <= 30, "above 0 and at most 30"))
+    preview_rate_hz: float = field(metadata=_check(lambda v: 0 < v <= 40,
+                                                   "above 0 and at most 40 (the full-frame rate)"))
     temperature_setpoint_c: float
     ambient_temperature_c: float
     cooling_time_constant_s: float = field(metadata=positive())
@@ -633,6 +634,18 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class GuiConfig:
+    """The operator console (``nanoscope gui``): how often it redraws and how much history it shows."""
+
+    view_rate_hz: float = field(metadata=positive())
+    display_max_size: int = field(metadata=_check(lambda v: v >= 64, "at least 64 (pixels)"))
+    status_rate_hz: float = field(metadata=positive())
+    trend_s: float = field(metadata=positive())
+    saturation_counts: int = field(metadata=positive())
+    recent_runs: int = field(metadata=positive())
+
+
+@dataclass(frozen=True)
 class Config:
     """The instrument's configuration (top-level tables) and the simulator's (``sim``)."""
 
@@ -652,6 +665,7 @@ class Config:
     study: StudyConfig
     catalog: CatalogConfig
     server: ServerConfig
+    gui: GuiConfig
     sim: SimConfig
 
     def validate(self, key: str) -> None:

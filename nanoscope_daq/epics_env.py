@@ -59,3 +59,13 @@ def free_port(host: str = "127.0.0.1") -> int:
                     continue
             return port
     raise RuntimeError(f"no port free for both TCP and UDP on {host}")
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports, each free for both TCP and UDP on ``host`` (see :func:`free_port`)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(host)
+        if port not in ports:
+            ports.append(port)
+    return ports

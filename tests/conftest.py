@@ -10,30 +10,26 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
-from nanoscope_daq.epics_env import configure_client, free_port
+from nanoscope_daq.epics_env import configure_client, free_ports
 
-
-def _distinct_free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-PORT_POOL = _distinct_free_ports(8)
+PORT_POOL = free_ports(8)
 configure_client(PORT_POOL)
-os.environ["EPICS_CA_REPEATER_PORT"] = str(_distinct_free_ports(1)[0])
+os.environ["EPICS_CA_REPEATER_PORT"] = str(free_ports(1)[0])
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import psutil  # noqa: E402
 import pytest  # noqa: E402
 from caproto.sync import client as caproto_sync  # noqa: E402
 
+from nanoscope_daq.config import load_config, overrides_toml  # noqa: E402
+from nanoscope_daq.physics.presets import tiny_leg_overrides  # noqa: E402
 from nanoscope_daq.sim.process import SimProcess  # noqa: E402
 
 CAError = caproto_sync.ErrorResponseReceived
@@ -260,3 +256,97 @@ def fresh_scan_bench(sim_factory, tmp_path_factory):
     bench = _scan_bench(sim_factory, tmp_path_factory)
     yield bench
     sim_factory.stop(bench.sim)
+
+
+# -- the instrument server: `nanoscope serve --sim` in a child process ------------------------
+
+class Server:
+    """``nanoscope serve --sim`` in a child process, its configuration, and its ready line's addresses."""
+
+    def __init__(self, root: Path, ca_port: int, extra: dict | None = None) -> None:
+        ports = [ca_port, *free_ports(6)]  # the CA port from the pool this session's clients search
+        self.config_path = root / "server.toml"
+        overrides = {
+            **tiny_leg_overrides(), **SCAN_OVERRIDES,
+            "epics": {"prefix": f"SRV{os.getpid()}:", "port": ports[0]},
+            "paths": {"data_dir": str(root / "data")},
+            "dose": {"ledger_path": str(root / "dose.sqlite")},
+            "server": {"redis_port": ports[1], "control_port": ports[2], "info_port": ports[3],
+                       "documents_in_port": ports[4], "documents_out_port": ports[5], "tiled_port": ports[6],
+                       "redis_name_prefix": f"test_{os.getpid()}_{int(time.time())}"},
+        }
+        overrides["sim"] = {**overrides["sim"], "time_scale": 50.0}  # the tiny leg's phantom kept
+        for section, values in (extra or {}).items():
+            overrides[section] = {**overrides.get(section, {}), **values}
+        self.config_path.write_text(overrides_toml(overrides))
+        self.config = load_config(self.config_path, environment=False)
+        self.ports = ports
+        self.proc = subprocess.Popen([sys.executable, "-m", "nanoscope_daq", "serve", "--sim", "--config",
+                                      str(self.config_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        self.lines: list[str] = []
+        for line in self.proc.stdout:  # the server gives up itself after server.start_timeout_s per part
+            self.lines.append(line.rstrip())
+            if "nanoscope serve ready" in line:
+                break
+        assert any("nanoscope serve ready" in line for line in self.lines), "\n".join(self.lines)
+        self.ready = dict(word.split("=", 1) for word in self.lines[-1].split() if "=" in word)
+
+    def child(self, marker: str) -> psutil.Process | None:
+        """The one process of the server whose command line holds ``marker`` (None when not exactly one)."""
+        found = []
+        for process in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                if marker in " ".join(process.cmdline()):
+                    found.append(process)
+            except psutil.Error:  # exited (or a zombie not reaped yet): not a running part
+                continue
+        return found[0] if len(found) == 1 else None
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nanoscope_daq", *args, "--config", str(self.config_path)],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def api(self):
+        from bluesky_queueserver_api.zmq import REManagerAPI
+
+        return REManagerAPI(zmq_control_addr=self.ready["qserver"], timeout_recv=10)
+
+    def catalog(self):
+        from tiled.client import from_uri
+
+        return from_uri(self.ready["tiled"], api_key=self.config.catalog.key())
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def server_overrides() -> dict:
+    """Configuration sections a test module adds to its server's (override this fixture in the module)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, sim_factory, server_overrides):
+    """``nanoscope serve --sim`` for the module's tests: the tiny leg, ports and a Redis prefix of its own."""
+    ca_port = sim_factory.free.pop(0)
+    try:
+        srv = Server(tmp_path_factory.mktemp("server"), ca_port, server_overrides)
+        yield srv
+        if srv.proc.poll() is None:
+            srv.stop()
+    finally:
+        sim_factory.free.append(ca_port)
+
+
+def wait_state(api, condition, timeout: float, what: str) -> dict:
+    """Poll the RE Manager's status until ``condition(status)``; fail the test naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = api.status()
+        if condition(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"server never reached: {what}; last status {status}")

@@ -1,15 +1,13 @@
 """The instrument server end to end: ``nanoscope serve --sim``, the queue, the catalog, the live analysis.
 
-One server for the module (it takes tens of seconds to start): Redis, Tiled, the 0MQ
-proxy, the RE Manager and ``nanoscope live``, each a child process on ports of this test
-alone, with a Redis name prefix of its own. Items go in through bluesky-queueserver-api
+One server for the module (conftest's ``server`` fixture; it takes tens of seconds to
+start): Redis, Tiled, the 0MQ proxy, the RE Manager and ``nanoscope live``, each a child
+process on ports of this test alone, with a Redis name prefix of its own. Items go in through bluesky-queueserver-api
 and the ``nanoscope queue`` command; runs come back through the Tiled client.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,97 +17,15 @@ import h5py
 import numpy as np
 import psutil
 import pytest
-from conftest import SCAN_OVERRIDES, _distinct_free_ports, ioc_get, wait_until
+from conftest import ioc_get, wait_state, wait_until
 
-from nanoscope_daq.config import load_config, overrides_toml
-from nanoscope_daq.physics.presets import tiny_leg_overrides
+from nanoscope_daq.config import overrides_toml
+from nanoscope_daq.epics_env import free_ports
 
 pytestmark = pytest.mark.slow
 
 SUBJECT = {"subject_id": "M07", "cohort": "ovx", "treatment": "PTH", "day": 14, "anaesthesia": "isoflurane 2%"}
 PROJECTIONS = 180
-
-
-class Server:
-    """``nanoscope serve --sim`` in a child process, its configuration, and its ready line's addresses."""
-
-    def __init__(self, root: Path, ca_port: int) -> None:
-        ports = [ca_port, *_distinct_free_ports(6)]  # the CA port from the pool this session's clients search
-        self.config_path = root / "server.toml"
-        overrides = {
-            **tiny_leg_overrides(), **SCAN_OVERRIDES,
-            "epics": {"prefix": f"SRV{os.getpid()}:", "port": ports[0]},
-            "paths": {"data_dir": str(root / "data")},
-            "dose": {"ledger_path": str(root / "dose.sqlite")},
-            "server": {"redis_port": ports[1], "control_port": ports[2], "info_port": ports[3],
-                       "documents_in_port": ports[4], "documents_out_port": ports[5], "tiled_port": ports[6],
-                       "redis_name_prefix": f"test_{os.getpid()}_{int(time.time())}"},
-        }
-        overrides["sim"] = {**overrides["sim"], "time_scale": 50.0}  # the tiny leg's phantom kept
-        self.config_path.write_text(overrides_toml(overrides))
-        self.config = load_config(self.config_path, environment=False)
-        self.ports = ports
-        self.proc = subprocess.Popen([sys.executable, "-m", "nanoscope_daq", "serve", "--sim", "--config",
-                                      str(self.config_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
-        self.lines: list[str] = []
-        for line in self.proc.stdout:  # the server gives up itself after server.start_timeout_s per part
-            self.lines.append(line.rstrip())
-            if "nanoscope serve ready" in line:
-                break
-        assert any("nanoscope serve ready" in line for line in self.lines), "\n".join(self.lines)
-        self.ready = dict(word.split("=", 1) for word in self.lines[-1].split() if "=" in word)
-
-    def child(self, marker: str) -> psutil.Process | None:
-        """The one process of the server whose command line holds ``marker`` (None when not exactly one)."""
-        found = []
-        for process in psutil.Process(self.proc.pid).children(recursive=True):
-            try:
-                if marker in " ".join(process.cmdline()):
-                    found.append(process)
-            except psutil.Error:  # exited (or a zombie not reaped yet): not a running part
-                continue
-        return found[0] if len(found) == 1 else None
-
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "nanoscope_daq", *args, "--config", str(self.config_path)],
-                              capture_output=True, text=True, timeout=timeout)
-
-    def api(self):
-        from bluesky_queueserver_api.zmq import REManagerAPI
-
-        return REManagerAPI(zmq_control_addr=self.ready["qserver"], timeout_recv=10)
-
-    def catalog(self):
-        from tiled.client import from_uri
-
-        return from_uri(self.ready["tiled"], api_key=self.config.catalog.key())
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, sim_factory):
-    ca_port = sim_factory.free.pop(0)
-    try:
-        srv = Server(tmp_path_factory.mktemp("server"), ca_port)
-        yield srv
-        if srv.proc.poll() is None:
-            srv.stop()
-    finally:
-        sim_factory.free.append(ca_port)
-
-
-def _wait_state(api, condition, timeout: float, what: str) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = api.status()
-        if condition(status):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"server never reached: {what}; last status {status}")
 
 
 def test_ready_line_names_every_address_on_loopback(server):
@@ -131,16 +47,16 @@ def test_a_queued_fly_scan_pauses_resumes_and_lands_in_the_catalog_and_the_live_
     assert api.item_add(BPlan("fly_tomo", "xrm", projections=PROJECTIONS, velocity=20.0, flats_when="both",
                               subject=SUBJECT))["success"]
     api.queue_start()
-    _wait_state(api, lambda s: s["items_in_history"] == 1 and s["re_state"] == "running", 120,
+    wait_state(api, lambda s: s["items_in_history"] == 1 and s["re_state"] == "running", 120,
                 "the fly scan running")
     wait_until(lambda: ioc_get(f"{server.config.epics.prefix}ROT.RBV") > 60.0, timeout=60,
                what="the rotation a third of the way")
     api.re_pause("immediate")
-    _wait_state(api, lambda s: s["re_state"] == "paused", 30, "paused")
+    wait_state(api, lambda s: s["re_state"] == "paused", 30, "paused")
     assert ioc_get(f"{server.config.epics.prefix}SRC:SHUTTER_RBV") == "Closed"
     time.sleep(1.0)
     api.re_resume()
-    status = _wait_state(api, lambda s: s["manager_state"] == "idle", 240, "the queue run out")
+    status = wait_state(api, lambda s: s["manager_state"] == "idle", 240, "the queue run out")
     assert status["items_in_history"] == 2
     history = api.history_get()["items"]
     assert [item["result"]["exit_status"] for item in history] == ["completed", "completed"], history
@@ -216,9 +132,9 @@ def test_killing_the_live_analysis_leaves_the_scan_alone_and_it_catches_up_from_
     live = server.child(" live --config")
     assert api.item_add(BPlan("fly_tomo", "xrm", projections=60, subject={**SUBJECT, "day": 15}))["success"]
     api.queue_start()
-    _wait_state(api, lambda s: s["re_state"] == "running", 60, "the scan running")
+    wait_state(api, lambda s: s["re_state"] == "running", 60, "the scan running")
     live.kill()
-    status = _wait_state(api, lambda s: s["manager_state"] == "idle", 240, "the queue run out")
+    status = wait_state(api, lambda s: s["manager_state"] == "idle", 240, "the queue run out")
     last = api.history_get()["items"][-1]
     assert last["result"]["exit_status"] == "completed", last
     assert status["worker_environment_exists"]
@@ -281,7 +197,7 @@ def test_the_server_stops_every_part_and_frees_every_port(server):
 
 def test_a_queue_command_without_a_server_names_the_address(tmp_path):
     config = tmp_path / "nobody.toml"
-    config.write_text(overrides_toml({"server": {"control_port": _distinct_free_ports(1)[0]}}))
+    config.write_text(overrides_toml({"server": {"control_port": free_ports(1)[0]}}))
     result = subprocess.run([sys.executable, "-m", "nanoscope_daq", "queue", "status", "--config", str(config)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr

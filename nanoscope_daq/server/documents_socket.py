@@ -6,6 +6,11 @@ import json
 
 from event_model import sanitize_doc
 
+RAW_PREFIX = b"raw"
+"""0MQ message prefix of the RunEngine's documents (the scans): ``nanoscope live`` subscribes to these only."""
+ANALYSIS_PREFIX = b"analysis"
+"""0MQ message prefix of the analysis runs ``nanoscope live`` publishes (live slices, volumes) for the console."""
+
 
 def serialize(doc: dict) -> bytes:
     """A document as UTF-8 JSON (numpy values made plain by event-model's ``sanitize_doc``)."""

@@ -24,13 +24,39 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from .documents_socket import deserialize
+from .documents_socket import ANALYSIS_PREFIX, RAW_PREFIX, deserialize, serialize
 
 READY_MARKER = "nanoscope live ready"
 CATCH_UP_ANALYSIS = "catch_up_reconstruction"
 CATALOG_WAIT_S = 120.0
 
 logger = logging.getLogger(__name__)
+
+
+class CatalogAndSocket:
+    """Publishes each analysis document to the catalog and into the server's 0MQ proxy (for the console).
+
+    The reconstruction and the catch-up publish from their own threads; a lock keeps the 0MQ
+    socket to one thread at a time. The documents carry :data:`ANALYSIS_PREFIX`, so this
+    process's own subscription (:data:`RAW_PREFIX`) never receives them back.
+    """
+
+    def __init__(self, config: Config, writer: Any) -> None:
+        from bluesky.callbacks.zmq import Publisher
+
+        server = config.server
+        self.writer = writer
+        self._publisher = Publisher(f"{server.host}:{server.documents_in_port}", prefix=ANALYSIS_PREFIX,
+                                    serializer=serialize)
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, doc: dict) -> None:
+        self.writer(name, doc)
+        with self._lock:
+            self._publisher(name, doc)
+
+    def close(self) -> None:
+        self._publisher.close()
 
 
 class CatchUp:
@@ -118,11 +144,13 @@ def run_live(config: Config) -> int:
 
     address = config.server.documents_address
     loop = asyncio.new_event_loop()
-    dispatcher = RemoteDispatcher(address.removeprefix("tcp://"), loop=loop, deserializer=deserialize)
+    dispatcher = RemoteDispatcher(address.removeprefix("tcp://"), loop=loop, prefix=RAW_PREFIX,
+                                  deserializer=deserialize)
     writer = CatalogWriter.from_config(config)
-    online = StreamingReconstruction(config=config, publish=writer,
+    publish = CatalogAndSocket(config, writer)
+    online = StreamingReconstruction(config=config, publish=publish,
                                      on_volume=lambda path: print(f"online volume: {path}", flush=True))
-    catch_up = CatchUp(config, open_catalog(config), writer)
+    catch_up = CatchUp(config, open_catalog(config), publish)
     dispatcher.subscribe(online)
     dispatcher.subscribe(catch_up)
 
@@ -141,4 +169,5 @@ def run_live(config: Config) -> int:
         online.close()
         catch_up.close()
         writer.close()
+        publish.close()
     return 0

@@ -31,8 +31,8 @@ class ServerUnreachable(RuntimeError):
 
 
 @contextlib.contextmanager
-def manager(config: Config, *, timeout_s: float = 10.0) -> Iterator[Any]:
-    """An ``REManagerAPI`` of the configured server (closed on exit).
+def manager(config: Config, *, timeout_s: float = 10.0, address: str | None = None) -> Iterator[Any]:
+    """An ``REManagerAPI`` of the configured server, or of the one at ``address`` (closed on exit).
 
     A request the server refuses raises :class:`QueueRefused` with the server's reason; a
     server that does not answer, :class:`ServerUnreachable` naming the address.
@@ -40,7 +40,7 @@ def manager(config: Config, *, timeout_s: float = 10.0) -> Iterator[Any]:
     from bluesky_queueserver_api.comm_base import RequestFailedError, RequestTimeoutError
     from bluesky_queueserver_api.zmq import REManagerAPI
 
-    address = config.server.control_address
+    address = address or config.server.control_address
     api = REManagerAPI(zmq_control_addr=address, timeout_recv=timeout_s)
     try:
         yield api

@@ -31,7 +31,7 @@ from ..pipeline.catalog import CatalogWriter  # noqa: E402
 from ..pipeline.journal import DocumentJournal  # noqa: E402
 from ..plans import PLANS  # noqa: E402
 from ..scan_cli import connect_instrument  # noqa: E402
-from .documents_socket import serialize  # noqa: E402
+from .documents_socket import RAW_PREFIX, serialize  # noqa: E402
 
 
 def with_config(plan, config: Config):
@@ -60,6 +60,7 @@ RE = RunEngine({})
 RE.subscribe(DocumentJournal(CONFIG.paths.journal_path))  # first: `nanoscope recover` if the worker dies
 RE.subscribe(NXtomoWriter())
 RE.subscribe(CatalogWriter.from_config(CONFIG))
-RE.subscribe(Publisher(f"{CONFIG.server.host}:{CONFIG.server.documents_in_port}", serializer=serialize))
+RE.subscribe(Publisher(f"{CONFIG.server.host}:{CONFIG.server.documents_in_port}", prefix=RAW_PREFIX,
+                       serializer=serialize))
 
 globals().update({name: with_config(plan, CONFIG) for name, plan in PLANS.items()})
