@@ -28,6 +28,7 @@ Rates (Schulte et al. 2011; dynamic histomorphometry names of Dempster et al., J
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from dataclasses import dataclass
 
@@ -198,3 +199,24 @@ def _cavity_depth(before: np.ndarray, resorbed: np.ndarray, voxel_size_um: float
         return 0.0
     depth = ndimage.distance_transform_edt(before) * voxel_size_um
     return float(np.mean(ndimage.maximum(depth, pieces, np.arange(1, count + 1))))
+
+
+class Change(enum.IntEnum):
+    """Codes of a remodelling map."""
+
+    NONE = 0
+    QUIESCENT = 1
+    FORMED = 2
+    RESORBED = 3
+
+
+def change_map(baseline: np.ndarray, followup: np.ndarray, transform: RigidTransform) -> np.ndarray:
+    """Quiescent, formed and resorbed bone (Change codes, uint8) on the baseline's grid, the follow-up through
+    ``transform`` (a Remodeling's)."""
+    before = _solid(bone_tissue(baseline))
+    after = transform.resample(_solid(bone_tissue(followup)).astype(np.float32)) >= 0.5
+    out = np.full(before.shape, Change.NONE, np.uint8)
+    out[before & after] = Change.QUIESCENT
+    out[after & ~before] = Change.FORMED
+    out[before & ~after] = Change.RESORBED
+    return out
