@@ -6,12 +6,13 @@ volumes and the simulator's ground truth of each day)::
     PYTHONPATH=. python benchmarks/bench_remodeling_accuracy.py D [--first-day 0 --last-day 10]
 
 For each source of the two time points' volumes (ground-truth labels; the ground-truth
-attenuation, noise- and blur-free; the offline reconstruction of one tomogram; the online
-reconstruction of one tomogram, whole and gated; both tomograms of the session averaged)
-it prints MAR periosteal / endosteal, BFR and MS/BS two ways: voxel counts (mean local
-thickness of the formed voxels, the method before issue 16) and sub-voxel (formed volume
-over surface, analysis/apposition.py), with and without registration. Writes the table as
-JSON under benchmarks/results/.
+attenuation, noise- and blur-free; the offline reconstruction of one tomogram with the
+automatic centre of rotation, the demo's path before issue 16, made here from the NXtomo
+file; the online reconstruction of one tomogram, whole and gated, with the instrument's
+centre; both tomograms of the session averaged) it prints MAR periosteal / endosteal, BFR
+and MS/BS two ways: voxel counts (mean local thickness of the formed voxels, the method
+before issue 16) and sub-voxel (formed volume over surface, analysis/apposition.py), with
+and without registration. Writes the table as JSON under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from nanoscope_daq.analysis.longitudinal import bone_labels
 from nanoscope_daq.analysis.morphometry import compartments
 from nanoscope_daq.analysis.remodeling import _clusters, _solid, remodeling
 from nanoscope_daq.analysis.thickness import local_thickness
+from nanoscope_daq.config import load_config
+from nanoscope_daq.recon.offline import reconstruct_file
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -72,10 +75,15 @@ def main() -> None:
     def stem(nxs: Path, suffix: str) -> Path:
         return nxs.with_name(nxs.stem + suffix)
 
+    settings = load_config(args.out / "demo.toml").recon
+    for nxs in (first[0], last[0]):
+        if not stem(nxs, "_offline.h5").is_file():
+            reconstruct_file(nxs, stem(nxs, "_offline.h5"), settings=settings)
+
     sources = {
         "ground-truth labels": None,
         "ground-truth attenuation": [volume_of(p, "attenuation") for p in truth],
-        "offline, one tomogram": [volume_of(stem(s[0], "_offline.h5")) for s in (first, last)],
+        "offline auto COR, one tomogram": [volume_of(stem(s[0], "_offline.h5")) for s in (first, last)],
         "online, one tomogram": [volume_of(stem(s[0], "_recon.h5")) for s in (first, last)],
         "online gated, one tomogram": [volume_of(stem(s[0], "_gate_recon.h5")) for s in (first, last)],
         "online, two tomograms averaged": [np.mean([volume_of(stem(n, "_recon.h5")) for n in s], axis=0)
