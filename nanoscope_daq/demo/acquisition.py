@@ -259,7 +259,8 @@ def _catch_up(online, acquisition: Acquisition, timeout_s: float = 600.0) -> Non
     with tqdm(total=expected, unit="volume", desc="online reconstruction", file=sys.stderr) as bar:
         deadline = time.monotonic() + timeout_s
         while not online.wait(0.5):
-            bar.update(len(acquisition.online_volumes) - bar.n)
+            if len(acquisition.online_volumes) > bar.n:  # only then: an idle bar would redraw every time
+                bar.update(len(acquisition.online_volumes) - bar.n)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the online reconstruction did not catch up within {timeout_s:g} s")
         bar.update(len(acquisition.online_volumes) - bar.n)

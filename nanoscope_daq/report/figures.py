@@ -24,8 +24,8 @@ CHANGE = {1: ("quiescent", "#9e9e9e"), 2: ("formed", "#2a9d8f"), 3: ("resorbed",
 """Remodelling map code: (legend, colour)."""
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, bottom: float = 0.0) -> Path:
+    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -57,7 +57,7 @@ def projection_figure(path: Path, transmission: np.ndarray, pixel_um: float, tit
 def orthogonal_slices_figure(path: Path, volumes: Mapping[float, np.ndarray], labels: Mapping[float, np.ndarray],
                              voxel_um: float, units: str) -> Path:
     """Per study day (rows): the mid xy, xz and yz slices, the segmentation overlaid."""
-    fig, axes = plt.subplots(len(volumes), 3, figsize=(11, 3.4 * len(volumes)), squeeze=False)
+    fig, axes = plt.subplots(len(volumes), 3, figsize=(12, 3.6 * len(volumes)), squeeze=False, layout="constrained")
     for row, (day, volume) in enumerate(volumes.items()):
         nz, ny, nx = volume.shape
         low, high = np.percentile(volume, [1, 99.5])
@@ -88,13 +88,13 @@ def morphometry_figure(path: Path, days: Sequence[float], measured: Mapping[str,
         ax.set(xlabel="study day", ylabel=label, title=label)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(loc="lower right")
     return _save(fig, path)
 
 
 def remodelling_map_figure(path: Path, change: np.ndarray, voxel_um: float, title: str) -> Path:
     """Formed, resorbed and quiescent bone (codes of CHANGE) in the mid xy and xz slices."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
     nz, ny, _ = change.shape
     for ax, (name, image, ylabel) in zip(axes, [("xy (mid z)", change[nz // 2], "y (um)"),
                                                 ("xz (mid y)", change[:, ny // 2], "z (um)")]):
@@ -102,8 +102,8 @@ def remodelling_map_figure(path: Path, change: np.ndarray, voxel_um: float, titl
         ax.imshow(np.zeros_like(image), cmap="gray", vmin=0, vmax=1, extent=extent)
         _overlay(ax, image, CHANGE, extent, 1.0)
         ax.set(xlabel="x (um)", ylabel=ylabel, title=f"{title}: {name}")
-    axes[1].legend(handles=[Patch(color=c, label=n) for n, c in CHANGE.values()], loc="upper right", fontsize=8)
-    return _save(fig, path)
+    fig.legend(handles=[Patch(color=c, label=n) for n, c in CHANGE.values()], loc="lower center", ncol=3, fontsize=9)
+    return _save(fig, path, bottom=0.08)
 
 
 def force_extension_figure(path: Path, extension_mm: np.ndarray, force_n: np.ndarray,
