@@ -102,8 +102,7 @@ def remodeling(baseline: np.ndarray, followup: np.ndarray, voxel_size_um: float,
         use_pores = min(p.sum() for p in pores) >= MIN_PORE_FRACTION * before.sum()
         transform = rigid_register(*pores) if use_pores else rigid_register(before, after_raw)
     after = transform.resample(after_raw) >= 0.5
-    overlap = transform.resample(np.ones(before.shape, np.float32), order=0) > 0.5
-    overlap = ndimage.binary_erosion(overlap, iterations=2)  # interpolation edge
+    overlap = _overlap(transform, before.shape)
     before &= overlap
     after &= overlap
     formed = _clusters(after & ~before, min_cluster_voxels)
@@ -143,6 +142,11 @@ def remodeling(baseline: np.ndarray, followup: np.ndarray, voxel_size_um: float,
         ms_bs=_fraction(surface, ndimage.binary_dilation(formed)),
         es_bs=_fraction(surface, resorbed),
     )
+
+
+def _overlap(transform: RigidTransform, shape: tuple[int, ...]) -> np.ndarray:
+    """Where the follow-up, through ``transform``, covers the baseline's grid (less the interpolation edge)."""
+    return ndimage.binary_erosion(transform.resample(np.ones(shape, np.float32), order=0) > 0.5, iterations=2)
 
 
 def _pores(labels: np.ndarray, solid: np.ndarray) -> np.ndarray:
@@ -216,6 +220,9 @@ def change_map(baseline: np.ndarray, followup: np.ndarray, transform: RigidTrans
     before = _solid(bone_tissue(baseline))
     after = transform.resample(_solid(bone_tissue(followup)).astype(np.float32)) >= 0.5
     out = np.full(before.shape, Change.NONE, np.uint8)
+    overlap = _overlap(transform, before.shape)
+    before &= overlap
+    after &= overlap
     out[before & after] = Change.QUIESCENT
     out[after & ~before] = Change.FORMED
     out[before & ~after] = Change.RESORBED
