@@ -22,12 +22,13 @@ def _row(out: str, name: str) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_demo_runs_a_longitudinal_study_and_reports_it_against_the_ground_truth(tmp_path):
     out_dir = tmp_path / "study"
     result = subprocess.run(
         [sys.executable, "-m", "nanoscope_daq", "demo", "--out", str(out_dir), "--prefix", "DEMO:",
          "--days", "0", "10"],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        capture_output=True, text=True, timeout=1400, cwd=tmp_path,
     )
     out, err = result.stdout, result.stderr
     assert result.returncode == 0, out[-3000:] + err[-3000:]
