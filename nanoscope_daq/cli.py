@@ -74,7 +74,8 @@ def _cmd_catalog_ingest(args: argparse.Namespace, config: Config) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(_config_from_args(args), port=args.port, out=args.out, time_scale=args.time_scale)
+    return run_demo(_config_from_args(args), port=args.port, out=args.out, time_scale=args.time_scale,
+                    days=args.days)
 
 
 LAZY_COMMANDS = {
@@ -112,7 +113,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start the simulated instrument and run the main job")
     _add_connection_options(demo)
-    demo.add_argument("--out", help="directory for the demo's data (default: a new temporary one)")
+    demo.add_argument("--out", help="directory for the demo's data and report (default: demo-out/ here)")
+    demo.add_argument("--days", type=float, nargs="+",
+                      help="study days of the imaging sessions (default 0 5 10; at least two)")
     demo.add_argument("--time-scale", type=float, help="speed-up of slow processes (default 20 in the demo)")
     demo.set_defaults(func=_cmd_demo)
 

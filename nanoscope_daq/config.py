@@ -293,7 +293,7 @@ class ReconConfig:
     online_algorithm: str = field(metadata=one_of("fbp", "fourier"))
     online_device: str = field(metadata=one_of("cpu", "cuda"))
     online_cor_offset_px: float
-    online_phase_bins: int = field(metadata=_check(lambda v: v >= 1, ">= 1"))
+    online_phase_bins: int = field(metadata=_check(lambda v: v >= 0, ">= 0"))
     online_slices_interval_s: float = field(metadata=non_negative())
     online_segment: bool
     online_calibrate: str = field(metadata=_check(

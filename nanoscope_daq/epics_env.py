@@ -69,3 +69,48 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         if port not in ports:
             ports.append(port)
     return ports
+
+
+def serve_repeater() -> int:
+    """A CA repeater for this process's clients, in a daemon thread, on a free port; returns the port.
+
+    libca starts a ``caRepeater`` executable unless something already holds its repeater
+    port, and without a repeater that confirms its registration it complains ("caRepeater
+    couldn't be located", "unable to contact CA repeater after 50 tries"); pyepics ships no
+    caRepeater for Linux. This one confirms every registration (libca on Linux registers
+    with an empty datagram, which caproto's repeater records but never confirms) and
+    forwards every other datagram (server beacons) to the registered clients. It ends with
+    this process; servers started after this call inherit ``EPICS_CA_REPEATER_PORT`` and
+    send it their beacons. Call before libca loads.
+    """
+    import socket
+    import threading
+
+    if "epics" in sys.modules:
+        raise RuntimeError("pyepics was imported before the CA repeater was set up; call serve_repeater() first")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", 0))  # libca tests the port on every interface
+    port = sock.getsockname()[1]
+    os.environ["EPICS_CA_REPEATER_PORT"] = str(port)
+    threading.Thread(target=_repeat, args=(sock,), name="ca-repeater", daemon=True).start()
+    return port
+
+
+def _repeat(sock) -> None:
+    """The repeater's loop: confirm registrations, forward the rest to the registered clients."""
+    import caproto
+
+    clients: set[tuple[str, int]] = set()
+    broadcaster = caproto.Broadcaster(our_role=caproto.SERVER)
+    while True:
+        message, sender = sock.recvfrom(65536)
+        commands = broadcaster.recv(message, sender) if message else []
+        if not message or any(isinstance(c, caproto.RepeaterRegisterRequest) for c in commands):
+            clients.add(sender)
+            sock.sendto(broadcaster.send(caproto.RepeaterConfirmResponse(sender[0])), sender)
+            continue
+        for client in list(clients - {sender}):
+            try:
+                sock.sendto(message, client)
+            except OSError:  # the client has gone
+                clients.discard(client)

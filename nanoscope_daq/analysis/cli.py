@@ -187,8 +187,7 @@ def _cmd_morphometry(args: argparse.Namespace) -> int:
             raise SystemExit("nanoscope morphometry: --followup needs --days (the interval between time points)")
         later = read_labels(args.followup)
         change = remodeling(labels.data, later.data, labels.voxel_size_um, args.days,
-                            min_cluster_voxels=cfg.remodeling_min_cluster_voxels,
-                            thickness_step=cfg.thickness_step_voxels)
+                            min_cluster_voxels=cfg.remodeling_min_cluster_voxels)
         report["remodeling"] = change.to_dict()
     if args.json:
         print(json.dumps(report, indent=2, default=str))

@@ -11,9 +11,13 @@ bone only in the baseline is resorbed, bone in both is quiescent; clusters small
 Rates (Schulte et al. 2011; dynamic histomorphometry names of Dempster et al., JBMR
 28:2, 2013), over the interval of ``days``:
 
-* BFR, BRR: formed, resorbed volume / baseline bone volume / day;
-* MAR: mean local thickness of the formed bone / days (also split into periosteal and
-  endosteal formation: outside or inside the baseline's periosteal envelope);
+* BFR, BRR: formed (sub-voxel, as MAR), resorbed volume / baseline bone volume / day;
+* MAR: formed volume / mean area of the surface it covers (before and after) / days, with
+  sub-voxel volumes (apposition.py): from the bone fraction of the grey values when the
+  reconstructed volumes are given, else from the labels; also split into periosteal and
+  endosteal formation: outside or inside the baseline's periosteal envelope. Formation
+  next to a resorption cavity is left out of MAR and counted by voxels in BFR (the
+  cavity's loss would cancel its grey values);
 * MRR: mean depth of the resorption cavities / days (depth of a cavity: the largest
   distance of its voxel centres from the nearest baseline non-bone voxel centre: half a
   voxel too deep at the surface, half a voxel too shallow at the bottom);
@@ -24,16 +28,17 @@ Rates (Schulte et al. 2011; dynamic histomorphometry names of Dempster et al., J
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from . import apposition as grey
 from .labels import Code, bone_tissue
 from .morphometry import FULL_26, compartments
 from .registration import RigidTransform, rigid_register
-from .thickness import local_thickness
 
 MIN_PORE_FRACTION = 1e-3
 """Register on the pores when they fill at least this fraction of the bone, else on the bone."""
@@ -78,8 +83,12 @@ class Remodeling:
 
 def remodeling(baseline: np.ndarray, followup: np.ndarray, voxel_size_um: float, days: float,
                register: bool = True, min_cluster_voxels: int = 5,
-               thickness_step: float = 0.25) -> Remodeling:
-    """Remodelling from the ``baseline`` labels to the ``followup`` labels ``days`` later (same grid shape)."""
+               volumes: tuple[np.ndarray, np.ndarray] | None = None) -> Remodeling:
+    """Remodelling from the ``baseline`` labels to the ``followup`` labels ``days`` later (same grid shape).
+
+    ``volumes``: the reconstructed volumes the labels were segmented from (baseline, follow-up);
+    formed volumes then come from their grey values (apposition.py), else from the labels.
+    """
     if days <= 0:
         raise ValueError(f"the interval between time points must be > 0 days, got {days}")
     if baseline.shape != followup.shape:
@@ -93,8 +102,7 @@ def remodeling(baseline: np.ndarray, followup: np.ndarray, voxel_size_um: float,
         use_pores = min(p.sum() for p in pores) >= MIN_PORE_FRACTION * before.sum()
         transform = rigid_register(*pores) if use_pores else rigid_register(before, after_raw)
     after = transform.resample(after_raw) >= 0.5
-    overlap = transform.resample(np.ones(before.shape, np.float32), order=0) > 0.5
-    overlap = ndimage.binary_erosion(overlap, iterations=2)  # interpolation edge
+    overlap = _overlap(transform, before.shape)
     before &= overlap
     after &= overlap
     formed = _clusters(after & ~before, min_cluster_voxels)
@@ -105,23 +113,40 @@ def remodeling(baseline: np.ndarray, followup: np.ndarray, voxel_size_um: float,
     if bv == 0:
         raise ValueError("the baseline holds no bone where the two time points overlap: nothing to compare")
     surface = before & ~ndimage.binary_erosion(before) & ndimage.binary_erosion(overlap)
-    thickness = local_thickness(formed, thickness_step) * voxel_size_um
     envelope = compartments(before)[2]
-    periosteal = formed & ~envelope
-    endosteal = formed & envelope
+    fractions = _fractions(baseline, followup, before, after_raw > 0, transform, volumes)
+    # Formation next to a cavity is counted by voxels (the cavity's loss would cancel its grey values) and left
+    # out of MAR, as are the faces where the overlap cuts the bone (no bone surface).
+    margin = grey.REGION_MARGIN_VOXELS
+    near_cavity = ndimage.binary_dilation(resorbed, iterations=2 * margin)
+    formed_mm3 = (grey.formed_volume_mm3(*fractions, grey.formation_region(formed, overlap & ~near_cavity),
+                                         voxel_size_um) + (formed & near_cavity).sum() * voxel_mm3)
+    interior = ndimage.binary_erosion(overlap, iterations=margin + 1) & ~near_cavity
+    apposition = {}
+    for name, side in (("periosteal", ~envelope), ("endosteal", envelope)):
+        region = grey.formation_region(formed & side, interior)
+        area = sum(grey.surface_area_mm2(solid, region, voxel_size_um) for solid in (before, after)) / 2
+        apposition[name] = (grey.formed_volume_mm3(*fractions, region, voxel_size_um), area)
+    surface_mm2 = sum(a for _, a in apposition.values())
+    apposed_mm3 = sum(v for v, _ in apposition.values())
     return Remodeling(
         days=float(days), voxel_size_um=float(voxel_size_um), transform=transform, baseline_bv_mm3=float(bv),
-        formed_mm3=float(formed.sum() * voxel_mm3), resorbed_mm3=float(resorbed.sum() * voxel_mm3),
+        formed_mm3=float(formed_mm3), resorbed_mm3=float(resorbed.sum() * voxel_mm3),
         quiescent_mm3=float(quiescent.sum() * voxel_mm3),
-        bfr_per_day=float(formed.sum() * voxel_mm3 / bv / days),
+        bfr_per_day=float(formed_mm3 / bv / days),
         brr_per_day=float(resorbed.sum() * voxel_mm3 / bv / days),
-        mar_um_per_day=_mean(thickness, formed) / days,
-        mar_periosteal_um_per_day=_mean(thickness, periosteal) / days,
-        mar_endosteal_um_per_day=_mean(thickness, endosteal) / days,
+        mar_um_per_day=_rate_um(apposed_mm3, surface_mm2, days),
+        mar_periosteal_um_per_day=_rate_um(*apposition["periosteal"], days),
+        mar_endosteal_um_per_day=_rate_um(*apposition["endosteal"], days),
         mrr_um_per_day=_cavity_depth(before, resorbed, voxel_size_um) / days,
         ms_bs=_fraction(surface, ndimage.binary_dilation(formed)),
         es_bs=_fraction(surface, resorbed),
     )
+
+
+def _overlap(transform: RigidTransform, shape: tuple[int, ...]) -> np.ndarray:
+    """Where the follow-up, through ``transform``, covers the baseline's grid (less the interpolation edge)."""
+    return ndimage.binary_erosion(transform.resample(np.ones(shape, np.float32), order=0) > 0.5, iterations=2)
 
 
 def _pores(labels: np.ndarray, solid: np.ndarray) -> np.ndarray:
@@ -145,8 +170,25 @@ def _clusters(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     return keep[pieces]
 
 
-def _mean(values: np.ndarray, mask: np.ndarray) -> float:
-    return float(values[mask].mean()) if mask.any() else 0.0
+def _fractions(baseline: np.ndarray, followup: np.ndarray, before: np.ndarray, after: np.ndarray,
+               transform: RigidTransform, volumes: tuple[np.ndarray, np.ndarray] | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Bone fraction of both time points on the baseline's grid: grey values when given, else the solid bone."""
+    if volumes is None:
+        return before.astype(np.float32), transform.resample(after.astype(np.float32))
+    fractions = []
+    for volume, solid in zip(volumes, (before, after)):
+        if volume.shape != baseline.shape:
+            raise ValueError(f"volume {volume.shape} and labels {baseline.shape} must have the same shape")
+        _, marrow, envelope = compartments(solid)
+        levels = grey.grey_levels(volume, solid, envelope, marrow)
+        fractions.append(grey.bone_fraction(volume, levels, envelope, marrow))
+    return fractions[0], transform.resample(fractions[1])
+
+
+def _rate_um(volume_mm3: float, area_mm2: float, days: float) -> float:
+    """Apposition (um/day) of ``volume_mm3`` spread over ``area_mm2`` in ``days``."""
+    return 1e3 * volume_mm3 / area_mm2 / days if area_mm2 > 0 else 0.0
 
 
 def _fraction(surface: np.ndarray, covered: np.ndarray) -> float:
@@ -161,3 +203,27 @@ def _cavity_depth(before: np.ndarray, resorbed: np.ndarray, voxel_size_um: float
         return 0.0
     depth = ndimage.distance_transform_edt(before) * voxel_size_um
     return float(np.mean(ndimage.maximum(depth, pieces, np.arange(1, count + 1))))
+
+
+class Change(enum.IntEnum):
+    """Codes of a remodelling map."""
+
+    NONE = 0
+    QUIESCENT = 1
+    FORMED = 2
+    RESORBED = 3
+
+
+def change_map(baseline: np.ndarray, followup: np.ndarray, transform: RigidTransform) -> np.ndarray:
+    """Quiescent, formed and resorbed bone (Change codes, uint8) on the baseline's grid, the follow-up through
+    ``transform`` (a Remodeling's)."""
+    before = _solid(bone_tissue(baseline))
+    after = transform.resample(_solid(bone_tissue(followup)).astype(np.float32)) >= 0.5
+    out = np.full(before.shape, Change.NONE, np.uint8)
+    overlap = _overlap(transform, before.shape)
+    before &= overlap
+    after &= overlap
+    out[before & after] = Change.QUIESCENT
+    out[after & ~before] = Change.FORMED
+    out[before & ~after] = Change.RESORBED
+    return out

@@ -69,9 +69,12 @@ class Selection:
 
 
 def gating_selections(phase: np.ndarray, gate: np.ndarray, bins: int) -> list[Selection]:
-    """One selection per respiratory-phase bin [k/bins, (k+1)/bins), and the frames taken with the gate open."""
-    which = np.clip(np.floor(np.mod(phase, 1.0) * bins), 0, bins - 1)
+    """One selection per respiratory-phase bin [k/bins, (k+1)/bins) (none when ``bins`` is 0), and the frames taken
+    with the gate open."""
     open_gate = gate > 0.5
+    if bins == 0:
+        return [Selection("gate", open_gate, 1.0)]
+    which = np.clip(np.floor(np.mod(phase, 1.0) * bins), 0, bins - 1)
     selections = [Selection(f"phase{k}of{bins}", which == k, float(open_gate[which == k].mean())
                             if np.any(which == k) else 0.0) for k in range(bins)]
     return selections + [Selection("gate", open_gate, 1.0)]

@@ -61,6 +61,13 @@ class DoseLedger:
             ).fetchone()
         return float(total)
 
+    def deliveries(self, subject_id: str) -> list[tuple[str, str, float]]:
+        """(run uid, plan, dose delivered in Gy) of every run of ``subject_id``, in the order they were booked."""
+        with self._connect() as db:
+            rows = db.execute("SELECT run_uid, plan, delivered_gy FROM deliveries WHERE subject_id = ? ORDER BY time",
+                              (subject_id,)).fetchall()
+        return [(str(uid), str(plan), float(gy)) for uid, plan, gy in rows]
+
     def record(self, subject_id: str, run_uid: str, plan: str, estimated_gy: float, delivered_gy: float) -> None:
         with self._connect() as db:
             db.execute(
