@@ -119,6 +119,11 @@ def test_a_fly_scan_from_the_form_shows_frames_sinogram_and_slices_and_pauses_an
     xy = window.slices.slices["xy"]
     assert xy.ndim == 2 and np.isfinite(xy).all() and xy.std() > 0
     assert window.slices.labels["xy"].shape == xy.shape and window.slices.labels["xy"].max() > 0
+    # The segmented tomogram's morphometry, plotted at its time point.
+    qtbot.waitUntil(lambda: 0 in window.trend.points, timeout=120_000)
+    measures = window.trend.points[0]
+    assert 0 < measures["bv_tv"] < 1 and 0 <= measures["porosity"] < 1, measures
+    assert "time point 0: BV/TV" in window.trend.plot.plotItem.titleLabel.text
 
 
 def test_the_runs_panel_finds_the_scan_by_subject_and_opens_its_frame_and_volume(qtbot, window):

@@ -6,7 +6,9 @@
   from the camera file (SWMR, docs/documents.md) here, never in the GUI thread;
 * the online reconstruction's orthogonal slices (``live_slices`` and ``volumes`` events
   of the analysis run) and the segmentation's labels through the same planes (the
-  ``labels`` event names the labels file).
+  ``labels`` event names the labels file);
+* for each segmented tomogram (a time point of a series), its morphometry: BV/TV,
+  porosity and lacunar density (analysis/morphometry.py, in a thread of its own).
 
 Everything is handed to the GUI as Qt signals carrying numpy arrays.
 """
@@ -22,9 +24,20 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from ..documents import IMAGE_DATA_KEY, IMAGE_DATASET, STREAM_OF_KEY, ImageKey
+from ..volume_files import read_labels
 
 PROJECTIONS_STREAM = STREAM_OF_KEY[ImageKey.PROJECTION]
 PLANES = ("xy", "xz", "yz")
+
+
+def time_point_measures(path: str) -> dict[str, float]:
+    """BV/TV, porosity and lacunar density (per mm^3) of a labels file."""
+    from ..analysis.morphometry import morphometry  # scipy and the thickness maps load with the first labels
+
+    labels = read_labels(path)
+    measured = morphometry(labels.data, labels.voxel_size_um)
+    return {"bv_tv": measured.bv_tv, "porosity": measured.porosity,
+            "lacunae_per_mm3": measured.lacunae.density_per_mm3}
 
 
 def label_slices(path: str, dataset: str = "/labels") -> dict[str, np.ndarray]:
@@ -48,6 +61,8 @@ class LiveScan(QObject):
     """The online reconstruction's mid-slices, by plane (``xy``, ``xz``, ``yz``)."""
     labels = Signal(dict)
     """The segmentation's labels through the same planes."""
+    measures = Signal(int, dict)
+    """A segmented tomogram's index (its time point in a series) and its morphometry (:func:`time_point_measures`)."""
     finished = Signal(str)
     """A scan's exit status."""
 
@@ -138,6 +153,15 @@ class LiveScan(QObject):
             self.slices.emit({plane: np.asarray(data[plane], dtype=np.float32) for plane in PLANES})
         elif stream == "labels" and "labels_file" in data:
             self.labels.emit(label_slices(data["labels_file"]))
+            if data.get("selection", "all") == "all":
+                threading.Thread(target=self._measure, args=(int(data.get("tomogram", 0)), data["labels_file"]),
+                                 name="morphometry", daemon=True).start()
+
+    def _measure(self, tomogram: int, path: str) -> None:
+        try:
+            self.measures.emit(tomogram, time_point_measures(path))
+        except ValueError as exc:  # no bone segmented (a blank field): nothing to plot
+            self.measures.emit(tomogram, {"error": str(exc)})
 
     def _stop(self, doc: dict) -> None:
         if doc.get("run_start") == self._run_uid:

@@ -1,4 +1,5 @@
-"""The live sinogram of a chosen detector row, and the online reconstruction's slices with the labels overlaid."""
+"""The live sinogram of a chosen detector row, the online reconstruction's slices with the labels overlaid, and the
+morphometry of each segmented time point."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
+from ..analysis.labels import Code
 from .live_scan import PLANES
 
 CLASS_COLOURS: dict[int, tuple[int, int, int, int]] = {
-    1: (230, 60, 60, 110), 2: (60, 200, 90, 110), 3: (70, 120, 240, 110), 4: (240, 200, 40, 110),
+    Code.SOFT_TISSUE: (230, 60, 60, 110), Code.BONE: (60, 200, 90, 110), Code.LCN: (70, 120, 240, 110),
+    Code.VESSEL: (240, 200, 40, 110),
 }
-"""Overlay colour (RGBA) of each label value; 0 (background) is transparent."""
+"""Overlay colour (RGBA) of each label code (DESIGN.md); background is transparent."""
+TREND_CURVES = (("bv_tv", "BV/TV", (60, 200, 90)), ("porosity", "porosity", (70, 120, 240)))
+"""The time-point measures plotted (key, legend, colour); lacunar density is in the title."""
 
 
 def _levels(image: np.ndarray) -> tuple[float, float]:
@@ -82,7 +87,7 @@ class SlicesView(QWidget):
         controls = QHBoxLayout()
         controls.addWidget(QLabel("labels:"))
         for value in CLASS_COLOURS:
-            box = QCheckBox(f"class {value}")
+            box = QCheckBox(Code(value).name.lower().replace("_", " "))
             box.setChecked(True)
             box.toggled.connect(self._draw_labels)
             self.classes[value] = box
@@ -119,3 +124,39 @@ class SlicesView(QWidget):
             self.overlays[plane].setImage(overlay, autoLevels=False, levels=(0, 255))
             if plane in self.slices and self.slices[plane].shape == labels.shape:
                 self.overlays[plane].setRect(self.images[plane].boundingRect())
+
+
+class MorphometryTrend(QWidget):
+    """BV/TV and porosity of each segmented time point (tomogram of a series) against the time point."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.plot = pg.PlotWidget(title="morphometry per time point")
+        self.plot.setLabel("bottom", "time point (tomogram)")
+        self.plot.setLabel("left", "fraction")
+        self.plot.addLegend(offset=(5, 5))
+        self.curves = {key: self.plot.plot([], [], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
+                                           symbolBrush=colour, name=name) for key, name, colour in TREND_CURVES}
+        self.points: dict[int, dict[str, float]] = {}
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.plot)
+
+    def add_point(self, time_point: int, measures: dict) -> None:
+        """Plot one time point's measures (``error``: why it has none)."""
+        if "error" in measures:
+            self.plot.setTitle(f"time point {time_point}: {measures['error']}")
+            return
+        self.points[time_point] = measures
+        order = sorted(self.points)
+        for key, curve in self.curves.items():
+            curve.setData(order, [self.points[t][key] for t in order])
+        last = self.points[order[-1]]
+        self.plot.setTitle(f"time point {order[-1]}: BV/TV {last['bv_tv']:.3f}, porosity {last['porosity']:.4f}, "
+                           f"lacunae {last['lacunae_per_mm3']:.0f}/mm³")
+
+    def clear(self) -> None:
+        """Forget the plotted points (a new scan begins)."""
+        self.points.clear()
+        for curve in self.curves.values():
+            curve.setData([], [])
+

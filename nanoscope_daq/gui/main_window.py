@@ -18,7 +18,7 @@ from .camera_view import CameraView
 from .devices_panel import DevicesPanel
 from .documents_feed import DocumentsFeed
 from .live_scan import LiveScan
-from .live_views import SinogramView, SlicesView
+from .live_views import MorphometryTrend, SinogramView, SlicesView
 from .plan_form import PlanForm, dose_line
 from .preview_source import PreviewSource
 from .queue_controller import QueueController
@@ -59,6 +59,7 @@ class ConsoleWindow(QMainWindow):
         self.preview = PreviewSource(addresses.prefix, gui.view_rate_hz)
         self.sinogram = SinogramView()
         self.slices = SlicesView()
+        self.trend = MorphometryTrend()
         self.devices = DevicesPanel(addresses.prefix, gui.trend_s)
         self.controller = QueueController(self.config, addresses.qserver)
         self.plans = PlanForm(lambda subject_id: dose_line(self.config, subject_id))
@@ -73,6 +74,8 @@ class ConsoleWindow(QMainWindow):
         self.live.sinogram.connect(self.sinogram.show_sinogram)
         self.live.slices.connect(self.slices.show_slices)
         self.live.labels.connect(self.slices.show_labels)
+        self.live.measures.connect(self.trend.add_point)
+        self.live.started.connect(lambda start: self.trend.clear())
         self.live.progress.connect(self.queue.show_progress)
         self.live.finished.connect(lambda status: self.runs.search())
         self.sinogram.row_chosen.connect(self.live.choose_row)
@@ -90,7 +93,8 @@ class ConsoleWindow(QMainWindow):
         lower = QSplitter(Qt.Orientation.Horizontal)
         lower.addWidget(self.sinogram)
         lower.addWidget(self.slices)
-        lower.setSizes([300, 600])
+        lower.addWidget(self.trend)
+        lower.setSizes([250, 450, 250])
         live.addWidget(lower)
         live.setSizes([600, 340])
         control = QSplitter(Qt.Orientation.Vertical)

@@ -4,7 +4,7 @@ Both take already filtered and weighted projections and sum them into a z-y-x vo
 in chunks of angles so that memory stays bounded. Every step is a differentiable torch
 operation: gradients flow to the projections and to the geometry (angles, ``cor``). On
 the CPU, when no gradient is wanted, cone beam takes the compiled kernel of
-cone_kernel.py instead (the same sums, 20-100x faster).
+cone_kernel.py instead (the same sums, 7-8x faster).
 """
 
 from __future__ import annotations
