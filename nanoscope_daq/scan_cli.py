@@ -100,7 +100,10 @@ def connect_instrument(config: Config):
 
     from .devices import Instrument
 
-    EpicsSignalBase.set_defaults(connection_timeout=config.epics.connection_timeout_s)
+    try:
+        EpicsSignalBase.set_defaults(connection_timeout=config.epics.connection_timeout_s)
+    except RuntimeError:  # ophyd signals exist already in this process (a second instrument, a test session):
+        pass  # their defaults stand; ophyd allows setting them only before the first signal
     try:
         xrm = Instrument(config.epics.prefix, name="xrm")
         xrm.wait_for_connection(timeout=CONNECT_TIMEOUT_S)
