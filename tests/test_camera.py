@@ -457,7 +457,7 @@ def test_the_capture_names_the_file_the_ioc_writes_even_when_its_name_grows(det,
 
     capture = FrameCapture(det, data_dir)
     for stem in ("s", "a_much_longer_file_name_than_before"):
-        det.hdf1.full_file_name.get()  # the monitor's length is now the last name's
+        det.hdf1.full_file_name.get()  # pyepics now holds the last name's length
         capture.prepare(stem).wait(10)
         capture.kickoff().wait(10)
         try:

@@ -24,10 +24,6 @@ from .detector import CREATE_DIRECTORY_DEPTH, XrmDetector, path_template
 from .signals import condition_status, done_status, progress_status, put_completed, puts_in_order, then
 
 FILE_TEMPLATE = "%s%s.h5"
-WHOLE_WAVEFORM = 1 << 16
-"""A count above any char waveform's length: pyepics then reads all of it. Without a count it asks for as
-many elements as the last monitor update held, and a file name longer than the previous one came back cut
-("/" was seen for the first file after the IOC started)."""
 
 
 class CaptureError(RuntimeError):
@@ -97,8 +93,8 @@ class FrameCapture:
         """Open the prepared file and start capturing; the Status fails with the IOC's reason if it cannot write.
 
         The file is the one FullFileName_RBV names once capturing, read whole
-        (:data:`WHOLE_WAVEFORM`) and checked to be of the prepared name in the prepared
-        directory, so that a run never announces a file that is not its own.
+        (``signals.WholeStringSignalRO``) and checked to be of the prepared name in the
+        prepared directory, so that a run never announces a file that is not its own.
         """
         hdf = self.det.hdf1
         hdf.capture.put(1, wait=False)
@@ -114,7 +110,7 @@ class FrameCapture:
     def _opened(self) -> StatusBase:
         """Note the file the IOC opened; refuse one that is not of the prepared name and directory."""
         hdf = self.det.hdf1
-        reported = hdf.full_file_name.get(as_string=True, use_monitor=False, count=WHOLE_WAVEFORM)
+        reported = hdf.full_file_name.get(as_string=True, use_monitor=False)  # read whole: detector.py
         path = Path(reported)
         if path.parent != Path(self.directory) or not path.name.startswith(self._stem):
             raise CaptureError(f"{hdf.full_file_name.pvname} reports {reported!r} while capturing, not a file "

@@ -20,6 +20,8 @@ from ophyd.areadetector.plugins import HDF5Plugin_V34, ImagePlugin
 from ophyd.device import Staged
 from ophyd.status import StatusBase
 
+from .signals import WholeStringSignalRO
+
 DATE_SUBDIRECTORIES = "%Y/%m/%d/"
 """strftime template of the directories under the data directory (one per day)."""
 CREATE_DIRECTORY_DEPTH = -3
@@ -39,6 +41,9 @@ class XrmHDF5Plugin(HDF5Plugin_V34, FileStoreHDF5IterativeWrite):
     check the day's directory, and fails with the IOC's reason when it cannot write
     there (instead of waiting forever for a capture that cannot start).
     """
+
+    full_file_name = Cpt(WholeStringSignalRO, "FullFileName_RBV", string=True, kind="config")
+    """The file being written, read whole (signals.WholeStringSignalRO)."""
 
     def __init__(self, *args, write_path_template: str = "", **kwargs) -> None:
         super().__init__(*args, write_path_template=write_path_template, **kwargs)

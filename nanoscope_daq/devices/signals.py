@@ -121,6 +121,23 @@ def puts_in_order(
     return in_order(obj, [lambda s=signal, v=value: put_completed(s, v, timeout) for signal, value in pairs])
 
 
+WHOLE_WAVEFORM = 1 << 16
+"""A count above any char waveform's length: pyepics then reads all of it."""
+
+
+class WholeStringSignalRO(EpicsSignalRO):
+    """A long string (char waveform) read whole at every ``get``.
+
+    Without a count pyepics asks the IOC for as many elements as the last update it saw
+    held, so a value longer than the previous one came back cut: the camera's first file
+    name after the IOC started read as "/".
+    """
+
+    def get(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("count", WHOLE_WAVEFORM)
+        return super().get(**kwargs)
+
+
 class ConfirmedSignal(EpicsSignal):
     """An EpicsSignal whose ``set`` Status fails with :class:`CommandRefused` when the IOC refuses the value.
 
