@@ -169,10 +169,11 @@ def test_killing_the_console_mid_scan_leaves_the_scan_to_finish_with_complete_fi
                 break
         assert console.poll() is None, "the console exited before it was ready"
         api = server.api()
+        assert api.item_add(BPlan("source_on", "xrm"))["success"]  # whatever the tests before left the source in
         assert api.item_add(BPlan("fly_tomo", "xrm", projections=PROJECTIONS, velocity=15.0,
                                   subject={**SUBJECT, "subject_id": "M12"}))["success"]
         api.queue_start()
-        wait_state(api, lambda s: s["re_state"] == "running", 60, "the scan running")
+        wait_state(api, lambda s: s["re_state"] == "running" and s["items_in_queue"] == 0, 120, "the scan running")
         wait_until(lambda: ioc_get(f"{server.config.epics.prefix}ROT.RBV") > 30.0, timeout=60,
                    what="the rotation under way")
     finally:
