@@ -18,7 +18,7 @@ from ophyd import EpicsSignal, EpicsSignalRO
 from ophyd.ophydobj import OphydObject
 from ophyd.signal import EpicsSignalBase
 from ophyd.status import Status, StatusBase
-from ophyd.utils import InvalidState
+from ophyd.utils import InvalidState, WaitTimeoutError
 
 PUT_TIMEOUT_S = 5.0
 
@@ -35,6 +35,8 @@ def _same(kept: Any, wanted: Any) -> bool:
 
 def _settle(status: StatusBase, error: BaseException | None = None) -> None:
     """Finish ``status`` (or fail it with ``error``) unless it is already done (e.g. timed out)."""
+    if isinstance(error, WaitTimeoutError):  # ophyd reserves it for a Status's own timeout and refuses it here
+        error = TimeoutError(str(error) or f"{type(error).__name__} in a step of {status}")
     try:
         if error is None:
             status.set_finished()
