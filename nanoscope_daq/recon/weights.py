@@ -9,9 +9,19 @@ the rotation is a quadrature over the measured angles:
   each), an interleaved or irregular one all come out right.
 * Cone beam, full rotation (no gap on the circle wider than twice the median step):
   the same on the full circle, times 1/2 (FDK).
-* Cone beam, short scan (range L = 180 + fan angle or more): trapezoid weights times
-  Parker's redundancy weights (Parker 1982) with the fan half-angle taken as
+* Cone beam, short scan (one arc, range L = 180 + fan angle or more): trapezoid weights
+  times Parker's redundancy weights (Parker 1982) with the fan half-angle taken as
   (L - 180) / 2 (Wesarg et al. 2002: valid for any overscan), per detector column.
+* Cone beam, round the circle with gaps (the gate-open frames of a respiratory-gated
+  rotation): the parallel-beam rule, each angle weighted by half the gap to its
+  neighbours on the half circle (theta mod 180), so a gap is filled by the projections
+  from the opposite side where there are any. It leaves out the fan: a ray's conjugate
+  lies 2 gamma beyond 180 deg, so wedges of twice the fan angle at the ends of each arc
+  are weighted as if measured once. Weights that follow the fan per column are worse
+  here: they jump along the detector row at the arcs' ends, and the ramp filter turns
+  the jump into streaks (on three 32 deg arcs in every 75 deg of a 48 px phantom:
+  RMSE 0.131 against 0.079 with this rule; 0.164 with Parker's weights over the span,
+  which assume one arc and were used before).
 
 Weights are computed from detached angles (they are constants for autograd).
 """
@@ -72,6 +82,15 @@ def is_full_rotation(angles_deg: np.ndarray) -> bool:
     return gap <= 2 * max(median_step, 1e-9) and gap < math.pi / 4
 
 
+def is_one_arc(angles_deg: np.ndarray) -> bool:
+    """Whether the angles lie on one arc of the circle: no gap but the largest wider than twice the median step."""
+    wrapped = np.sort(np.mod(np.radians(angles_deg), FULL_CIRCLE))
+    if wrapped.size < 3:
+        return True
+    gaps = np.sort(np.diff(np.concatenate([wrapped, wrapped[:1] + FULL_CIRCLE])))
+    return bool(gaps[-2] <= 2 * max(float(np.median(gaps)), 1e-9))
+
+
 def check_angles(geometry: Geometry, min_projections: int, max_gap_deg: float) -> None:
     """Refuse too few projections, or a gap in the angular coverage wider than ``max_gap_deg``."""
     angles = geometry.angles_array
@@ -107,7 +126,8 @@ def parker(beta: torch.Tensor, gamma: torch.Tensor, delta: float) -> torch.Tenso
 
 def cone_weights(geometry: ConeGeometry, device: torch.device | str,
                  plan_deg: np.ndarray | None = None) -> torch.Tensor:
-    """(angles, cols) weights (radians) for FDK: full-rotation halves, or Parker x trapezoid for a short scan.
+    """(angles, cols) weights (radians) for FDK: full-rotation halves, Parker x trapezoid for a short scan, or
+    half gaps on the half circle for a rotation with gaps (module docstring).
 
     ``plan_deg``: the scan the weights belong to when they are asked for some of its
     angles (streaming); default: the geometry's own angles.
@@ -117,6 +137,10 @@ def cone_weights(geometry: ConeGeometry, device: torch.device | str,
     if is_full_rotation(plan):
         plan_w, _ = circular_gaps(np.radians(plan), FULL_CIRCLE)
         w = _nearest_plan_weights(angles, plan, plan_w / 2, FULL_CIRCLE)
+        return torch.as_tensor(w, dtype=torch.float32, device=device)[:, None].expand(-1, geometry.cols)
+    if not is_one_arc(plan):
+        plan_w, _ = circular_gaps(np.radians(plan), math.pi)
+        w = _nearest_plan_weights(angles, plan, plan_w, FULL_CIRCLE)
         return torch.as_tensor(w, dtype=torch.float32, device=device)[:, None].expand(-1, geometry.cols)
     start, span = plan.min(), plan.max() - plan.min()
     fan = geometry.half_fan_angle_rad()
