@@ -31,8 +31,9 @@ the bone / soft-tissue contrast; at 1.5 voxels the tiny leg's bone Dice against 
 ground truth was 0.94 (0.90 at 1 voxel, measured on the demo's scans)."""
 PORE_FILTER_SIGMA_VOXELS = 0.7
 PORE_FRACTION = 0.3
-"""A cortex voxel is pore when its smoothed bone fraction is below this: at the demo's noise, 0.4
-already finds two to three times the ground truth's lacunae (noise), 0.3 finds two thirds of them."""
+"""A cortex voxel is pore when its smoothed bone fraction is below this. On the demo's scans the lacunae lie
+below the resolution and what it finds is noise (2-3 % of its voxels on a true pore;
+benchmarks/bench_lacuna_visibility.py); on sharper, quieter scans it finds them."""
 PORE_DEPTH_VOXELS = 2
 """Pores are looked for this far inside the cortex (the surfaces' blur reads as pore)."""
 
