@@ -260,7 +260,8 @@ def render_ceiling(case: Case, frames: int) -> dict:
         return Exposure(
             angle_deg=0.75 * index if case.turning else 10.0, sample_offset_mm=(0.0, 0.0, 0.0), respiration_mm=0.0,
             force_n=0.0, day=0.0,
-            exposure_s=case.exposure_s, kv=50.0, power_w=100.0, xrays_on=case.xrays, binning=case.binning,
+            exposure_s=case.exposure_s, kv=50.0, power_w=100.0, spot_um=10.0, xrays_on=case.xrays,
+            binning=case.binning,
         )
 
     async def run() -> float:

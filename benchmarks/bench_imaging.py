@@ -41,7 +41,7 @@ FRAME_BUDGET_MS = 25.0
 
 def _exposure(binning: int, angle: float, breath: float = 0.0, offset: float = 0.0, beam: bool = True) -> Exposure:
     return Exposure(angle_deg=angle, sample_offset_mm=(offset, 0.0, 0.0), respiration_mm=breath, force_n=0.0,
-                    day=0.0, exposure_s=0.02, kv=70.0, power_w=100.0, xrays_on=beam, binning=binning)
+                    day=0.0, exposure_s=0.02, kv=70.0, power_w=100.0, spot_um=10.0, xrays_on=beam, binning=binning)
 
 
 def _timed(call, repeats: int) -> dict[str, float]:

@@ -241,7 +241,8 @@ def _image_tomogram(imager: Imager, config: Config, mouse: Mouse, spec: CohortSp
         for i, (key, angle, offset) in enumerate(plan):
             beam = key != ImageKey.DARK
             exposure = Exposure(angle_deg=angle, sample_offset_mm=offset, respiration_mm=0.0, force_n=0.0, day=day,
-                                exposure_s=spec.exposure_s, kv=KV, power_w=POWER_W, xrays_on=beam)
+                                exposure_s=spec.exposure_s, kv=KV, power_w=POWER_W,
+                                spot_um=config.source.spot_default_um, xrays_on=beam)
             t = start_s + i * period_s
             frame_values = {"rotation_angle": angle, "encoder_angle": angle, "frame_time": t,
                             "source_current": current_ma if beam else 0.0, "force": 0.0, "respiratory_phase": 0.0,

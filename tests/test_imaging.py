@@ -41,7 +41,7 @@ def empty_state(cone_imager):
 
 def _exposure(**changes) -> Exposure:
     values = dict(angle_deg=0.0, sample_offset_mm=(0.0, 0.0, 0.0), respiration_mm=0.0, force_n=0.0, day=0.0,
-                  exposure_s=0.1, kv=70.0, power_w=100.0, xrays_on=True, binning=1)
+                  exposure_s=0.1, kv=70.0, power_w=100.0, spot_um=10.0, xrays_on=True, binning=1)
     values.update(changes)
     return Exposure(**values)
 
@@ -299,6 +299,17 @@ def test_rendering_is_seeded_and_deterministic(cone_imager):
 def _largest_step(image: np.ndarray) -> float:
     """Largest intensity change between neighbouring pixels: what a one-pixel error could cost."""
     return max(np.abs(np.diff(image, axis=0)).max(), np.abs(np.diff(image, axis=1)).max())
+
+
+def test_the_focal_spot_the_source_is_set_to_blurs_the_projection(cone_imager):
+    """The spot blurs by spot * (M - 1) at the detector; more power than the spot takes enlarges it."""
+    source = cone_imager.config.source
+    small, large = source.spot_min_um, 4 * source.spot_min_um
+    sharp = cone_imager.transmission(_exposure(spot_um=small, power_w=small * source.power_per_um_spot_w))
+    soft = cone_imager.transmission(_exposure(spot_um=large, power_w=small * source.power_per_um_spot_w))
+    assert _largest_step(sharp) > 1.5 * _largest_step(soft)
+    overdriven = cone_imager.transmission(_exposure(spot_um=small, power_w=large * source.power_per_um_spot_w))
+    assert np.array_equal(overdriven, soft)
 
 
 def test_breathing_moves_the_specimen_as_an_exact_projection_would(cone_imager):

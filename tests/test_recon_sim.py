@@ -34,7 +34,8 @@ pytestmark = pytest.mark.torch_threads(1)
 
 def _exposure(angle: float = 0.0, out: bool = False, beam: bool = True) -> Exposure:
     return Exposure(angle_deg=angle, sample_offset_mm=(3.0 if out else 0.0, 0.0, 0.0), respiration_mm=0.0,
-                    force_n=0.0, day=0.0, exposure_s=0.1, kv=70.0, power_w=100.0, xrays_on=beam, binning=1)
+                    force_n=0.0, day=0.0, exposure_s=0.1, kv=70.0, power_w=100.0, spot_um=10.0, xrays_on=beam,
+                    binning=1)
 
 
 def _write_nxtomo(path: Path, frames: np.ndarray, keys: np.ndarray, angles_deg: np.ndarray, geometry: dict,

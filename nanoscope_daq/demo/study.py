@@ -142,9 +142,9 @@ def morphometry_table(points: Sequence[TimePoint]) -> Table:
                                                         (f"{100 * pore_precision(p):.1f}", "100")]])
     return Table("Morphometry per session (scans: the session's mean volume, segmented; truth: the simulator's labels "
                  "at the same voxel size)", rows,
-                 "the lacunae (5-6 um across) lie below the scans' resolution: a Gaussian blur of 2 voxels, 1.5 of it "
-                 "the instrument's and the rest breathing; the pores found are noise, as their share on true pores "
-                 "shows (docs/demo.md)")
+                 "the lacunae (5-6 um across) are blurred to a third of their contrast (a Gaussian of 1.4 voxels: "
+                 "1.0 at rest, the rest breathing) and the noise is twice that: most pores found are noise, as their "
+                 "share on true pores shows (docs/demo.md)")
 
 
 REMODELLING_ROWS = [("BFR (%/day)", "bfr_per_day", 100.0), ("BRR (%/day)", "brr_per_day", 100.0),

@@ -26,6 +26,8 @@ class Exposure:
     exposure_s: float
     kv: float
     power_w: float
+    spot_um: float
+    """Focal spot size the source is set to (um); a power above its limit for that spot enlarges it."""
     xrays_on: bool
     """Source emitting and shutter open; False gives a dark frame."""
     binning: int = 1

@@ -258,7 +258,7 @@ class Imager:
             sz_q = self.config.sim.detector.render_tolerance_px * self.geometry.sod / half_width_px
             sz_snapped = round(sz / sz_q) * sz_q
             kv = round(exposure.kv, 1)
-            spot = max(self.config.source.spot_default_um, exposure.power_w / self.config.source.power_per_um_spot_w)
+            spot = max(exposure.spot_um, exposure.power_w / self.config.source.power_per_um_spot_w)
             spot = round(spot * 2) / 2
         else:
             sz_snapped, kv, spot = 0.0, 0.0, 0.0

@@ -103,6 +103,7 @@ def observe(world: World, timing: FrameTiming, binning: int) -> FrameState:
         exposure_s=timing.exposure_s,
         kv=source.kv,
         power_w=source.power_w,
+        spot_um=source.spot_um,
         xrays_on=beam,
         binning=binning,
     )
