@@ -37,7 +37,8 @@ SMOOTHING_PX = (4.0, 2.0, 1.0)
 
 @dataclass(frozen=True)
 class MotionResult:
-    """Shifts (angles, 3) in mm (lab x, y, z; y is 0), the objective before and after, evaluations and time."""
+    """Shifts (angles, 3) in mm (lab x, y, z; y is 0), the objective without and with them (both at the finest
+    stage's blur), evaluations and time."""
 
     shifts_mm: np.ndarray
     objective_start: float
@@ -66,16 +67,14 @@ def estimate_motion(line_integrals: np.ndarray | torch.Tensor, geometry: Geometr
         return torch.stack([observable[:, 0], torch.zeros_like(observable[:, 0]), observable[:, 1]], dim=1)
 
     count = 0
-    for stage, blur in enumerate(smoothing_px):
+    for blur in smoothing_px:
         objective = ReprojectionConsistency(projections, geometry, volume, filter, geometry.num_angles,
                                             smoothing_px=blur)
-        if stage == 0:
-            with torch.no_grad():
-                objective_start = float(objective(geometry, shifts(steps)))
         count += lbfgs_minimise(steps, lambda stage=objective: stage(geometry, shifts(steps)), evaluations,
                                 history_size=20)
     found = shifts(steps.detach())
-    with torch.no_grad():
+    with torch.no_grad():  # both with the last stage's blur: each stage compares at its own
+        objective_start = float(objective(geometry, shifts(torch.zeros_like(steps))))
         final = float(objective(geometry, found))
     return MotionResult(found.cpu().numpy().astype(np.float64), objective_start, final, count,
                         time.perf_counter() - began)
