@@ -260,7 +260,8 @@ def build_report(out: Path, acquisition: Acquisition, points: Sequence[TimePoint
             p, [t.day for t in points],
             {k: [_morphometry_values(t.measured)[k] for t in points] for _, k, _, _ in MORPHOMETRY_ROWS},
             {k: [_morphometry_values(t.truth)[k] for t in points] for _, k, _, _ in MORPHOMETRY_ROWS}),
-         "morphometry.png", "BV/TV, cortical thickness, lacunar porosity and density against time."),
+         "morphometry.png", "BV/TV, cortical thickness, lacunar porosity and density against time. At this "
+         "protocol the pores found in the scans are mostly noise (their share on true pores is in the table)."),
         (lambda p: figures.remodelling_map_figure(
             p, change_map(overall.first.session.labels.data, overall.last.session.labels.data,
                           overall.measured.transform), voxel_um, f"day {overall.first.day:g} to {overall.last.day:g}"),
