@@ -20,17 +20,20 @@ import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 import scipy
-import torch
 
 from . import __version__
 from .errors import RefusedInput
+
+if TYPE_CHECKING:
+    import torch
 
 PROVENANCE_GROUP = "provenance"
 ANGLES_DOC = "rotation angle of each projection used (measured, degrees)"
@@ -50,7 +53,7 @@ class Volume:
 
 def software_versions() -> dict[str, str]:
     """Versions of the package and of the libraries that computed the file."""
-    return {"nanoscope_daq": __version__, "torch": torch.__version__, "numpy": np.__version__,
+    return {"nanoscope_daq": __version__, "torch": metadata.version("torch"), "numpy": np.__version__,
             "scipy": scipy.__version__, "h5py": h5py.__version__, "python": platform.python_version()}
 
 
@@ -126,7 +129,7 @@ class VolumeWriter:
 
     def write(self, z0: int, slab: np.ndarray | torch.Tensor) -> None:
         """Slices ``z0`` .. ``z0 + len(slab)`` of the volume."""
-        if isinstance(slab, torch.Tensor):
+        if not isinstance(slab, np.ndarray):  # a tensor (torch is imported by whoever made one)
             slab = slab.detach().cpu().numpy()
         self.volume[z0:z0 + slab.shape[0]] = slab.astype(np.float32, copy=False)
 
