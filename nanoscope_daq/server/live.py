@@ -67,6 +67,9 @@ class CatchUp:
         self.catalog = catalog
         self.publish = publish
         self.seen: set[str] = set()
+        self.queued: set[str] = set()
+        """Runs queued once: the start-up sweep and a stop that arrives later can name the same run, and the
+        catalog may not show the first catch-up's stop yet when the second would begin (and rewrite its file)."""
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="catch-up", daemon=True)
         self._thread.start()
@@ -76,7 +79,7 @@ class CatchUp:
         if name == "start":
             self.seen.add(doc["uid"])
         elif name == "stop" and doc["run_start"] not in self.seen:
-            self._queue.put(doc["run_start"])
+            self._enqueue(doc["run_start"])
 
     def sweep(self) -> None:
         """Queue the recent tomography runs that have no analysis run yet."""
@@ -86,7 +89,12 @@ class CatchUp:
         for uid, run in self.catalog.search(Key("start.time") > since).items():
             start = run.metadata["start"]
             if "geometry" in start and "raw_run_uid" not in start and not self._analysed(uid):
-                self._queue.put(uid)
+                self._enqueue(uid)
+
+    def _enqueue(self, uid: str) -> None:
+        if uid not in self.queued:
+            self.queued.add(uid)
+            self._queue.put(uid)
 
     def _analysed(self, uid: str) -> bool:
         """Whether an analysis run of ``uid`` finished (one cut off with the process that wrote it does not count)."""
@@ -114,8 +122,8 @@ class CatchUp:
                 return
             time.sleep(1.0)
         run = self.catalog[uid]
-        if self._analysed(uid) or "tomograms" not in run:
-            return
+        if uid in self.seen or self._analysed(uid) or "tomograms" not in run:
+            return  # seen: the sweep queued a run still under way whose start then reached the online path
         analysis = AnalysisRun(self.publish, run.metadata["start"], CATCH_UP_ANALYSIS,
                                {"reason": "the live subscription missed this run"})
         for row in table_rows(run["tomograms"]):
