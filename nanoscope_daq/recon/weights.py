@@ -137,11 +137,16 @@ def cone_weights(geometry: ConeGeometry, device: torch.device | str,
     if is_full_rotation(plan):
         plan_w, _ = circular_gaps(np.radians(plan), FULL_CIRCLE)
         w = _nearest_plan_weights(angles, plan, plan_w / 2, FULL_CIRCLE)
-        return torch.as_tensor(w, dtype=torch.float32, device=device)[:, None].expand(-1, geometry.cols)
-    if not is_one_arc(plan):
-        plan_w, _ = circular_gaps(np.radians(plan), math.pi)
-        w = _nearest_plan_weights(angles, plan, plan_w, FULL_CIRCLE)
-        return torch.as_tensor(w, dtype=torch.float32, device=device)[:, None].expand(-1, geometry.cols)
+    elif not is_one_arc(plan):
+        w = _half_circle_weights(angles, plan, FULL_CIRCLE)
+    else:
+        return _short_scan_weights(geometry, angles, plan, device)
+    return torch.as_tensor(w, dtype=torch.float32, device=device)[:, None].expand(-1, geometry.cols)
+
+
+def _short_scan_weights(geometry: ConeGeometry, angles: np.ndarray, plan: np.ndarray,
+                        device: torch.device | str) -> torch.Tensor:
+    """Parker x trapezoid weights (angles, cols) of a short scan on one arc."""
     start, span = plan.min(), plan.max() - plan.min()
     fan = geometry.half_fan_angle_rad()
     needed = 180.0 + 2 * math.degrees(fan)
@@ -158,6 +163,13 @@ def cone_weights(geometry: ConeGeometry, device: torch.device | str,
     beta = torch.as_tensor(np.radians(angles - start), dtype=torch.float64, device=device)
     w = parker(beta[:, None], gamma[None, :], delta)
     return (w * torch.as_tensor(trapezoid, dtype=torch.float64, device=device)[:, None]).to(torch.float32)
+
+
+def _half_circle_weights(angles: np.ndarray, plan: np.ndarray, distinct_period: float) -> np.ndarray:
+    """Each angle weighted by half the gap to its neighbours on the half circle (theta mod 180), the plan's
+    weight nearest to it; ``distinct_period``: angles this far apart are the same projection."""
+    plan_w, _ = circular_gaps(np.radians(plan), math.pi)
+    return _nearest_plan_weights(angles, plan, plan_w, distinct_period)
 
 
 def _nearest_plan_weights(angles: np.ndarray, plan: np.ndarray, plan_weights: np.ndarray,
@@ -180,6 +192,5 @@ def projection_weights(geometry: Geometry, device: torch.device | str,
         return cone_weights(geometry, device, plan_deg)
     angles = geometry.angles_array
     plan = angles if plan_deg is None else np.asarray(plan_deg, dtype=np.float64)
-    plan_w, _ = circular_gaps(np.radians(plan), math.pi)
-    w = _nearest_plan_weights(angles, plan, plan_w, math.pi)
+    w = _half_circle_weights(angles, plan, math.pi)
     return torch.as_tensor(w, dtype=torch.float32, device=device)[:, None]
