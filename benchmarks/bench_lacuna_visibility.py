@@ -40,6 +40,7 @@ from scipy import ndimage
 
 from nanoscope_daq.analysis.labels import Code
 from nanoscope_daq.analysis.longitudinal import bone_and_pore_labels
+from nanoscope_daq.analysis.metrics import precision
 from nanoscope_daq.analysis.morphometry import MorphometrySettings, morphometry
 from nanoscope_daq.config import load_config
 from nanoscope_daq.recon.algorithms import FilterSpec, reconstruct
@@ -58,12 +59,16 @@ def lacuna_contrast(volume: np.ndarray, lacunae: np.ndarray, core: np.ndarray, s
     return float(volume[core].mean() - volume[lacunae].mean()) / sharp
 
 
-def blur_matching(attenuation: np.ndarray, lacunae: np.ndarray, core: np.ndarray, contrast: float) -> float:
-    """The Gaussian blur (voxels) that leaves the lacunae ``contrast`` of their sharp contrast."""
+def contrast_after_blur(attenuation: np.ndarray, lacunae: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """The lacunae's share of their sharp contrast left by each Gaussian blur of ``BLUR_SIGMAS``."""
     sharp = lacuna_contrast(attenuation, lacunae, core, 1.0)
-    found = [lacuna_contrast(ndimage.gaussian_filter(attenuation, s), lacunae, core, sharp) if s else 1.0
-             for s in BLUR_SIGMAS]
-    return float(np.interp(-contrast, -np.asarray(found), BLUR_SIGMAS))  # contrast falls as the blur grows
+    return np.array([lacuna_contrast(ndimage.gaussian_filter(attenuation, s), lacunae, core, sharp) if s else 1.0
+                     for s in BLUR_SIGMAS])
+
+
+def blur_matching(contrasts: np.ndarray, contrast: float) -> float:
+    """The Gaussian blur (voxels) that leaves the lacunae ``contrast`` (``contrasts``: contrast_after_blur)."""
+    return float(np.interp(-contrast, -contrasts, BLUR_SIGMAS))  # contrast falls as the blur grows
 
 
 def session_files(directory: Path) -> dict[float, dict[str, list[Path]]]:
@@ -114,7 +119,7 @@ def measure(name: str, volume: np.ndarray, truth: dict, settings: MorphometrySet
             "high_pass_sd_per_mm": float(high_pass[truth["core"]].std()),
             "porosity_over_truth": found.porosity / truth["porosity"],
             "lacunae": found.lacunae.count, "lacunae_truth": truth["count"],
-            "precision": float(np.count_nonzero(pores & truth["lacunae"]) / max(np.count_nonzero(pores), 1))}
+            "precision": precision(pores, truth["lacunae"])}
 
 
 def main() -> None:
@@ -147,12 +152,13 @@ def main() -> None:
         measured = morphometry(labels, voxel_um, settings)
         sharp = lacuna_contrast(attenuation, lacunae, core, 1.0)
         scale = float(mean[core].mean() / attenuation[core].mean())  # the reconstruction's units per 1/mm of truth
-        scans_sigma = blur_matching(attenuation, lacunae, core, lacuna_contrast(mean, lacunae, core, sharp * scale))
+        contrasts = contrast_after_blur(attenuation, lacunae, core)
+        scans_sigma = blur_matching(contrasts, lacuna_contrast(mean, lacunae, core, sharp * scale))
         slope, intercept = np.polyfit(ndimage.gaussian_filter(attenuation, scans_sigma).ravel(), mean.ravel(), 1)
         truth = {"voxel_um": voxel_um, "lacunae": lacunae, "core": core, "sharp": sharp, "scale": scale,
                  "porosity": measured.porosity, "count": measured.lacunae.count}
         gated = gate_open_volume(files["nxs"], cor, config.recon, mean.shape)
-        rest_sigma = blur_matching(attenuation, lacunae, core, lacuna_contrast(gated, lacunae, core, sharp * scale))
+        rest_sigma = blur_matching(contrasts, lacuna_contrast(gated, lacunae, core, sharp * scale))
         volumes = {
             f"truth at the scans' blur ({scans_sigma:.2f} vx), no noise":
                 intercept + slope * ndimage.gaussian_filter(attenuation, scans_sigma),

@@ -19,6 +19,12 @@ def segmentation_metrics(predicted: np.ndarray, target: np.ndarray, classes: int
     return {"accuracy": float(tp.sum() / max(confusion.sum(), 1)), "dice": [float(d) for d in dice]}
 
 
+def precision(found: np.ndarray, true: np.ndarray) -> float:
+    """Share of the voxels ``found`` that are ``true`` (0 when nothing was found)."""
+    count = np.count_nonzero(found)
+    return float(np.count_nonzero(found & true) / count) if count else 0.0
+
+
 def merged_codes(codes: np.ndarray) -> np.ndarray:
     """Shade-off merged into bone (what post-processing does), so thresholding can be compared."""
     return np.where(codes == Code.SHADE_OFF, np.uint8(Code.BONE), codes).astype(np.uint8)

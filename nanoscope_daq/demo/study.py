@@ -20,6 +20,7 @@ import numpy as np
 
 from ..analysis.labels import Code
 from ..analysis.longitudinal import Session, remodeling_between, session_from_volumes
+from ..analysis.metrics import precision
 from ..analysis.morphometry import Morphometry, MorphometrySettings, morphometry
 from ..analysis.remodeling import Remodeling, change_map, remodeling
 from ..config import Config
@@ -126,8 +127,7 @@ def publish(publish_doc, points: Sequence[TimePoint], intervals: Sequence[Interv
 def pore_precision(point: TimePoint) -> float:
     """Share of the scans' pore voxels that lie on a ground-truth pore: a segmentation of noise scores about the
     porosity itself (benchmarks/bench_lacuna_visibility.py)."""
-    pores = point.session.labels.data == Code.LCN
-    return float(np.count_nonzero(pores & (point.truth_labels == Code.LCN)) / max(np.count_nonzero(pores), 1))
+    return precision(point.session.labels.data == Code.LCN, point.truth_labels == Code.LCN)
 
 
 def morphometry_table(points: Sequence[TimePoint]) -> Table:
