@@ -15,7 +15,7 @@ from scipy.ndimage import binary_erosion
 from nanoscope_daq.config import load_config
 from nanoscope_daq.physics.materials import Label
 from nanoscope_daq.physics.presets import tiny_leg_config
-from nanoscope_daq.recon import ConeGeometry, ParallelGeometry, reconstruct
+from nanoscope_daq.recon import ConeGeometry, ParallelGeometry, ReconInputError, reconstruct
 from nanoscope_daq.recon.cli import add_recon_parser
 from nanoscope_daq.recon.motion import unobservable_removed
 from nanoscope_daq.recon.offline import reconstruct_file
@@ -242,7 +242,7 @@ def test_command_line_calibrates_axis_and_tilt_of_a_cone_beam_file(tmp_path, cap
 
 
 def test_motion_correction_of_a_parallel_beam_file_undoes_a_jump(tmp_path):
-    """`reconstruct_file(..., motion=True)`: the specimen jumps 2 px across the beam half way through the scan."""
+    """`reconstruct_file(..., motion="rigid")`: the specimen jumps 2 px across the beam half way through the scan."""
     geometry = ParallelGeometry(np.linspace(0, 180, 40, endpoint=False), 8, 32, 0.1, cor=15.5)
     phantom = shepp_logan_3d(0.42 * 32 * 0.1, 1.0, 0.40 * 8 * 0.1)
     shifts = np.zeros((40, 3))
@@ -255,7 +255,7 @@ def test_motion_correction_of_a_parallel_beam_file_undoes_a_jump(tmp_path):
                   {"type": "parallel"}, 100e-6, 100e-6)
     settings = load_config(recon={"calibration_evaluations": 8}).recon
     volumes = {}
-    for motion in (False, True):
+    for motion in (None, "rigid"):
         out = reconstruct_file(path, tmp_path / f"motion_{motion}.h5", cor=15.5, motion=motion, settings=settings)
         with h5py.File(out) as h5:
             volumes[motion] = h5["volume"][:]
@@ -267,4 +267,6 @@ def test_motion_correction_of_a_parallel_beam_file_undoes_a_jump(tmp_path):
     observable = np.insert(unobservable_removed(torch.tensor(shifts[:, [0, 2]]), theta).numpy(), 1, 0, axis=1)
     still = reconstruct(project_ellipsoids(phantom, geometry, 2, shifts - observable), geometry).numpy()
     error = {m: float(np.sqrt(np.mean((v - still) ** 2))) for m, v in volumes.items()}
-    assert error[True] < 0.7 * error[False]  # measured 0.019 against 0.043 (photon noise at 6e4 counts)
+    assert error["rigid"] < 0.7 * error[None]  # measured 0.019 against 0.043 (photon noise at 6e4 counts)
+    with pytest.raises(ReconInputError, match="records no respiratory phase and gate per frame"):
+        reconstruct_file(path, tmp_path / "breathing.h5", cor=15.5, motion="respiratory", settings=settings)

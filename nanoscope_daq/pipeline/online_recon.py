@@ -290,7 +290,7 @@ class OnlineReconstruction:
         _, line_integrals = self._tomogram_frames(camera, refs)
         geometry = self.setup.geometry.with_angles(self._angles(refs))
         found = self_calibrate(line_integrals.cpu().numpy(), geometry, self.settings.online_calibration,
-                               self.settings.online_motion, self.settings, self.device)
+                               "rigid" if self.settings.online_motion else None, self.settings, self.device)
         shifts = None if found.shifts_mm is None else torch.from_numpy(found.shifts_mm).float().to(self.device)
         algorithm = "fdk" if found.geometry.kind == "cone" else "fbp"  # the Fourier method assumes a still specimen
         volume = reconstruct(line_integrals, found.geometry, self.fbp.grid, algorithm=algorithm,

@@ -173,18 +173,23 @@ class ReprojectionConsistency:
                            weights=self.weights, shifts_mm=shifts, device=projections.device)
 
     def smooth(self, projections: torch.Tensor) -> torch.Tensor:
-        """Projections blurred by a Gaussian of ``smoothing_px`` (rows and columns; edges repeated)."""
-        if self.smoothing_px <= 0:
-            return projections
-        radius = max(1, math.ceil(3 * self.smoothing_px))
-        offsets = torch.arange(-radius, radius + 1, device=projections.device, dtype=projections.dtype)
-        kernel = torch.exp(-0.5 * (offsets / self.smoothing_px) ** 2)
-        kernel = kernel / kernel.sum()
-        flat = projections.reshape(-1, 1, *projections.shape[-2:])
-        flat = torch.nn.functional.pad(flat, (radius, radius, radius, radius), mode="replicate")
-        flat = torch.nn.functional.conv2d(flat, kernel.reshape(1, 1, 1, -1))
-        flat = torch.nn.functional.conv2d(flat, kernel.reshape(1, 1, -1, 1))
-        return flat.reshape(projections.shape)
+        """Projections blurred by a Gaussian of ``smoothing_px``."""
+        return blurred(projections, self.smoothing_px)
+
+
+def blurred(projections: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Projections (..., rows, cols) blurred by a Gaussian of ``sigma_px`` (rows and columns; edges repeated)."""
+    if sigma_px <= 0:
+        return projections
+    radius = max(1, math.ceil(3 * sigma_px))
+    offsets = torch.arange(-radius, radius + 1, device=projections.device, dtype=projections.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma_px) ** 2)
+    kernel = kernel / kernel.sum()
+    flat = projections.reshape(-1, 1, *projections.shape[-2:])
+    flat = torch.nn.functional.pad(flat, (radius, radius, radius, radius), mode="replicate")
+    flat = torch.nn.functional.conv2d(flat, kernel.reshape(1, 1, 1, -1))
+    flat = torch.nn.functional.conv2d(flat, kernel.reshape(1, 1, -1, 1))
+    return flat.reshape(projections.shape)
 
 
 def lbfgs_minimise(variables: torch.Tensor, value: Callable[[], torch.Tensor], evaluations: int,

@@ -40,8 +40,9 @@ def add_recon_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--calibrate", metavar="PARAMS", type=_parameter_list, default=(),
                         help="estimate these geometry parameters from the data, comma-separated: "
                              f"{','.join(PARAMETERS)} (e.g. cor,tilt; distance and offsets: cone beam)")
-    parser.add_argument("--motion", action="store_true",
-                        help="estimate and undo a rigid translation of the specimen at each projection")
+    parser.add_argument("--motion", nargs="?", const="rigid", choices=("rigid", "respiratory"),
+                        help="estimate and undo the specimen's motion: rigid (default; a translation per "
+                             "projection) or respiratory (the breath, from the frames' recorded respiratory phase)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
     parser.set_defaults(func=run_recon)
     return parser

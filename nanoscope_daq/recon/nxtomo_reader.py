@@ -219,6 +219,19 @@ class NxTomoScan:
         runs = np.split(frames, np.flatnonzero(np.diff(frames) != 1) + 1)  # contiguous runs read as slices
         return np.concatenate([np.asarray(self.data[run[0]:run[-1] + 1, rows, :], dtype=np.float32) for run in runs])
 
+    def respiration(self) -> tuple[np.ndarray, np.ndarray]:
+        """Respiratory phase and gate (1: end-expiration) of each projection, from ``frames/`` (retrospective
+        gating)."""
+        entry = self._h5[self.entry_name]
+        phase, gate = (_first(entry, f"frames/{name}") for name in ("respiratory_phase", "gate"))
+        projections = self.indices(PROJECTION)
+        if phase is None or gate is None or phase.shape != self.image_key.shape or gate.shape != phase.shape:
+            raise ReconInputError(f"{self.path} records no respiratory phase and gate per frame "
+                                  "(entry/frames/respiratory_phase, gate): scan with gating='retrospective', or "
+                                  "correct rigid motion (--motion rigid)")
+        return (np.asarray(phase[()], dtype=np.float64)[projections],
+                np.asarray(gate[()], dtype=np.float64)[projections])
+
     def geometry(self, pixel_um: float | None = None) -> Geometry:
         """The scan's geometry (projection angles, detector, pixel); ``pixel_um`` overrides the file's pixel."""
         rows, cols = self.shape

@@ -160,13 +160,14 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
                      algorithm: str | None = None, filter: str | None = None, device: str = "cpu",
                      pixel_um: float | None = None, phase: PhaseRetrieval | None = None,
                      settings: ReconConfig, calibrate: tuple[str, ...] = (),
-                     motion: bool = False) -> Path:
+                     motion: str | None = None) -> Path:
     """Reconstruct the NXtomo file ``nxs_path`` into the volume file ``out_path``; returns ``out_path``.
 
     ``cor``: detector column of the rotation axis (default: found automatically);
     ``calibrate``: geometry parameters to estimate from the data (calibrate.PARAMETERS),
-    starting from the file's geometry and that axis; ``motion``: estimate and undo a rigid
-    translation of the specimen per projection (self_calibration.py);
+    starting from the file's geometry and that axis; ``motion``: estimate and undo the
+    specimen's motion, ``"rigid"`` (a translation per projection) or ``"respiratory"`` (the
+    breath, driven by the frames' recorded respiratory phase; self_calibration.py);
     ``algorithm``/``filter``: override ``settings`` (the configuration's
     [recon] section); ``pixel_um``: pixel at the sample when the file lacks it.
     """
@@ -195,7 +196,9 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
         geometry = geometry.with_cor(float(cor))
         calibration, shifts = None, None
         if calibrate or motion:
-            calibration = self_calibrate(np.asarray(stack), geometry, tuple(calibrate), motion, settings, device)
+            respiration = scan.respiration() if motion == "respiratory" else None
+            calibration = self_calibrate(np.asarray(stack), geometry, tuple(calibrate), motion, settings, device,
+                                         respiration)
             geometry = calibration.geometry
             if "cor" in calibrate:
                 cor_method += "; then calibrated by reprojection consistency (calibrate.py)"

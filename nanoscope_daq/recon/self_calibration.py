@@ -20,8 +20,14 @@ import torch
 
 from ..config import ReconConfig
 from .calibrate import CalibrationResult, calibrate_geometry, check_parameters
+from .errors import ReconInputError
 from .geometry import ConeGeometry, Geometry
 from .motion import MotionResult, estimate_motion
+from .respiratory_motion import BreathingModel, estimate_respiratory_motion
+
+MOTION_MODELS = ("rigid", "respiratory")
+"""``rigid``: a translation per projection (motion.py); ``respiratory``: the breath driven by the recorded
+respiratory phase (respiratory_motion.py)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class SelfCalibration:
     calibration: CalibrationResult | None
     motion: MotionResult | None
     binning: int
+    breathing: BreathingModel | None = None
 
     def record(self) -> dict:
         """The provenance record: parameters before/after, objective, evaluations, time, binning, shifts' size."""
@@ -47,7 +54,10 @@ class SelfCalibration:
             out["motion"] = {"rms_shift_mm": float(np.sqrt(np.mean(m.shifts_mm**2))),
                              "max_shift_mm": float(np.abs(m.shifts_mm).max()),
                              "objective": [m.objective_start, m.objective], "evaluations": m.evaluations,
-                             "seconds": round(m.seconds, 2)}
+                             "seconds": round(m.seconds, 2),
+                             "model": "rigid" if self.breathing is None else "respiratory"}
+            if self.breathing is not None:
+                out["motion"]["breathing"] = self.breathing.record()
         return out
 
 
@@ -80,11 +90,18 @@ def _full_size(estimate: dict[str, float], factor: int) -> dict[str, float]:
     return {name: _from_binned(value, factor) if name == "cor" else value for name, value in estimate.items()}
 
 
-def self_calibrate(line_integrals: np.ndarray, geometry: Geometry, parameters: tuple[str, ...], motion: bool,
-                   settings: ReconConfig, device: torch.device | str = "cpu") -> SelfCalibration:
-    """Calibrate ``parameters`` of ``geometry`` (the start) and, if ``motion``, estimate the shifts; full size out."""
+def self_calibrate(line_integrals: np.ndarray, geometry: Geometry, parameters: tuple[str, ...], motion: str | None,
+                   settings: ReconConfig, device: torch.device | str = "cpu",
+                   respiration: tuple[np.ndarray, np.ndarray] | None = None) -> SelfCalibration:
+    """Calibrate ``parameters`` of ``geometry`` (the start) and estimate the specimen's ``motion`` (one of
+    ``MOTION_MODELS``, or None); full size out. ``respiration``: each projection's respiratory phase and gate,
+    needed by the ``respiratory`` model."""
     if parameters:
         check_parameters(parameters, geometry)
+    if motion is not None and motion not in MOTION_MODELS:
+        raise ReconInputError(f"unknown motion model {motion!r}; choose from: {', '.join(MOTION_MODELS)}")
+    if motion == "respiratory" and respiration is None:
+        raise ReconInputError("the respiratory motion model needs each projection's respiratory phase and gate")
     factor = max(1, math.ceil(geometry.cols / settings.calibration_max_pixels))
     data, small = binned(line_integrals, geometry, factor)
     calibration = None
@@ -95,9 +112,14 @@ def self_calibrate(line_integrals: np.ndarray, geometry: Geometry, parameters: t
                                          evaluations=settings.calibration_evaluations, device=device)
         small = replace(calibration.geometry, angles_deg=small.angles_deg)
         geometry = _full_geometry(geometry, calibration.geometry, factor)
-    found = estimate_motion(data, small, evaluations=settings.calibration_evaluations,
-                            device=device) if motion else None
-    return SelfCalibration(geometry, None if found is None else found.shifts_mm, calibration, found, factor)
+    found, breathing = None, None
+    if motion == "rigid":
+        found = estimate_motion(data, small, evaluations=settings.calibration_evaluations, device=device)
+    elif motion == "respiratory":
+        found, breathing = estimate_respiratory_motion(data, small, *respiration,
+                                                       evaluations=settings.calibration_evaluations, device=device)
+    return SelfCalibration(geometry, None if found is None else found.shifts_mm, calibration, found, factor,
+                           breathing)
 
 
 def _full_geometry(full: Geometry, calibrated: Geometry, factor: int) -> Geometry:
