@@ -15,7 +15,11 @@ For each session it runs the demo's pore segmentation (analysis/longitudinal.py)
   on the reconstruction's scale by a straight-line fit to the session's mean volume;
 * the session's mean volume (what the demo measures);
 * the gate-open frames of both tomograms reconstructed together (recon/weights.py fills
-  one tomogram's gaps with the other's projections and the opposite side's).
+  one tomogram's gaps with the other's projections and the opposite side's);
+* all frames of both tomograms with the breath undone: the respiratory motion model
+  (recon/respiratory_motion.py) fitted to both tomograms together, so that the first
+  round's reference (their gate-open frames) has no gaps; the breath found is printed
+  against the one the simulator applied.
 
 It prints, per volume: the lacunae's contrast (their mean deficit against the cortex,
 as a fraction of the sharp ground truth's), a high-pass standard deviation of the
@@ -29,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -44,8 +50,10 @@ from nanoscope_daq.analysis.metrics import precision
 from nanoscope_daq.analysis.morphometry import MorphometrySettings, morphometry
 from nanoscope_daq.config import load_config
 from nanoscope_daq.recon.algorithms import FilterSpec, reconstruct
-from nanoscope_daq.recon.nxtomo_reader import PROJECTION, NxTomoScan
+from nanoscope_daq.recon.nxtomo_reader import NxTomoScan
 from nanoscope_daq.recon.offline import line_integrals
+from nanoscope_daq.recon.respiratory_motion import breath_numbers, estimate_respiratory_motion
+from nanoscope_daq.recon.self_calibration import binned
 from nanoscope_daq.volume_files import read_provenance
 
 RESULTS = Path(__file__).parent / "results"
@@ -87,25 +95,54 @@ def session_files(directory: Path) -> dict[float, dict[str, list[Path]]]:
     return found
 
 
-def gate_open_volume(files: list[Path], cor: float, recon_settings, shape: tuple[int, ...]) -> np.ndarray:
-    """The gate-open projections of all ``files`` (one session) reconstructed together at the axis ``cor``."""
-    stacks, angles = [], []
+@dataclass
+class Session:
+    """The line integrals of one session's tomograms joined: geometry over all their angles, each projection's
+    respiratory phase, gate and breath (numbered apart per tomogram)."""
+
+    line_integrals: np.ndarray
+    geometry: object
+    phase: np.ndarray
+    gate: np.ndarray
+    breath: np.ndarray
+
+
+def session_projections(files: list[Path], cor: float, recon_settings) -> Session:
+    """Every projection of the session's NXtomo ``files``, as line integrals at the axis ``cor``."""
+    stacks, angles, phases, gates, breaths = [], [], [], [], []
     with tempfile.TemporaryDirectory() as folder:
-        for path in files:
+        for number, path in enumerate(files):
             with NxTomoScan(path) as scan:
                 geometry = scan.geometry(None).with_cor(cor)
-                stack = line_integrals(scan, geometry, recon_settings, None, Path(folder), "cpu")
-                frames = scan.indices(PROJECTION)
-            with h5py.File(path, "r") as h5:
-                gate = h5["entry/frames/gate"][()][frames] > 0.5
-            stacks.append(stack[gate])
-            angles.append(geometry.angles_array[gate])
-    spec = FilterSpec(recon_settings.filter, recon_settings.filter_cutoff, recon_settings.pad_mode)
-    volume = reconstruct(torch.from_numpy(np.concatenate(stacks)), geometry.with_angles(np.concatenate(angles)),
-                         algorithm="fdk", filter=spec).numpy()
-    if volume.shape != shape:
-        raise ValueError(f"the gate-open volume {volume.shape} does not match the online volumes {shape}")
-    return volume
+                stacks.append(line_integrals(scan, geometry, recon_settings, None, Path(folder), "cpu"))
+                phase, gate = scan.respiration()
+            angles.append(geometry.angles_array)
+            phases.append(phase)
+            gates.append(gate)
+            breaths.append(breath_numbers(phase) + number * (phase.size + 1))
+    return Session(np.concatenate(stacks), geometry.with_angles(np.concatenate(angles)), np.concatenate(phases),
+                   np.concatenate(gates), np.concatenate(breaths))
+
+
+def gate_open_volume(session: Session, spec: FilterSpec) -> np.ndarray:
+    """The gate-open projections of the session reconstructed together (weights.py fills one tomogram's gaps with
+    the other's projections and the opposite side's)."""
+    still = session.gate > 0.5
+    geometry = session.geometry.with_angles(session.geometry.angles_array[still])
+    return reconstruct(torch.from_numpy(session.line_integrals[still]), geometry, algorithm="fdk", filter=spec).numpy()
+
+
+def breathing_corrected_volume(session: Session, spec: FilterSpec, recon_settings) -> tuple[np.ndarray, dict]:
+    """Every projection of the session reconstructed with the breath undone (respiratory_motion.py), estimated on
+    the projections binned as ``nanoscope recon --motion respiratory`` bins them; and the fitted breath."""
+    factor = max(1, math.ceil(session.geometry.cols / recon_settings.calibration_max_pixels))
+    data, small = binned(session.line_integrals, session.geometry, factor)
+    motion, breathing = estimate_respiratory_motion(data, small, session.phase, session.gate, session.breath,
+                                                    filter=spec, evaluations=recon_settings.calibration_evaluations)
+    volume = reconstruct(torch.from_numpy(session.line_integrals), session.geometry, algorithm="fdk", filter=spec,
+                         shifts_mm=torch.from_numpy(motion.shifts_mm).float()).numpy()
+    return volume, {**breathing.record(), "binning": factor, "seconds": round(motion.seconds, 1),
+                    "evaluations": motion.evaluations, "objective": [motion.objective_start, motion.objective]}
 
 
 def measure(name: str, volume: np.ndarray, truth: dict, settings: MorphometrySettings) -> dict:
@@ -157,7 +194,18 @@ def main() -> None:
         slope, intercept = np.polyfit(ndimage.gaussian_filter(attenuation, scans_sigma).ravel(), mean.ravel(), 1)
         truth = {"voxel_um": voxel_um, "lacunae": lacunae, "core": core, "sharp": sharp, "scale": scale,
                  "porosity": measured.porosity, "count": measured.lacunae.count}
-        gated = gate_open_volume(files["nxs"], cor, config.recon, mean.shape)
+        spec = FilterSpec(config.recon.filter, config.recon.filter_cutoff, config.recon.pad_mode)
+        session = session_projections(files["nxs"], cor, config.recon)
+        gated = gate_open_volume(session, spec)
+        corrected, breath = breathing_corrected_volume(session, spec, config.recon)
+        physiology = config.sim.phantom
+        truth_direction = np.array([physiology.respiration_direction_x, physiology.respiration_direction_y,
+                                    physiology.respiration_direction_z])
+        truth_direction = truth_direction / np.linalg.norm(truth_direction)
+        print(f"  breath found: peak {1000 * breath['peak_mm']:.1f} um at phase {breath['peak_phase']:.2f}, direction "
+              f"{np.round(breath['direction'], 3).tolist()} (applied: peak "
+              f"{1000 * config.sim.physiology.respiration_amplitude_mm:.1f} um, direction "
+              f"{np.round(truth_direction, 3).tolist()}), {breath['seconds']} s, binning {breath['binning']}")
         rest_sigma = blur_matching(contrasts, lacuna_contrast(gated, lacunae, core, sharp * scale))
         volumes = {
             f"truth at the scans' blur ({scans_sigma:.2f} vx), no noise":
@@ -170,11 +218,16 @@ def main() -> None:
                 intercept + slope * ndimage.gaussian_filter(attenuation, rest_sigma) + noise,
             "the session's mean volume (the demo)": mean,
             "gate-open frames of both tomograms": gated,
+            "all frames of both tomograms, breath undone": corrected,
         }
         print(f"day {day:g}: ground truth porosity {100 * measured.porosity:.2f} %, {measured.lacunae.count} lacunae")
         print(f"  {'volume':62s} {'contrast':>8s} {'hp sd':>7s} {'poro/truth':>10s} {'lacunae':>7s} {'precision':>9s}")
         for name, volume in volumes.items():
+            if volume.shape != mean.shape:
+                raise ValueError(f"{name}: shape {volume.shape} does not match the online volumes {mean.shape}")
             row = {"day": day, **measure(name, volume.astype(np.float32), truth, settings)}
+            if name.endswith("breath undone"):
+                row["breath"] = breath
             rows.append(row)
             print(f"  {name:62s} {row['lacuna_contrast']:8.3f} {row['high_pass_sd_per_mm']:7.2f} "
                   f"{row['porosity_over_truth']:10.2f} {row['lacunae']:7d} {row['precision']:9.3f}")
