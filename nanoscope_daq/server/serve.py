@@ -29,7 +29,7 @@ from pathlib import Path
 from ..child_process import ChildProcess, ChildProcessError
 from ..config import Config, ConfigError, overrides_toml
 from ..errors import RefusedInput
-from ..sim.server import check_data_dir
+from ..sim.data_dir import check_data_dir
 from .permissions import permissions_yaml
 
 READY_MARKER = "ready"
