@@ -53,11 +53,26 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from ..volume_files import read_labels, read_volume
+    from .simulated_instruments import simulated_instrument
+
+    config = _config(args)
+    cfg = config.analysis
+    # The inputs are checked before torch and the phantom's physics load (seconds).
+    if args.volume or args.labels:
+        if not (args.volume and args.labels):
+            raise SystemExit("nanoscope train: --volume and --labels go together; pass both")
+        volume, labels = read_volume(args.volume), read_labels(args.labels)
+        if volume.data.shape != labels.data.shape:
+            raise SystemExit(f"nanoscope train: volume {volume.data.shape} and labels {labels.data.shape} differ")
+    else:
+        inst = simulated_instrument(args.instrument)
+    steps = [int(v) for v in args.incremental.split(",")] if args.incremental else None
+
     import torch
 
     from ..physics.presets import tiny_leg_config
-    from ..volume_files import read_labels, read_volume
-    from .datasets import simulate_stack, simulated_instrument
+    from .datasets import simulate_stack
     from .model_files import load_model, save_model
     from .simulated_training import (
         Prepared,
@@ -71,8 +86,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     from .training import TrainSettings, normalise
 
-    config = _config(args)
-    cfg = config.analysis
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     settings = TrainSettings(
@@ -82,17 +95,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         patch=cfg.train_patch_pixels, stride=cfg.train_patch_stride_pixels, learning_rate=cfg.train_learning_rate,
         loss=cfg.train_loss, base_channels=cfg.base_channels, sequence=cfg.sequence_slices, seed=args.seed)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "seed": args.seed}
-    if args.volume or args.labels:
-        if not (args.volume and args.labels):
-            raise SystemExit("nanoscope train: --volume and --labels go together; pass both")
-        volume, labels = read_volume(args.volume), read_labels(args.labels)
-        if volume.data.shape != labels.data.shape:
-            raise SystemExit(f"nanoscope train: volume {volume.data.shape} and labels {labels.data.shape} differ")
+    if args.volume:
         whole = Prepared(normalise(volume.data)[None], labels.data[None], args.task, volume.voxel_size_um)
         train_data, test_data, otsu = whole, None, None
         provenance.update(volume=args.volume, labels=args.labels)
     else:
-        inst = simulated_instrument(args.instrument)
         phantom = tiny_leg_config(config).sim.phantom
         train_data = prepare(simulate_stack(inst, phantom, args.seed, args.windows, args.depth, args.size))
         test_data = prepare(simulate_stack(inst, phantom, args.seed + 1000, max(2, args.windows // 2), args.depth,
@@ -107,8 +114,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              f"{pre_info.task!r}; train a {settings.architecture} for {train_data.task!r} instead")
         provenance["pretrained"] = args.pretrained
     incremental_log = None
-    if args.incremental:
-        steps = [int(v) for v in args.incremental.split(",")]
+    if steps:
         result, incremental_log = incremental_training(train_data, steps, settings, progress=not args.no_progress)
         slices = steps[-1]
     else:
