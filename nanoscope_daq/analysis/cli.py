@@ -179,19 +179,21 @@ def add_morphometry_parser(subparsers: argparse._SubParsersAction) -> argparse.A
 
 def _cmd_morphometry(args: argparse.Namespace) -> int:
     from ..volume_files import read_labels
-    from .morphometry import MorphometrySettings, morphometry
-    from .remodeling import remodeling
 
     cfg = _analysis_config(args)
     labels = read_labels(args.labels)
+    if args.followup:  # both files and --days checked before scipy's modules load and anything is computed
+        if args.days is None:
+            raise SystemExit("nanoscope morphometry: --followup needs --days (the interval between time points)")
+        later = read_labels(args.followup)
+    from .morphometry import MorphometrySettings, morphometry
+    from .remodeling import remodeling
+
     settings = MorphometrySettings(cfg.lacuna_min_volume_um3, cfg.lacuna_min_thickness_um,
                                    cfg.thickness_step_voxels)
     result = morphometry(labels.data, labels.voxel_size_um, settings)
     report: dict[str, Any] = {"morphometry": result.to_dict()}
     if args.followup:
-        if args.days is None:
-            raise SystemExit("nanoscope morphometry: --followup needs --days (the interval between time points)")
-        later = read_labels(args.followup)
         change = remodeling(labels.data, later.data, labels.voxel_size_um, args.days,
                             min_cluster_voxels=cfg.remodeling_min_cluster_voxels)
         report["remodeling"] = change.to_dict()
