@@ -50,6 +50,10 @@ def one_of(*choices: str) -> dict:
 
 CALIBRATION_PARAMETERS = ("cor", "tilt", "roll", "distance", "offset_col", "offset_row")
 """Geometry parameters the reconstruction can calibrate from the data (recon/calibrate.py)."""
+RECON_ALGORITHMS = ("fbp", "fdk", "fourier")
+"""Reconstruction algorithms (recon/algorithms.py)."""
+RECON_FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
+"""Ramp filter windows (recon/filters.py)."""
 
 
 def parameter_names(text: str) -> tuple[str, ...]:
@@ -272,8 +276,8 @@ class DoseConfig:
 
 @dataclass(frozen=True)
 class ReconConfig:
-    algorithm: str = field(metadata=one_of("fbp", "fdk", "fourier"))
-    filter: str = field(metadata=one_of("ram-lak", "shepp-logan", "cosine", "hamming", "hann"))
+    algorithm: str = field(metadata=one_of(*RECON_ALGORITHMS))
+    filter: str = field(metadata=one_of(*RECON_FILTERS))
     filter_cutoff: float = field(metadata=_check(lambda v: 0 < v <= 1, "above 0 and at most 1"))
     pad_mode: str = field(metadata=one_of("edge", "zero"))
     fourier_kernel_width: int = field(metadata=_check(lambda v: 2 <= v <= 12, "between 2 and 12"))

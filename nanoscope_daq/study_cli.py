@@ -2,6 +2,7 @@
 
 Tomograms come from NXtomo files or from the run catalog (``--catalog``); with the
 catalog, every result is also linked there as an analysis run of its raw run.
+The selection is checked before the work's modules (torch, dask, matplotlib) load.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .analysis.study.batch import BatchResult, DaskExecutor, run_batch
-from .analysis.study.cluster import study_client
-from .analysis.study.cohort_table import observations, summarise, write_summary
-from .analysis.study.plots import plot_study
 from .analysis.study.sources import NXtomoFiles, Selection, SelectionError, TomogramRecord, TomogramSource
-from .analysis.study.tasks import Layout, StudySettings
 from .config import Config, load_config
+
+if TYPE_CHECKING:
+    from .analysis.study.batch import BatchResult
 
 
 def add_analyze_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +56,9 @@ def study_folder(records: list[TomogramRecord], out: Path | None) -> Path:
 
 def write_cohort_outputs(batch: BatchResult, folder: Path, reference: str | None) -> list[Path]:
     """The cohort table (JSON, CSV) and figures (PNG) of a batch's results."""
+    from .analysis.study.cohort_table import observations, summarise, write_summary
+    from .analysis.study.plots import plot_study
+
     rows = observations(batch.tomograms.values(), batch.intervals.values())
     return write_summary(summarise(rows, reference), rows, folder) + plot_study(rows, folder)
 
@@ -76,13 +79,13 @@ def open_study_catalog(config: Config, uri: str):
 
 def study_source(args: argparse.Namespace, catalog) -> TomogramSource:
     """The NXtomo files given, else the catalog's runs."""
-    from .pipeline.study_catalog import CatalogTomograms
-
     if args.inputs:
         return NXtomoFiles([Path(p) for p in args.inputs])
     if catalog is None:
         raise SelectionError("give NXtomo files (or directories holding them), or --catalog to select the "
                              "tomograms from the run catalog")
+    from .pipeline.study_catalog import CatalogTomograms
+
     return CatalogTomograms(*catalog)
 
 
@@ -96,6 +99,10 @@ def run_analyze(args: argparse.Namespace) -> int:
     except (SelectionError, ConnectionError) as exc:
         print(f"nanoscope analyze: {exc}", file=sys.stderr)
         return 2
+    from .analysis.study.batch import DaskExecutor, run_batch
+    from .analysis.study.cluster import study_client
+    from .analysis.study.tasks import Layout, StudySettings
+
     out = Path(args.out) if args.out else None
     layout, settings = Layout(out), StudySettings.from_config(config)
     print(f"nanoscope analyze: {len(records)} tomograms of {len({r.subject_id for r in records})} subjects in "

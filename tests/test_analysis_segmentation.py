@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage
 
 from nanoscope_daq.analysis.cli import main
-from nanoscope_daq.analysis.datasets import simulate_stack, simulated_instrument
+from nanoscope_daq.analysis.datasets import simulate_stack
 from nanoscope_daq.analysis.experiment import markdown, run_grid
 from nanoscope_daq.analysis.inference import inference_model, pick_device, predict_probabilities, segment_volume
 from nanoscope_daq.analysis.labels import Code, class_index, codes_of
@@ -19,6 +19,7 @@ from nanoscope_daq.analysis.metrics import merged_codes, otsu_threshold, segment
 from nanoscope_daq.analysis.model_files import load_model, save_model
 from nanoscope_daq.analysis.models import Sensor3D, build_model
 from nanoscope_daq.analysis.postprocess import outer_geometry, postprocess, remove_islands
+from nanoscope_daq.analysis.simulated_instruments import simulated_instrument
 from nanoscope_daq.analysis.simulated_training import (
     evaluate_otsu,
     incremental_training,

@@ -3,7 +3,7 @@
 Each entry runs the real ``nanoscope`` command line in its own process and asserts its
 exit code (2: refused input), words of the problem and of the fix, that no traceback
 was printed, and (for the scans, against a running simulator) that nothing moved.
-The commands run a few at a time, once per module.
+The commands run two at a time, once per module.
 """
 
 from __future__ import annotations
@@ -177,37 +177,49 @@ def files(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def outcomes(scan_bench, files) -> dict[str, subprocess.CompletedProcess]:
-    """Every entry run once, two at a time, with the instrument's state before and after the scans."""
-    xrm = scan_bench.xrm
+def second_bench(sim_factory, tmp_path_factory):
+    """A second scan-ready instrument, so that the refused scans run in two lanes (see ``outcomes``)."""
+    from conftest import ScanBench, start_tiny_sim
 
-    def state() -> tuple:
+    bench = ScanBench(*start_tiny_sim(sim_factory, tmp_path_factory))
+    yield bench
+    sim_factory.stop(bench.sim)
+
+
+@pytest.fixture(scope="module")
+def outcomes(scan_bench, second_bench, files) -> dict[str, subprocess.CompletedProcess]:
+    """Every entry run once, in two lanes, with each instrument's state before and after the scans."""
+
+    def state(bench) -> tuple:
         """Positions, frames acquired, shutter and high voltage (a refusal that needs the camera's frame
         period may have applied the scan's readout settings: they move nothing and expose nothing)."""
+        xrm = bench.xrm
         return (xrm.rot.position, xrm.sx.position, xrm.det.cam.array_counter.get(use_monitor=False),
                 xrm.source.shutter.status.get(use_monitor=False), xrm.source.hv.get(use_monitor=False))
 
-    sim = scan_bench.sim
-
-    def run(refusal: Refusal) -> subprocess.CompletedProcess:
+    def run(refusal: Refusal, bench) -> subprocess.CompletedProcess:
         argv = [_with_files(word, files) for word in refusal.argv]
         if refusal.scan:
-            argv += ["--prefix", sim.prefix, "--port", str(sim.port), "--config", str(scan_bench.config_path)]
+            argv += ["--prefix", bench.sim.prefix, "--port", str(bench.sim.port), "--config", str(bench.config_path)]
         return subprocess.run([sys.executable, "-m", "nanoscope_daq", *argv], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, env=dict(os.environ), timeout=180)
 
-    def run_all(refusals: list[Refusal]) -> list[subprocess.CompletedProcess]:
-        return [run(refusal) for refusal in refusals]
+    def run_lane(lane: tuple[list[Refusal], object]) -> list[subprocess.CompletedProcess]:
+        refusals, bench = lane
+        return [run(refusal, bench) for refusal in refusals]
 
-    before = state()
-    # The scans one after the other (each takes the instrument's lock to learn the camera's frame period,
-    # so two at once would refuse each other), the other commands beside them.
+    benches = (scan_bench, second_bench)
+    before = [state(bench) for bench in benches]
+    # Each lane runs its scans one after the other against an instrument of its own (a scan that takes the
+    # instrument's lock to learn the camera's frame period would refuse another one beside it); the other
+    # commands are shared out between the lanes.
     scans = [r for r in CATALOGUE if r.scan]
     others = [r for r in CATALOGUE if not r.scan]
-    with ThreadPoolExecutor(2) as pool:
-        done = pool.map(run_all, [scans, others])
-        results = dict(zip((r.id for r in scans + others), (p for batch in done for p in batch)))
-    results["_state"] = (before, state())
+    lanes = [(scans[i::2] + others[i::2], bench) for i, bench in enumerate(benches)]
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        done = pool.map(run_lane, lanes)
+        results = {r.id: p for (refusals, _), batch in zip(lanes, done) for r, p in zip(refusals, batch)}
+    results["_state"] = (before, [state(bench) for bench in benches])
     return results
 
 
@@ -223,7 +235,8 @@ def test_each_bad_input_is_refused_in_one_line_naming_the_problem_and_the_fix(ou
 def test_no_refused_scan_moved_or_acquired_anything(outcomes):
     before, after = outcomes["_state"]
     names = ("rotation", "sx", "frames acquired", "shutter", "high voltage")
-    assert dict(zip(names, after)) == dict(zip(names, before))
+    for instrument_before, instrument_after in zip(before, after, strict=True):
+        assert dict(zip(names, instrument_after)) == dict(zip(names, instrument_before))
 
 
 def test_the_catalogue_ids_are_unique():

@@ -53,11 +53,26 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from ..volume_files import read_labels, read_volume
+    from .simulated_instruments import simulated_instrument
+
+    config = _config(args)
+    cfg = config.analysis
+    # The inputs are checked before torch and the phantom's physics load (seconds).
+    if args.volume or args.labels:
+        if not (args.volume and args.labels):
+            raise SystemExit("nanoscope train: --volume and --labels go together; pass both")
+        volume, labels = read_volume(args.volume), read_labels(args.labels)
+        if volume.data.shape != labels.data.shape:
+            raise SystemExit(f"nanoscope train: volume {volume.data.shape} and labels {labels.data.shape} differ")
+    else:
+        inst = simulated_instrument(args.instrument)
+    steps = [int(v) for v in args.incremental.split(",")] if args.incremental else None
+
     import torch
 
     from ..physics.presets import tiny_leg_config
-    from ..volume_files import read_labels, read_volume
-    from .datasets import simulate_stack, simulated_instrument
+    from .datasets import simulate_stack
     from .model_files import load_model, save_model
     from .simulated_training import (
         Prepared,
@@ -71,8 +86,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     from .training import TrainSettings, normalise
 
-    config = _config(args)
-    cfg = config.analysis
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     settings = TrainSettings(
@@ -82,17 +95,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         patch=cfg.train_patch_pixels, stride=cfg.train_patch_stride_pixels, learning_rate=cfg.train_learning_rate,
         loss=cfg.train_loss, base_channels=cfg.base_channels, sequence=cfg.sequence_slices, seed=args.seed)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "seed": args.seed}
-    if args.volume or args.labels:
-        if not (args.volume and args.labels):
-            raise SystemExit("nanoscope train: --volume and --labels go together; pass both")
-        volume, labels = read_volume(args.volume), read_labels(args.labels)
-        if volume.data.shape != labels.data.shape:
-            raise SystemExit(f"nanoscope train: volume {volume.data.shape} and labels {labels.data.shape} differ")
+    if args.volume:
         whole = Prepared(normalise(volume.data)[None], labels.data[None], args.task, volume.voxel_size_um)
         train_data, test_data, otsu = whole, None, None
         provenance.update(volume=args.volume, labels=args.labels)
     else:
-        inst = simulated_instrument(args.instrument)
         phantom = tiny_leg_config(config).sim.phantom
         train_data = prepare(simulate_stack(inst, phantom, args.seed, args.windows, args.depth, args.size))
         test_data = prepare(simulate_stack(inst, phantom, args.seed + 1000, max(2, args.windows // 2), args.depth,
@@ -107,8 +114,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              f"{pre_info.task!r}; train a {settings.architecture} for {train_data.task!r} instead")
         provenance["pretrained"] = args.pretrained
     incremental_log = None
-    if args.incremental:
-        steps = [int(v) for v in args.incremental.split(",")]
+    if steps:
         result, incremental_log = incremental_training(train_data, steps, settings, progress=not args.no_progress)
         slices = steps[-1]
     else:
@@ -173,19 +179,21 @@ def add_morphometry_parser(subparsers: argparse._SubParsersAction) -> argparse.A
 
 def _cmd_morphometry(args: argparse.Namespace) -> int:
     from ..volume_files import read_labels
-    from .morphometry import MorphometrySettings, morphometry
-    from .remodeling import remodeling
 
     cfg = _analysis_config(args)
     labels = read_labels(args.labels)
+    if args.followup:  # both files and --days checked before scipy's modules load and anything is computed
+        if args.days is None:
+            raise SystemExit("nanoscope morphometry: --followup needs --days (the interval between time points)")
+        later = read_labels(args.followup)
+    from .morphometry import MorphometrySettings, morphometry
+    from .remodeling import remodeling
+
     settings = MorphometrySettings(cfg.lacuna_min_volume_um3, cfg.lacuna_min_thickness_um,
                                    cfg.thickness_step_voxels)
     result = morphometry(labels.data, labels.voxel_size_um, settings)
     report: dict[str, Any] = {"morphometry": result.to_dict()}
     if args.followup:
-        if args.days is None:
-            raise SystemExit("nanoscope morphometry: --followup needs --days (the interval between time points)")
-        later = read_labels(args.followup)
         change = remodeling(labels.data, later.data, labels.voxel_size_um, args.days,
                             min_cluster_voxels=cfg.remodeling_min_cluster_voxels)
         report["remodeling"] = change.to_dict()

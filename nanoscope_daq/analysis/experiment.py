@@ -39,8 +39,9 @@ from scipy import stats
 
 from ..config import PhantomConfig, load_config
 from ..physics.presets import tiny_leg_config
-from .datasets import simulate_stack, simulated_instrument
+from .datasets import simulate_stack
 from .model_files import load_model, save_model
+from .simulated_instruments import simulated_instrument
 from .simulated_training import Prepared, evaluate_otsu, evaluate_stack, model_info, prepare, spread_slices, train_on
 from .training import TrainSettings
 

@@ -12,14 +12,13 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RefusedInput
 from .labels import TASK_CLASSES
-from .models import build_model
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FORMAT = "nanoscope-segmentation-model/1"
 DEFAULT_MODEL = "default_model/unet_lcn_zernike.pt"
@@ -44,6 +43,8 @@ class ModelFile:
 
 def save_model(path: str | Path, model: nn.Module, info: ModelFile) -> None:
     """Write ``model``'s weights and ``info`` to ``path``."""
+    import torch  # loaded already by whoever made the model
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dataclasses.asdict(info)
@@ -62,6 +63,10 @@ def load_model(path: str | Path | None = None) -> tuple[nn.Module, ModelFile]:
     if not path.is_file():
         raise RefusedInput(f"model file {path} does not exist; train one with `nanoscope train` or omit "
                                 "--model to use the shipped default")
+    import torch  # 2-3 s to load: not before a missing file is refused
+
+    from .models import build_model
+
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- torch raises several types for foreign or damaged files

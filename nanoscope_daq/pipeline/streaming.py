@@ -9,6 +9,9 @@ growing backlog). Results are the documents of an analysis run linked to the raw
 (analysis_run.py), passed to ``publish`` from the worker thread; and volume files
 beside the camera file. A run without ``scan``/``geometry`` in its start document (not
 a tomography scan) is ignored.
+
+The reconstruction's modules (torch) load in the worker thread when the first run starts:
+neither the RunEngine nor a scan refused before its run waits for them.
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from event_model import DocumentRouter
 
 from ..config import Config
@@ -30,9 +32,10 @@ from ..documents import TOMOGRAMS_STREAM, DocumentContractError
 from .analysis_run import AnalysisRun, Publish
 from .announcements import Announcements, CameraFile
 from .frame_ranges import FrameRange
-from .online_geometry import online_setup
-from .online_recon import ANALYSIS, OnlineReconstruction
 from .tomogram import Tomogram
+
+if TYPE_CHECKING:
+    from .online_recon import OnlineReconstruction
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +74,11 @@ class StreamingReconstruction(DocumentRouter):
                  on_volume: Callable[[Path], None] | None = None) -> None:
         super().__init__()
         self.config = config
-        device = self.config.recon.online_device
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("recon.online_device is 'cuda' but torch sees no CUDA device; set it to 'cpu'")
+        if self.config.recon.online_device == "cuda":
+            import torch  # on the CPU it loads in the worker, when a run starts
+
+            if not torch.cuda.is_available():
+                raise ValueError("recon.online_device is 'cuda' but torch sees no CUDA device; set it to 'cpu'")
         self.publish = publish
         self.on_volume = on_volume
         self.written: list[Path] = []
@@ -219,6 +224,9 @@ class StreamingReconstruction(DocumentRouter):
         self.errors.append(reason)
 
     def _begin(self, start: dict) -> None:
+        from .online_geometry import online_setup
+        from .online_recon import ANALYSIS, OnlineReconstruction
+
         self._failed = ""
         try:
             setup = online_setup(start, self.config.recon)

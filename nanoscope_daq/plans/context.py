@@ -18,7 +18,6 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-import xraydb
 from bluesky.utils import MsgGenerator
 from ophyd import Signal
 
@@ -124,6 +123,8 @@ class ScanContext:
 
 def _energy_kev(anode: str) -> float:
     """K-alpha1 line of the anode (keV)."""
+    import xraydb  # its database and scipy take 0.8 s to load: not before a scan's parameters are checked
+
     return xraydb.xray_lines(anode)["Ka1"].energy / 1000.0
 
 

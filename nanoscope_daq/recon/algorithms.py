@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import RECON_ALGORITHMS
 from .backproject import backproject_cone, backproject_parallel, parallel_slices
 from .errors import ReconInputError
 from .filters import check_filter, filter_rows, padded_length, ramp_response
@@ -22,7 +23,7 @@ from .geometry import ConeGeometry, Geometry, ParallelGeometry, VolumeGrid, as_t
 from .projector import backproject
 from .weights import projection_weights
 
-ALGORITHMS = ("fbp", "fdk", "fourier")
+ALGORITHMS = RECON_ALGORITHMS
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import ConfigError, load_config, parameter_names
-from .algorithms import ALGORITHMS
-from .calibrate import PARAMETERS
+from ..config import (
+    CALIBRATION_PARAMETERS,
+    RECON_ALGORITHMS,
+    RECON_FILTERS,
+    ConfigError,
+    load_config,
+    parameter_names,
+)
 from .errors import ReconInputError
-from .filters import FILTERS
+from .nxtomo_reader import NxTomoScan
 
 
 def add_recon_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,8 +31,9 @@ def add_recon_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("-o", "--output", required=True, help="volume file to write (.h5)")
     parser.add_argument("--config", help="TOML file overriding the defaults (see default_config.toml [recon])")
     parser.add_argument("--cor", type=float, help="detector column of the rotation axis (default: found automatically)")
-    parser.add_argument("--algorithm", choices=ALGORITHMS, help="fbp (FDK on cone beam), fdk, or fourier (parallel)")
-    parser.add_argument("--filter", choices=FILTERS, help="ramp filter window")
+    parser.add_argument("--algorithm", choices=RECON_ALGORITHMS,
+                        help="fbp (FDK on cone beam), fdk, or fourier (parallel)")
+    parser.add_argument("--filter", choices=RECON_FILTERS, help="ramp filter window")
     parser.add_argument("--cutoff", type=float, help="filter cutoff, fraction of Nyquist (0 < c <= 1)")
     parser.add_argument("--rings", type=int, metavar="PX", help="ring removal median width (odd px; 0: off)")
     parser.add_argument("--zingers", type=float, metavar="T", help="zinger threshold (relative; 0: off)")
@@ -39,7 +45,7 @@ def add_recon_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                         help="effective propagation distance for --paganin (default: the file's)")
     parser.add_argument("--calibrate", metavar="PARAMS", type=_parameter_list, default=(),
                         help="estimate these geometry parameters from the data, comma-separated: "
-                             f"{','.join(PARAMETERS)} (e.g. cor,tilt; distance and offsets: cone beam)")
+                             f"{','.join(CALIBRATION_PARAMETERS)} (e.g. cor,tilt; distance and offsets: cone beam)")
     parser.add_argument("--motion", nargs="?", const="rigid", choices=("rigid", "respiratory"),
                         help="estimate and undo the specimen's motion: rigid (default; a translation per "
                              "projection) or respiratory (the breath, from the frames' recorded respiratory phase)")
@@ -50,21 +56,22 @@ def add_recon_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def _parameter_list(text: str) -> tuple[str, ...]:
     names = parameter_names(text)
-    unknown = [name for name in names if name not in PARAMETERS]
+    unknown = [name for name in names if name not in CALIBRATION_PARAMETERS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown calibration parameter(s) {', '.join(unknown) or '(none)'}; "
-                                         f"give a comma-separated list of: {', '.join(PARAMETERS)}")
+                                         f"give a comma-separated list of: {', '.join(CALIBRATION_PARAMETERS)}")
     return names
 
 
 def run_recon(args: argparse.Namespace) -> int:
     """Run the reconstruction ``args`` describe and print the volume's path; exit status 0, or 2 on bad input."""
-    from .offline import PhaseRetrieval, reconstruct_file
-
     overrides = {key: value for key, value in (("filter_cutoff", args.cutoff), ("ring_filter_px", args.rings),
                                                 ("zinger_threshold", args.zingers)) if value is not None}
     try:
         settings = load_config(args.config, recon=overrides).recon
+        NxTomoScan(args.nxs).close()  # a missing or foreign file is refused before torch loads (2-3 s)
+        from .offline import PhaseRetrieval, reconstruct_file
+
         phase = PhaseRetrieval(args.paganin, args.energy_kev, args.distance_mm) if args.paganin else None
         path = reconstruct_file(args.nxs, args.output, cor=args.cor, algorithm=args.algorithm, filter=args.filter,
                                 device=args.device, pixel_um=args.pixel_um, phase=phase, settings=settings,

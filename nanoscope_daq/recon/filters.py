@@ -20,9 +20,10 @@ import math
 import scipy.fft
 import torch
 
+from ..config import RECON_FILTERS
 from .errors import ReconInputError
 
-FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
+FILTERS = RECON_FILTERS
 
 
 def padded_length(cols: int) -> int:

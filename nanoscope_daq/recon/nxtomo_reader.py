@@ -32,13 +32,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the compression filters a file may use)
 import numpy as np
 
 from .errors import ReconInputError
-from .geometry import ConeGeometry, Geometry, ParallelGeometry
+
+if TYPE_CHECKING:
+    from .geometry import Geometry
 
 FAR_SOURCE_MM = 1000.0
 """A source farther than this from the sample (a synchrotron) is treated as a parallel beam."""
@@ -234,6 +237,8 @@ class NxTomoScan:
 
     def geometry(self, pixel_um: float | None = None) -> Geometry:
         """The scan's geometry (projection angles, detector, pixel); ``pixel_um`` overrides the file's pixel."""
+        from .geometry import ConeGeometry, ParallelGeometry  # torch: not needed to open and check the file
+
         rows, cols = self.shape
         angles = self.angles_all[self.indices(PROJECTION)]
         info = self.info

@@ -218,6 +218,7 @@ def estimate_respiratory_motion(line_integrals: np.ndarray | torch.Tensor, geome
         start = float(mismatch(torch.zeros(moving.numel(), 3, device=projections.device)))
         shifts = breathing()
         final = float(mismatch(shifts[moving]))
+    _check_found(breathing.model(), start, final, geometry)
     return (MotionResult(shifts.cpu().numpy().astype(np.float64), start, final, count, time.perf_counter() - began),
             breathing.model())
 
@@ -233,3 +234,15 @@ class FrameMismatch:
     def __call__(self, shifts_mm: torch.Tensor) -> torch.Tensor:
         moved = self.warp(self.still_views, shifts_mm)
         return ((moved - self.frames)[:, self.rows] ** 2).mean() / self.norm
+
+
+def _check_found(model: BreathingModel, start: float, final: float, geometry: Geometry) -> None:
+    """Refuse a fit that did not lower the mismatch or moved the specimen by more than half the field of view."""
+    field_mm = geometry.rows * geometry.default_volume().voxel_mm
+    peak = float(np.linalg.norm(model.displacement_mm, axis=1).max())
+    if not final < start or peak > field_mm / 2:
+        raise ReconInputError(
+            f"the breath was not found in these frames (mismatch {start:.4g} -> {final:.4g}, peak displacement "
+            f"{1000 * peak:.0f} um in a field {1000 * field_mm:.0f} um high): the gate-open frames of one scan may "
+            "leave gaps in angle too wide for a reference; fit the session's tomograms together "
+            "(estimate_respiratory_motion with their breaths numbered apart) or reconstruct the gate-open frames")

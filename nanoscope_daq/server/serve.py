@@ -29,8 +29,7 @@ from pathlib import Path
 from ..child_process import ChildProcess, ChildProcessError
 from ..config import Config, ConfigError, overrides_toml
 from ..errors import RefusedInput
-from ..sim.server import check_data_dir
-from .permissions import permissions_yaml
+from ..sim.data_dir import check_data_dir
 
 READY_MARKER = "ready"
 REDIS_INSTALL_HINT = "install it with `apt-get install redis-server` (Debian; `make install` does it when run as root)"
@@ -98,6 +97,7 @@ class InstrumentServer:
     def _write_files(self) -> Path:
         """The effective configuration, the Tiled configuration and the queue's allowlist."""
         from ..pipeline.catalog import catalog_storage
+        from .permissions import permissions_yaml  # the plans (ophyd): not before check_can_start has passed
 
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "redis").mkdir(exist_ok=True)

@@ -7,15 +7,12 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 from caproto.server import PVGroup
 
 from ..config import Config
 from ..epics_env import ca_server_env
-from ..errors import RefusedInput
 from .ioc.camera import camera_iocs
 from .ioc.description import DescriptionIOC
 from .ioc.loadcell import LoadCellIOC
@@ -136,31 +133,9 @@ async def serve(config: Config, announce: Callable[[str], None]) -> None:
     await ctx.run(startup_hook=on_started)
 
 
-def check_data_dir(path: Path) -> None:
-    """The camera's data directory exists (it is created if missing), is a directory and is writable.
-
-    Raises :class:`RefusedInput` naming which of the three fails, before any PV is served:
-    a scan would otherwise fail only when it opens its file.
-    """
-    key = "paths.data_dir (--data-dir)"
-    if path.exists() and not path.is_dir():
-        raise RefusedInput(f"{key} {path} is a file, not a directory; give a directory, or move the file away")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RefusedInput(f"{key} {path} does not exist and cannot be created ({exc.strerror or exc}); "
-                           "create it, or give a directory you may write in") from None
-    try:
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise RefusedInput(f"{key} {path} is not writable by this process ({exc.strerror or exc}); "
-                           "fix its permissions, or give another directory") from None
-
-
 def run(config: Config) -> int:
-    """Blocking entry point of ``nanoscope sim``; exits 0 on SIGINT or SIGTERM."""
-    check_data_dir(config.paths.data_path)
+    """Blocking entry point of ``nanoscope sim``, its data directory checked (``data_dir.check_data_dir``);
+    exits 0 on SIGINT or SIGTERM."""
     os.environ.update(ca_server_env(config.epics.port))
 
     def announce(line: str) -> None:
