@@ -62,3 +62,9 @@ def test_the_breath_is_recovered_from_the_frames_and_their_phase():
 def test_respiratory_motion_needs_frames_inside_and_outside_the_gate():
     with pytest.raises(ReconInputError, match="frames both inside and outside the gate"):
         rest_phase(np.linspace(0, 0.5, 10), np.zeros(10))
+
+
+def test_a_fit_that_does_not_lower_the_mismatch_is_refused_not_applied():
+    geometry, data, _, phase, gate, _, _ = _breathing_scan(60, 3.1, 2.5)
+    with pytest.raises(ReconInputError, match="the breath was not found in these frames"):
+        estimate_respiratory_motion(data, geometry, phase, gate, knots=4, rounds=1, evaluations=0)
