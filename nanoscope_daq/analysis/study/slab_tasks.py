@@ -279,7 +279,8 @@ def assemble_tomogram(job: ChunkJob, axis: dict[str, Any], reconstructed: Sequen
     seconds = {"reconstruction": axis["seconds"] + sum(r["seconds"] for r in reconstructed),
                "segmentation": sum(r["seconds"] for r in (*histograms, *bones, *labelled)),
                "morphometry": sum(r["seconds"] for r in measured) + time.perf_counter() - tick}
-    chunks = {"slabs": [[s.first, s.stop] for s in job.slabs], "tasks": 1 + 6 * len(job.slabs),
+    chunks = {"slabs": [[s.first, s.stop] for s in job.slabs], "tasks": 2 + 5 * len(job.slabs),
+              "reconstruction_seconds": [r["seconds"] for r in reconstructed],
               "reconstruction_halo_slices": halo, "thickness_halo_slices": measured[0]["halo"],
               "lacunae_box_voxels": int(lcn.size), "volume_voxels": int(np.prod(shape))}
     result = tomogram_result(record, tomogram_fingerprint(record, settings), voxel_um, axis["gating"],

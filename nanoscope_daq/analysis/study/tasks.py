@@ -36,7 +36,7 @@ from ...recon.offline import reconstruct_file
 from ...volume_files import Volume, read_labels, read_volume, write_labels
 from ..labels import Code
 from ..longitudinal import bone_labels
-from ..morphometry import MorphometrySettings, compartments, morphometry
+from ..morphometry import Morphometry, MorphometrySettings, compartments, morphometry
 from ..remodeling import Remodeling, remodeling
 from .gating import gated_view
 from .results import atomic_path, done_result, file_fingerprint, write_result
@@ -141,6 +141,13 @@ def segmentation_method(sigma_voxels: float) -> str:
             "LCN/pore")
 
 
+def tomogram_measures(measured: Morphometry) -> dict[str, Any]:
+    """The study's measures (TOMOGRAM_MEASURES) of a tomogram's morphometry."""
+    return {"bv_mm3": measured.bv_mm3, "tv_mm3": measured.tv_mm3, "bv_tv": measured.bv_tv,
+            "ct_th_um": measured.ct_th_um, "porosity": measured.porosity, "lacunae_count": measured.lacunae.count,
+            "lacunae_density_per_mm3": measured.lacunae.density_per_mm3}
+
+
 def tomogram_result(record: TomogramRecord, fingerprint: dict[str, Any], voxel_size_um: float,
                     gating: dict[str, Any], volume_path: Path, labels_path: Path, measures: dict[str, Any],
                     made: dict[str, Any]) -> dict[str, Any]:
@@ -177,11 +184,8 @@ def analyse_tomogram(record: TomogramRecord, layout: Layout, settings: StudySett
             "method": segmentation_method(settings.bone_filter_sigma_voxels), "raw_run_uid": record.raw_run_uid}))
     seconds["segmentation"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    measured = morphometry(labels, volume.voxel_size_um, settings.morphometry)
+    measures = tomogram_measures(morphometry(labels, volume.voxel_size_um, settings.morphometry))
     seconds["morphometry"] = time.perf_counter() - tick
-    measures = {"bv_mm3": measured.bv_mm3, "tv_mm3": measured.tv_mm3, "bv_tv": measured.bv_tv,
-                "ct_th_um": measured.ct_th_um, "porosity": measured.porosity, "lacunae_count": measured.lacunae.count,
-                "lacunae_density_per_mm3": measured.lacunae.density_per_mm3}
     result = tomogram_result(record, fingerprint, volume.voxel_size_um, gating, volume_path, labels_path, measures,
                              provenance(started, seconds, device))
     write_result(result_path, result)
