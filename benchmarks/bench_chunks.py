@@ -1,16 +1,18 @@
 """A tomogram analysed whole against in slabs: peak memory per voxel, tasks, halo overhead, wall time.
 
-One simulated tomogram (nanoscope_daq/cohort.py, the test cohort's size, or ``--nxs``)
-is analysed twice in this run, each in a fresh spawned process on the serial executor:
-whole (``analyse_tomogram``), then in ``--slabs`` slabs (``[study] max_task_voxels``
-forcing them, analysis/study/slab_tasks.py). For each: the peak resident memory above
-the process's after its imports (ru_maxrss), per voxel of the volume, and the wall
-time; for the slabs also the tasks, the reconstruction's and the thickness's halo
-slices, the slices reconstructed against the volume's, and the measures against the
-whole run's. The peak per voxel of the whole run is what chunks.PEAK_BYTES_PER_VOXEL
-states.
+Simulated tomograms of the test cohort's mice (nanoscope_daq/cohort.py, 180 cone-beam
+projections, 144 columns) with ``--rows`` detector rows each (32 and 64: volumes of
+32 and 64 x 144 x 144 voxels), each run in a fresh spawned process on the serial
+executor: the largest whole (``analyse_tomogram``) and in ``--slabs`` slabs (``[study]
+max_task_voxels`` forcing them, analysis/study/slab_tasks.py), the others whole. For
+each: the peak resident memory above the process's after its imports (ru_maxrss) and
+the wall time. The peak per voxel is the slope of the whole runs' peaks over their
+voxels (what a voxel more costs; the fixed cost of torch's and the axis search's buffers
+is its intercept): what chunks.PEAK_BYTES_PER_VOXEL states. For the slabs also the
+tasks, the reconstruction's and the thickness's halo slices, the slices reconstructed
+against the volume's, and the measures against the whole run's.
 
-Usage: python benchmarks/bench_chunks.py [--nxs FILE] [--slabs 3]
+Usage: python benchmarks/bench_chunks.py [--rows 32 64] [--slabs 4]
 Writes benchmarks/results/bench_chunks.json.
 """
 
@@ -24,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 RESULTS = Path(__file__).parent / "results" / "bench_chunks.json"
 
@@ -62,43 +66,50 @@ def in_fresh_process(*args: Any) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nxs", help="an NXtomo file (default: simulate one, 32 rows x 180 projections)")
-    parser.add_argument("--slabs", type=int, default=3)
+    parser.add_argument("--rows", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--slabs", type=int, default=4)
     args = parser.parse_args()
     from nanoscope_daq.analysis.study.batch import tomogram_shape
     from nanoscope_daq.analysis.study.sources import read_record
     from nanoscope_daq.cohort import CohortSpec, generate
     from nanoscope_daq.config import load_config
 
+    whole, shapes = {}, {}
     with tempfile.TemporaryDirectory() as folder:
-        nxs = args.nxs or str(generate(Path(folder) / "cohort", CohortSpec(1, (0.0,), rows=32, projections=180),
-                                       load_config(), workers=1)[0])
-        depth, rows, cols = tomogram_shape(read_record(Path(nxs)))
-        voxels = depth * rows * cols
-        cap = -(-depth // args.slabs) * rows * cols
-        whole = in_fresh_process(nxs, f"{folder}/whole", 0)
-        slabs = in_fresh_process(nxs, f"{folder}/slabs", cap)
+        for rows in sorted(args.rows):
+            nxs = str(generate(Path(folder) / f"rows{rows}", CohortSpec(1, (0.0,), rows=rows, projections=180),
+                               load_config(), workers=1)[0])
+            shapes[rows] = tomogram_shape(read_record(Path(nxs)))
+            whole[rows] = in_fresh_process(nxs, f"{folder}/whole{rows}", 0)
+        depth, rows, cols = shapes[max(args.rows)]
+        slabs = in_fresh_process(nxs, f"{folder}/slabs", -(-depth // args.slabs) * rows * cols)
+    voxels = {r: int(np.prod(shape)) for r, shape in shapes.items()}
+    small, large = min(args.rows), max(args.rows)
+    slope = (whole[large]["peak_bytes"] - whole[small]["peak_bytes"]) / (voxels[large] - voxels[small])
     chunks = slabs["chunks"]
-    count = len(chunks["slabs"])
     halo = chunks["reconstruction_halo_slices"]
     reconstructed = sum(min(depth, b + halo) - max(0, a - halo) for a, b in chunks["slabs"])
     report = {
-        "shape": [depth, rows, cols], "slabs": chunks["slabs"], "tasks_slabs": chunks["tasks"], "tasks_whole": 1,
-        "whole_seconds": whole["seconds"], "slabs_seconds": slabs["seconds"],
-        "whole_stage_seconds": whole["stage_seconds"], "slabs_stage_seconds": slabs["stage_seconds"],
-        "whole_peak_bytes_per_voxel": whole["peak_bytes"] / voxels,
-        "slabs_peak_bytes_per_voxel": slabs["peak_bytes"] / voxels,
+        "shapes": shapes, "peak_bytes_whole": {r: w["peak_bytes"] for r, w in whole.items()},
+        "seconds_whole": {r: w["seconds"] for r, w in whole.items()},
+        "stage_seconds_whole": {r: w["stage_seconds"] for r, w in whole.items()},
+        "peak_bytes_per_voxel": slope, "fixed_peak_bytes": whole[small]["peak_bytes"] - slope * voxels[small],
+        "slabs": chunks["slabs"], "tasks_slabs": chunks["tasks"], "peak_bytes_slabs": slabs["peak_bytes"],
+        "seconds_slabs": slabs["seconds"], "stage_seconds_slabs": slabs["stage_seconds"],
         "reconstruction_halo_slices": halo, "slices_reconstructed": reconstructed,
-        "thickness_halo_slices": chunks["thickness_halo_slices"],
-        "measures_equal": {k: abs(slabs["measures"][k] - v) <= 1e-6 * abs(v) for k, v in whole["measures"].items()},
+        "thickness_halo_slices": chunks["thickness_halo_slices"], "lacunae_box_voxels": chunks["lacunae_box_voxels"],
+        "measures_equal": {k: abs(slabs["measures"][k] - v) <= 1e-6 * abs(v)
+                           for k, v in whole[large]["measures"].items()},
     }
-    print(f"volume {depth} x {rows} x {cols} = {voxels} voxels, {count} slabs of {chunks['slabs']}")
-    print(f"whole:  1 task,  {whole['seconds']:.1f} s, peak {report['whole_peak_bytes_per_voxel']:.0f} B/voxel "
-          f"(stages {whole['stage_seconds']})")
-    print(f"slabs: {chunks['tasks']} tasks, {slabs['seconds']:.1f} s, peak {report['slabs_peak_bytes_per_voxel']:.0f}"
-          f" B/voxel in one process running every slab (stages {slabs['stage_seconds']})")
+    for r in sorted(whole):
+        print(f"whole {shapes[r]}: 1 task, {whole[r]['seconds']:.1f} s, peak {whole[r]['peak_bytes'] / 2**20:.0f} MiB "
+              f"(stages {whole[r]['stage_seconds']})")
+    print(f"peak per voxel (slope): {slope:.0f} B; fixed: {report['fixed_peak_bytes'] / 2**20:.0f} MiB")
+    print(f"slabs {chunks['slabs']}: {chunks['tasks']} tasks, {slabs['seconds']:.1f} s, peak "
+          f"{slabs['peak_bytes'] / 2**20:.0f} MiB in one process running every slab (stages {slabs['stage_seconds']})")
     print(f"halo: reconstruction +-{halo} slices ({reconstructed} slices reconstructed for {depth}), thickness "
-          f"+-{chunks['thickness_halo_slices']} slices; measures equal to 1e-6: {report['measures_equal']}")
+          f"+-{chunks['thickness_halo_slices']} slices, lacunae box {chunks['lacunae_box_voxels']} voxels; "
+          f"measures equal to 1e-6: {report['measures_equal']}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
     print(f"wrote {RESULTS}")

@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from nanoscope_daq.analysis.morphometry import FULL_26
 from nanoscope_daq.analysis.study.chunks import (
+    FIXED_PEAK_BYTES,
     PEAK_BYTES_PER_VOXEL,
     Slab,
     largest_piece_labels,
@@ -29,7 +30,8 @@ def test_a_volume_is_cut_into_even_slabs_of_whole_slices_only_when_it_does_not_f
 
 def test_the_cap_is_the_configured_one_or_what_the_workers_memory_holds():
     assert task_voxel_cap(5000, 2**30) == 5000
-    assert task_voxel_cap(0, 2**30) == 2**30 // PEAK_BYTES_PER_VOXEL
+    assert task_voxel_cap(0, 2**30) == (int(0.6 * 2**30) - FIXED_PEAK_BYTES) // PEAK_BYTES_PER_VOXEL
+    assert task_voxel_cap(0, 2**20) == 0  # a worker too small for any slab: plan_slabs says so
     assert task_voxel_cap(0, None) is None
 
 

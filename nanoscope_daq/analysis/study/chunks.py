@@ -18,11 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.cluster.hierarchy import DisjointSet
 
-PEAK_BYTES_PER_VOXEL = 110
-"""Peak memory of the whole-volume tomogram task per voxel of its volume: reconstruction (the line integrals, the
-volume, torch's filtering and back-projection buffers), segmentation and morphometry (float32 and int32 copies,
-distance transforms with their indices). Measured on the simulated cohort's 32 x 144 x 144 tomogram
+PEAK_BYTES_PER_VOXEL = 30
+"""Peak memory of the whole-volume tomogram task per voxel of its volume (reconstruction's line integrals and
+volume, segmentation's and morphometry's float32, int32 and boolean copies, distance transforms): the slope of
+the peak over the volume, measured on simulated tomograms of 32 and 64 x 144 x 144 voxels
 (benchmarks/bench_chunks.py; docs/analysis.md)."""
+FIXED_PEAK_BYTES = 128 * 2**20
+"""What the task's peak holds whatever the volume (torch's and the axis search's buffers): the intercept of the
+same measurement."""
+WORKER_MEMORY_FRACTION = 0.6
+"""Of a worker's memory limit, what one task may plan to use: a task's arrays cannot be spilled, and dask
+pauses a worker at 80 % and restarts it at 95 %."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,13 @@ class Slab:
 
 
 def task_voxel_cap(max_task_voxels: int, worker_memory_bytes: int | None) -> int | None:
-    """Most voxels one tomogram task may hold: ``max_task_voxels`` when set (> 0), else what the smallest worker's
-    memory holds at ``PEAK_BYTES_PER_VOXEL``; None when neither is known (no limit)."""
+    """Most voxels one tomogram task may hold: ``max_task_voxels`` when set (> 0), else what
+    ``WORKER_MEMORY_FRACTION`` of the smallest worker's memory holds beyond ``FIXED_PEAK_BYTES`` at
+    ``PEAK_BYTES_PER_VOXEL``; None when neither is known (no limit)."""
     if max_task_voxels > 0:
         return max_task_voxels
     if worker_memory_bytes:
-        return worker_memory_bytes // PEAK_BYTES_PER_VOXEL
+        return max(0, int(worker_memory_bytes * WORKER_MEMORY_FRACTION) - FIXED_PEAK_BYTES) // PEAK_BYTES_PER_VOXEL
     return None
 
 
