@@ -190,8 +190,10 @@ def labels_slab(job: ChunkJob, index: int, bones: Sequence[dict[str, Any]]) -> d
         tissue_pieces, _ = ndimage.label(tissue, structure=FULL_26)
         _save(job.file("tissue", index, "npy"), tissue_pieces)
         in_slice = max((float(ndimage.distance_transform_edt(s).max()) for s in tissue if s.any()), default=0.0)
+        lcn = labels == Code.LCN
         return {"sizes": np.bincount(tissue_pieces.ravel()).tolist(), "tissue_voxels": int(tissue.sum()),
-                "lcn_voxels": int(np.count_nonzero(labels == Code.LCN)), "radius_bound": in_slice}
+                "lcn_voxels": int(np.count_nonzero(lcn)), "radius_bound": in_slice,
+                "lcn_box": _bounds(lcn, job.slabs[index].first)}
 
     return stored_step(job, f"labels_{index:04d}", compute)
 
@@ -210,9 +212,9 @@ def measure_slab(job: ChunkJob, index: int, labelled: Sequence[dict[str, Any]]) 
     def compute() -> dict[str, Any]:
         keep = _largest(job, "tissue", labelled)
         first, stop = slab.read(halo)
-        pieces = [np.isin(np.load(job.file("tissue", j, "npy")), keep[j])[max(first, s.first) - s.first:
-                                                                             min(stop, s.stop) - s.first]
-                  for j, s in enumerate(job.slabs) if s.first < stop and s.stop > first]
+        pieces = [np.isin(np.load(job.file("tissue", j, "npy"), mmap_mode="r")[
+            max(first, s.first) - s.first:min(stop, s.stop) - s.first], keep[j])
+            for j, s in enumerate(job.slabs) if s.first < stop and s.stop > first]
         cortex, _, envelope = slice_compartments(np.concatenate(pieces))
         own = slab.inside(halo)
         thickness = local_thickness(cortex, job.settings.morphometry.thickness_step_voxels)[own][cortex[own]]
@@ -222,21 +224,24 @@ def measure_slab(job: ChunkJob, index: int, labelled: Sequence[dict[str, Any]]) 
     return stored_step(job, f"measure_{index:04d}", compute)
 
 
-def _lacunae_box(job: ChunkJob) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """The LCN mask within its bounding box grown by one voxel (within the volume)."""
-    lcn = [np.load(job.file("labels", i, "npy"), mmap_mode="r") == Code.LCN for i in range(len(job.slabs))]
-    depth, rows, cols = job.slabs[-1].depth, *lcn[0].shape[1:]
-    occupied = [(job.slabs[i].first + z, mask[z]) for i, mask in enumerate(lcn) for z in np.flatnonzero(
-        mask.any(axis=(1, 2)))]
-    if not occupied:
-        return np.zeros((0, rows, cols), bool), (slice(0, 0), slice(None), slice(None))
-    ys = np.flatnonzero(np.any([m.any(axis=1) for _, m in occupied], axis=0))
-    xs = np.flatnonzero(np.any([m.any(axis=0) for _, m in occupied], axis=0))
-    box = tuple(slice(max(0, lo - 1), min(n, hi + 2)) for lo, hi, n in (
-        (occupied[0][0], occupied[-1][0], depth), (ys[0], ys[-1], rows), (xs[0], xs[-1], cols)))
-    parts = [mask[max(box[0].start, s.first) - s.first:min(box[0].stop, s.stop) - s.first, box[1], box[2]]
-             for mask, s in zip(lcn, job.slabs, strict=True) if s.first < box[0].stop and s.stop > box[0].start]
-    return np.concatenate(parts), box
+def _bounds(mask: np.ndarray, first: int) -> list[int] | None:
+    """(z0, z1, y0, y1, x0, x1) of the voxels of ``mask`` (a slab starting at slice ``first``), ends included."""
+    if not mask.any():
+        return None
+    ends = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[[0, -1]] for axis in range(3)]
+    return [int(first + ends[0][0]), int(first + ends[0][1]), *(int(v) for pair in ends[1:] for v in pair)]
+
+
+def _lacunae_box(job: ChunkJob, labelled: Sequence[dict[str, Any]], shape: tuple[int, int, int]) -> np.ndarray:
+    """The LCN mask within the slabs' LCN bounding box grown by one voxel (within the volume), read slab by slab."""
+    boxes = np.array([r["lcn_box"] for r in labelled if r["lcn_box"] is not None])
+    if not boxes.size:
+        return np.zeros((0, 0, 0), bool)
+    z, y, x = (slice(max(0, boxes[:, 2 * a].min() - 1), min(n, boxes[:, 2 * a + 1].max() + 2))
+               for a, n in enumerate(shape))
+    return np.concatenate([np.load(job.file("labels", i, "npy"), mmap_mode="r")[
+        max(z.start, s.first) - s.first:min(z.stop, s.stop) - s.first, y, x] == Code.LCN
+        for i, s in enumerate(job.slabs) if s.first < z.stop and s.stop > z.start])
 
 
 def assemble_tomogram(job: ChunkJob, axis: dict[str, Any], reconstructed: Sequence[dict[str, Any]],
@@ -268,7 +273,7 @@ def assemble_tomogram(job: ChunkJob, axis: dict[str, Any], reconstructed: Sequen
     tissue_mm3 = sum(r["tissue_voxels"] for r in labelled) * voxel_mm3
     lcn_mm3 = sum(r["lcn_voxels"] for r in labelled) * voxel_mm3
     tv_mm3 = sum(r["envelope_voxels"] for r in measured) * voxel_mm3
-    lcn, _ = _lacunae_box(job)
+    lcn = _lacunae_box(job, labelled, shape)
     lacunae = find_lacunae(lcn, voxel_um, tissue_mm3, settings.morphometry)
     cortex_voxels = sum(r["cortex_voxels"] for r in measured)
     ct_th = sum(r["cortex_thickness_sum"] for r in measured) / cortex_voxels if cortex_voxels else float("nan")
