@@ -136,9 +136,10 @@ def test_a_tomogram_in_slabs_gives_the_whole_volume_results_and_resumes_its_done
     assert not job.folder.exists()  # the slabs' files go once the tomogram's result is written
     assert set(chunked) - {"chunks"} == set(whole) and chunked["fingerprint"] == whole["fingerprint"]
     volume, whole_volume = (read_volume(r["outputs"]["volume"]).data for r in (chunked, whole))
-    # Float tolerance: the FBP's float32 sums round differently from one process to another (the same slices
-    # differed by up to 9e-6 of the largest value between the test's process and a worker; 0 between workers).
-    np.testing.assert_allclose(volume, whole_volume, rtol=0, atol=2e-5 * np.abs(whole_volume).max())
+    # Float tolerance: the compiled FDK kernel steps z from a slab's first slice in float32, so a slab's z
+    # coordinates round apart from the whole volume's by ~1e-7 mm, which the steep filtered projections turn
+    # into up to 2.2e-4 of the largest value (measured on 96 slices; 9e-6 here on 32).
+    np.testing.assert_allclose(volume, whole_volume, rtol=0, atol=3e-4 * np.abs(whole_volume).max())
     # Segmentation and morphometry in slabs are exact: the whole-volume code on the assembled volume agrees.
     labels = read_labels(chunked["outputs"]["labels"]).data
     assert np.array_equal(labels, bone_and_pores(volume, settings().bone_filter_sigma_voxels))

@@ -72,12 +72,10 @@ class VolumeGrid:
             raise ReconInputError(f"voxel size {self.voxel_mm} mm must be > 0")
 
     def axis(self, index: int, device: torch.device | str) -> torch.Tensor:
-        """Voxel-centre coordinates (mm) along x (0), y (1) or z (2), float32 rounded once from float64: a slab
-        of slices (its own centre) has its voxels exactly where the whole volume has them (a float32 sum rounded
-        them apart by up to 1e-7, which the steep filtered projections of FDK turned into 2e-4 of the volume)."""
+        """Voxel-centre coordinates (mm) along x (0), y (1) or z (2)."""
         n = self.shape[2 - index]
-        steps = torch.arange(n, device=device, dtype=torch.float64) + 0.5 - n / 2
-        return (steps * self.voxel_mm + self.centre_mm[index]).float()
+        steps = torch.arange(n, device=device, dtype=torch.float32) + 0.5 - n / 2
+        return steps * self.voxel_mm + self.centre_mm[index]
 
     @property
     def voxel_size_um(self) -> float:
