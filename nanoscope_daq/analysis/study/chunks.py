@@ -21,9 +21,8 @@ from scipy.cluster.hierarchy import DisjointSet
 PEAK_BYTES_PER_VOXEL = 60
 """Peak memory of the whole-volume tomogram task per voxel of its volume (reconstruction's line integrals and
 volume, segmentation's and morphometry's float32, int32 and boolean copies, distance transforms): the slope of
-the peak over the volume, measured on simulated tomograms of 32 and 96 x 144 x 144 voxels (58-59 B; 30 B
-between 32 and 64)
-(benchmarks/bench_chunks.py; docs/analysis.md)."""
+the peak over the volume, measured on simulated tomograms of 32 and 96 x 144 x 144 voxels: 58-59 B, 30 B between
+32 and 64 (benchmarks/bench_chunks.py; docs/analysis.md)."""
 FIXED_PEAK_BYTES = 128 * 2**20
 """What the task's peak holds whatever the volume (torch's and the axis search's buffers): the intercept of the
 same measurement."""
