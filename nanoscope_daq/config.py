@@ -835,3 +835,4 @@ class StudyConfig:
     bone_filter_sigma_voxels: float = field(metadata=positive())
     allowed_failures: int = field(metadata=non_negative())
     min_quiescent_fraction: float = field(metadata=fraction())
+    max_task_voxels: int = field(metadata=non_negative())

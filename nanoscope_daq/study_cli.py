@@ -114,7 +114,8 @@ def run_analyze(args: argparse.Namespace) -> int:
             workers = client.scheduler_info()["workers"]
             print(f"dask scheduler {client.scheduler.address}, {len(workers)} workers"
                   + (", GPU resource declared" if executor.gpu else ", CPU only"), flush=True)
-            batch = run_batch(executor, records, layout, settings, redo=args.redo)
+            batch = run_batch(executor, records, layout, settings, redo=args.redo,
+                              max_task_voxels=config.study.max_task_voxels)
     except ConnectionError as exc:
         print(f"nanoscope analyze: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -163,14 +163,23 @@ def write_volume(path: str | Path, volume: Volume) -> None:
 
 def write_labels(path: str | Path, labels: Volume, extra: Mapping[str, np.ndarray] | None = None) -> None:
     """Write ``/labels`` (uint8, z-y-x) with ``voxel_size_um``, provenance and optional extra datasets."""
+    data = checked_labels(np.asarray(labels.data), str(path))
+    write_labels_slabs(path, data.shape, labels.voxel_size_um, labels.provenance, [(0, data)], extra)
+
+
+def write_labels_slabs(path: str | Path, shape: tuple[int, int, int], voxel_size_um: float,
+                       provenance: Mapping[str, Any], slabs: Iterable[tuple[int, np.ndarray]],
+                       extra: Mapping[str, np.ndarray] | None = None) -> None:
+    """Write ``/labels`` of ``shape`` slab by slab (``(z0, slab)`` pairs, never the whole volume at once), with
+    ``voxel_size_um``, ``provenance`` and optional extra datasets."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = checked_labels(np.asarray(labels.data), str(path))
     with h5py.File(path, "w") as h5:
-        dataset = _create(h5, "labels", data.shape, np.uint8, labels.voxel_size_um, compress=True)
-        dataset[...] = data.astype(np.uint8, copy=False)
+        dataset = _create(h5, "labels", shape, np.uint8, voxel_size_um, compress=True)
+        for z0, slab in slabs:
+            dataset[z0:z0 + slab.shape[0]] = checked_labels(np.asarray(slab), str(path))
         dataset.attrs["axes"] = "z-y-x"
-        write_provenance(h5, labels.provenance)
+        write_provenance(h5, provenance)
         for key, value in (extra or {}).items():
             h5.create_dataset(key, data=value, compression="gzip", compression_opts=1)
 

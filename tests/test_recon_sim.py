@@ -15,10 +15,11 @@ from scipy.ndimage import binary_erosion
 from nanoscope_daq.config import load_config
 from nanoscope_daq.physics.materials import Label
 from nanoscope_daq.physics.presets import tiny_leg_config
-from nanoscope_daq.recon import ConeGeometry, ParallelGeometry, ReconInputError, reconstruct
+from nanoscope_daq.recon import ConeGeometry, ParallelGeometry, reconstruct
 from nanoscope_daq.recon.cli import add_recon_parser
+from nanoscope_daq.recon.errors import ReconInputError
 from nanoscope_daq.recon.motion import unobservable_removed
-from nanoscope_daq.recon.offline import reconstruct_file
+from nanoscope_daq.recon.offline import find_axis, reconstruct_file
 from nanoscope_daq.recon.phantoms import project_ellipsoids, rasterise_ellipsoids, shepp_logan_3d
 from nanoscope_daq.sim.imaging.exposure import Exposure
 from nanoscope_daq.sim.imaging.imager import Imager
@@ -136,6 +137,24 @@ def test_offline_reconstruction_of_the_nxtomo_file_matches_the_ground_truth(scan
     assert volume[soft].mean() == pytest.approx(truth[soft].mean(), rel=0.03)
     assert abs(volume[(labels == Label.BACKGROUND) & _field_of_view()].mean()) < 0.03
     assert np.sqrt(np.mean((volume - truth)[_field_of_view()] ** 2)) < 0.65
+
+
+def test_slabs_of_slices_equal_the_whole_reconstruction_and_find_axis_its_axis(scan, tmp_path):
+    """The study's chunks (analysis/study/chunks.py): parallel beam, each slab from its own detector rows."""
+    settings = load_config().recon
+    whole = read_volume(reconstruct_file(scan["path"], tmp_path / "whole.h5", settings=settings))
+    cor = whole.provenance["cor_column"]
+    assert find_axis(scan["path"], settings=settings)[0] == cor
+    bounds = [0, 3, 5, ROWS]
+    slabs = [read_volume(reconstruct_file(scan["path"], tmp_path / f"slab{a}.h5", cor=cor, settings=settings,
+                                          slices=(a, b))) for a, b in zip(bounds, bounds[1:])]
+    assert [s.provenance["slices"] for s in slabs] == [[0, 3], [3, 5], [5, ROWS]]
+    np.testing.assert_allclose(np.concatenate([s.data for s in slabs]), whole.data, rtol=0,
+                               atol=1e-5 * np.abs(whole.data).max())
+    with pytest.raises(ReconInputError, match="centre of rotation given"):
+        reconstruct_file(scan["path"], tmp_path / "no_axis.h5", settings=settings, slices=(0, 5))
+    with pytest.raises(ReconInputError, match="not a range within"):
+        reconstruct_file(scan["path"], tmp_path / "outside.h5", cor=cor, settings=settings, slices=(5, ROWS + 1))
 
 
 def test_command_line_reconstructs_and_refuses_a_file_without_flats(scan, tmp_path, capsys):

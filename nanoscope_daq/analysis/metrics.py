@@ -45,7 +45,12 @@ def merged_metrics(predicted_codes: np.ndarray, target_codes: np.ndarray, task: 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold: the split that maximises the between-class variance of the histogram
     (the middle of the best splits when empty bins make several equally good)."""
-    hist, edges = np.histogram(np.asarray(values).ravel(), bins=bins)
+    return otsu_of_histogram(*np.histogram(np.asarray(values).ravel(), bins=bins))
+
+
+def otsu_of_histogram(hist: np.ndarray, edges: np.ndarray) -> float:
+    """Otsu's threshold of a histogram (counts and bin edges): what ``otsu_threshold`` gives for the values it
+    counts, so that histograms of slabs of a volume, on the volume's range, summed, give the volume's."""
     centres = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0

@@ -177,7 +177,12 @@ def compartments(tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         return empty, empty, empty
     sizes = np.bincount(pieces.ravel())
     sizes[0] = 0
-    cortex = pieces == int(np.argmax(sizes))
+    return slice_compartments(pieces == int(np.argmax(sizes)))
+
+
+def slice_compartments(cortex: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(solid cortex, marrow cavity, periosteal envelope) of the largest piece of bone tissue ``cortex``, slice by
+    slice (each z slice on its own: a slab of slices gives the volume's)."""
     envelope = np.zeros_like(cortex)
     marrow = np.zeros_like(cortex)
     for k in range(cortex.shape[0]):

@@ -10,6 +10,12 @@ incremental.py); write ``/volume`` with provenance (nanoscope_daq/volume_files.p
 
 Line integrals of the whole tomogram are held in memory up to ``recon.memory_limit_gb``
 and in a temporary file beside the output beyond it.
+
+``slices`` reconstructs a z range of the volume only (the study's chunks,
+analysis/study/chunks.py), equal to those slices of the whole volume: on an aligned
+parallel beam from its detector rows and ``ROW_HALO`` rows either side (the 3 x 3
+medians of the preprocessing), otherwise from every row. ``find_axis`` gives the centre
+of rotation the whole reconstruction would find, from the rows its search looks at.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ from .weights import check_angles, projection_weights
 FRAMES_PER_READ = 32
 SLAB_BYTES = 2**28
 """Largest slab of line integrals (or of the volume) reconstructed at once."""
+ROW_HALO = 2
+"""Detector rows read beyond a slab's own: the zinger median of a row looks one row further, the median that
+repairs a dead pixel one more (preprocess.py), so the slab's rows come out as from the whole frame."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +61,9 @@ class PhaseRetrieval:
     distance_mm: float | None = None
 
 
-def _flat_field(scan: NxTomoScan, settings: ReconConfig, device: str) -> FlatField:
+def _flat_field(scan: NxTomoScan, settings: ReconConfig, device: str, rows: slice) -> FlatField:
     flats = scan.indices(FLAT)
-    return build_flat_field(scan.read(scan.indices(DARK)), scan.read(flats), scan.flat_groups(),
+    return build_flat_field(scan.read(scan.indices(DARK), rows), scan.read(flats, rows), scan.flat_groups(),
                             scan.frame_times[flats], zinger_threshold=settings.zinger_threshold, device=device)
 
 
@@ -66,14 +75,18 @@ def _stack(shape: tuple[int, int, int], settings: ReconConfig, folder: Path) -> 
 
 
 def line_integrals(scan: NxTomoScan, geometry: Geometry, settings: ReconConfig, phase: PhaseRetrieval | None,
-                   folder: Path, device: str) -> np.ndarray:
-    """-log of the flat-field-corrected projections (angles, rows, cols), rings removed if asked."""
-    field = _flat_field(scan, settings, device)
+                   folder: Path, device: str, rows: slice = slice(None)) -> np.ndarray:
+    """-log of the flat-field-corrected projections (angles, rows, cols), rings removed if asked.
+
+    ``rows``: a slab of detector rows only (each row is preprocessed from its 3 x 3 neighbourhood: read
+    ``ROW_HALO`` rows beyond the slab and crop them for the slab's rows to equal the whole frame's).
+    """
+    field = _flat_field(scan, settings, device, rows)
     frames = scan.indices(PROJECTION)
-    stack = _stack((frames.size, *scan.shape), settings, folder)
+    stack = _stack((frames.size, *field.dark.shape), settings, folder)
     for start in range(0, frames.size, FRAMES_PER_READ):
         chunk = frames[start:start + FRAMES_PER_READ]
-        transmission = normalise(scan.read(chunk), field, scan.frame_times[chunk],
+        transmission = normalise(scan.read(chunk, rows), field, scan.frame_times[chunk],
                                  zinger_threshold=settings.zinger_threshold)
         if phase is not None:
             energy = phase.energy_kev or scan.energy_kev
@@ -84,22 +97,51 @@ def line_integrals(scan: NxTomoScan, geometry: Geometry, settings: ReconConfig, 
             transmission = paganin_filter(transmission, geometry.sample_pixel_mm, distance, energy, phase.delta_beta)
         stack[start:start + chunk.size] = to_line_integrals(transmission, settings.min_transmission).cpu().numpy()
     if settings.ring_filter_px:
-        rows_per_slab = max(1, SLAB_BYTES // (frames.size * scan.shape[1] * 4))
-        for r0 in range(0, scan.shape[0], rows_per_slab):
+        rows_per_slab = max(1, SLAB_BYTES // (frames.size * stack.shape[2] * 4))
+        for r0 in range(0, stack.shape[1], rows_per_slab):
             slab = torch.from_numpy(np.ascontiguousarray(stack[:, r0:r0 + rows_per_slab])).to(device)
             stack[:, r0:r0 + rows_per_slab] = remove_rings(slab, settings.ring_filter_px).cpu().numpy()
     return stack
 
 
-def _cor_sample(stack: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Geometry]:
-    """What the axis search looks at: every row (cone beam), or the sum of the middle half of the rows as one
-    sinogram (parallel beam: the summed object has the same axis and less noise; see cor.py)."""
+def _cor_rows(geometry: Geometry) -> slice:
+    """The detector rows the axis search looks at: every row (cone beam), or the middle half (parallel beam)."""
     if isinstance(geometry, ConeGeometry) or geometry.rows < 4:
-        return np.asarray(stack), geometry
-    middle = slice(geometry.rows // 4, geometry.rows - geometry.rows // 4)
-    summed = np.concatenate([stack[a0:a0 + FRAMES_PER_READ, middle].sum(axis=1, keepdims=True)
-                             for a0 in range(0, stack.shape[0], FRAMES_PER_READ)])
-    return summed, ParallelGeometry(geometry.angles_deg, 1, geometry.cols, geometry.pixel_mm)
+        return slice(0, geometry.rows)
+    return slice(geometry.rows // 4, geometry.rows - geometry.rows // 4)
+
+
+def _auto_cor(rows_stack: np.ndarray, geometry: Geometry, settings: ReconConfig, device: str) -> tuple[float, float]:
+    """The axis column and its registration score, found in the line integrals of ``_cor_rows`` only: those rows
+    as they are (cone beam), or summed into one sinogram (parallel beam: the summed object has the same axis and
+    less noise; see cor.py)."""
+    sample, sample_geometry = np.asarray(rows_stack), geometry
+    if not (isinstance(geometry, ConeGeometry) or geometry.rows < 4):
+        sample = np.concatenate([rows_stack[a0:a0 + FRAMES_PER_READ].sum(axis=1, keepdims=True)
+                                 for a0 in range(0, rows_stack.shape[0], FRAMES_PER_READ)])
+        sample_geometry = ParallelGeometry(geometry.angles_deg, 1, geometry.cols, geometry.pixel_mm)
+    found = find_cor(sample, sample_geometry, search_px=settings.cor_search_px, step_px=settings.cor_step_px,
+                     device=device)
+    return found.cor, found.registration
+
+
+def _read_rows(rows: slice, total: int) -> tuple[slice, slice]:
+    """Detector rows to preprocess for ``rows`` (``ROW_HALO`` more each side, within the detector), and where
+    ``rows`` lie among them."""
+    start, stop = max(0, rows.start - ROW_HALO), min(total, rows.stop + ROW_HALO)
+    return slice(start, stop), slice(rows.start - start, rows.stop - start)
+
+
+def find_axis(nxs_path: str | Path, *, settings: ReconConfig, device: str = "cpu",
+              pixel_um: float | None = None) -> tuple[float, float]:
+    """The centre of rotation (detector column) and its registration score that ``reconstruct_file`` finds when
+    not given one, from the line integrals of the rows the search looks at only (no phase retrieval)."""
+    with NxTomoScan(nxs_path) as scan, tempfile.TemporaryDirectory(dir=Path(nxs_path).parent,
+                                                                    prefix=".axis-") as folder:
+        geometry = scan.geometry(pixel_um)
+        read, inside = _read_rows(_cor_rows(geometry), geometry.rows)
+        stack = line_integrals(scan, geometry, settings, None, Path(folder), device, read)
+        return _auto_cor(stack[:, inside], geometry, settings, device)
 
 
 def _write_parallel(stack: np.ndarray, geometry: ParallelGeometry, algorithm: str, spec: FilterSpec,
@@ -120,32 +162,35 @@ def _write_parallel(stack: np.ndarray, geometry: ParallelGeometry, algorithm: st
 
 
 def _write_posed_parallel(stack: np.ndarray, geometry: ParallelGeometry, spec: FilterSpec, writer: VolumeWriter,
-                          shifts: torch.Tensor | None, device: str) -> None:
-    """Slabs of slices, each by FBP from every row: a tilted detector or a moving specimen couples the rows."""
+                          shifts: torch.Tensor | None, device: str, z_range: tuple[int, int]) -> None:
+    """Slabs of slices ``z_range``, each by FBP from every row: a tilted detector or a moving specimen couples the
+    rows."""
     grid = geometry.default_volume()
     nz, ny, nx = grid.shape
     slices = max(1, SLAB_BYTES // (ny * nx * 4))
     data = torch.from_numpy(np.ascontiguousarray(stack))
     weights = projection_weights(geometry, device)
-    for z0 in range(0, nz, slices):
-        count = min(slices, nz - z0)
+    first, stop = z_range
+    for z0 in range(first, stop, slices):
+        count = min(slices, stop - z0)
         centre_z = (z0 + count / 2 - nz / 2) * grid.voxel_mm
         volume = VolumeGrid((count, ny, nx), grid.voxel_mm, (0.0, 0.0, centre_z))
-        writer.write(z0, reconstruct(data, geometry, volume, algorithm="fbp", filter=spec, weights=weights,
+        writer.write(z0 - first, reconstruct(data, geometry, volume, algorithm="fbp", filter=spec, weights=weights,
                                      shifts_mm=shifts, device=device))
 
 
 def _write_cone(stack: np.ndarray, geometry: ConeGeometry, spec: FilterSpec, writer: VolumeWriter,
-                device: str, shifts: torch.Tensor | None = None) -> None:
-    """Slabs of slices, each the FDK sum over chunks of projections (incremental.py)."""
+                device: str, shifts: torch.Tensor | None, z_range: tuple[int, int]) -> None:
+    """Slabs of slices ``z_range``, each the FDK sum over chunks of projections (incremental.py)."""
     grid = geometry.default_volume()
     nz, ny, nx = grid.shape
     slices = max(1, SLAB_BYTES // (ny * nx * 4))
     angles_per_chunk = max(1, SLAB_BYTES // (geometry.rows * geometry.cols * 4))
     weights = projection_weights(geometry, device)
     angles = geometry.angles_array
-    for z0 in range(0, nz, slices):
-        count = min(slices, nz - z0)
+    first, stop = z_range
+    for z0 in range(first, stop, slices):
+        count = min(slices, stop - z0)
         centre_z = (z0 + count / 2 - nz / 2) * grid.voxel_mm
         fdk = IncrementalFBP(geometry, VolumeGrid((count, ny, nx), grid.voxel_mm, (0.0, 0.0, centre_z)),
                              filter=spec, device=device)
@@ -153,14 +198,14 @@ def _write_cone(stack: np.ndarray, geometry: ConeGeometry, spec: FilterSpec, wri
             part = slice(a0, a0 + angles_per_chunk)
             fdk.add(torch.from_numpy(np.ascontiguousarray(stack[part])), angles[part], weights[part],
                     None if shifts is None else shifts[part])
-        writer.write(z0, fdk.volume())
+        writer.write(z0 - first, fdk.volume())
 
 
 def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float | None = None,
                      algorithm: str | None = None, filter: str | None = None, device: str = "cpu",
                      pixel_um: float | None = None, phase: PhaseRetrieval | None = None,
                      settings: ReconConfig, calibrate: tuple[str, ...] = (),
-                     motion: str | None = None) -> Path:
+                     motion: str | None = None, slices: tuple[int, int] | None = None) -> Path:
     """Reconstruct the NXtomo file ``nxs_path`` into the volume file ``out_path``; returns ``out_path``.
 
     ``cor``: detector column of the rotation axis (default: found automatically);
@@ -169,7 +214,9 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
     specimen's motion, ``"rigid"`` (a translation per projection) or ``"respiratory"`` (the
     breath, driven by the frames' recorded respiratory phase; self_calibration.py);
     ``algorithm``/``filter``: override ``settings`` (the configuration's
-    [recon] section); ``pixel_um``: pixel at the sample when the file lacks it.
+    [recon] section); ``pixel_um``: pixel at the sample when the file lacks it;
+    ``slices``: (first, stop) z slices of the volume to write, no others (needs ``cor``;
+    ``find_axis`` gives the one found automatically).
     """
     settings = dataclasses.replace(settings, algorithm=algorithm or settings.algorithm,
                                    filter=filter or settings.filter)
@@ -181,15 +228,17 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
         chosen = check_algorithm(settings.algorithm, geometry)
         check_angles(geometry, settings.min_projections, settings.max_angle_gap_deg)
         spec = FilterSpec(settings.filter, settings.filter_cutoff, settings.pad_mode)
+        nz = geometry.default_volume().shape[0]
+        z_range = _checked_slices(slices, nz, cor, calibrate, motion)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         folder = Path(stack_of.enter_context(tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".recon-")))
-        stack = line_integrals(scan, geometry, settings, phase, folder, device)
+        own_rows = slices is not None and isinstance(geometry, ParallelGeometry) and not geometry.is_tilted()
+        read, inside = _read_rows(slice(*z_range), geometry.rows) if own_rows and phase is None else \
+            (slice(0, geometry.rows), slice(*z_range) if own_rows else slice(0, geometry.rows))
+        stack = line_integrals(scan, geometry, settings, phase, folder, device, read)
         registration = None
         if cor is None:
-            sample, sample_geometry = _cor_sample(stack, geometry)
-            found = find_cor(sample, sample_geometry, search_px=settings.cor_search_px, step_px=settings.cor_step_px,
-                             device=device)
-            cor, registration = found.cor, found.registration
+            cor, registration = _auto_cor(stack[:, _cor_rows(geometry)], geometry, settings, device)
             cor_method = "automatic: 0/180 registration refined by half-turn negativity (docs/recon.md)"
         else:
             cor_method = "given"
@@ -205,14 +254,16 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
             if calibration.shifts_mm is not None:
                 shifts = torch.from_numpy(calibration.shifts_mm).float().to(device)
         grid = geometry.default_volume()
-        writer = stack_of.enter_context(VolumeWriter(out_path, grid.shape, grid.voxel_size_um))
+        shape = (z_range[1] - z_range[0], *grid.shape[1:])
+        writer = stack_of.enter_context(VolumeWriter(out_path, shape, grid.voxel_size_um))
         if isinstance(geometry, ConeGeometry):
-            _write_cone(stack, geometry, spec, writer, device, shifts)
+            _write_cone(stack, geometry, spec, writer, device, shifts, z_range)
         elif geometry.is_tilted() or shifts is not None:
             chosen = "fbp"  # the Fourier method needs an aligned detector and a still specimen
-            _write_posed_parallel(stack, geometry, spec, writer, shifts, device)
+            _write_posed_parallel(stack, geometry, spec, writer, shifts, device, z_range)
         else:
-            _write_parallel(stack, geometry, chosen, spec, settings, writer, device)
+            own = dataclasses.replace(geometry, rows=shape[0])
+            _write_parallel(stack[:, inside], own, chosen, spec, settings, writer, device)
         writer.provenance({
             "input_file": str(Path(nxs_path).resolve()),
             "input_entry": scan.entry_name,
@@ -231,8 +282,23 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
                               "flat_interpolation": "linear in frame time between flat groups"},
             "device": str(device),
             "seconds": round(time.perf_counter() - started, 3),
+            **({"slices": list(z_range)} if slices is not None else {}),
         }, geometry.angles_array)
     return out_path
+
+
+def _checked_slices(slices: tuple[int, int] | None, nz: int, cor: float | None, calibrate: tuple[str, ...],
+                    motion: str | None) -> tuple[int, int]:
+    """``slices`` (or the whole volume) once checked against the volume's ``nz`` slices and the other options."""
+    if slices is None:
+        return 0, nz
+    first, stop = slices
+    if not 0 <= first < stop <= nz:
+        raise ReconInputError(f"slices {first} .. {stop} are not a range within the volume's 0 .. {nz}")
+    if cor is None or calibrate or motion:
+        raise ReconInputError("a slab of slices needs the centre of rotation given (find_axis finds the whole "
+                              "volume's) and no self-calibration, which looks at every slice")
+    return first, stop
 
 
 def _geometry_record(geometry: Geometry) -> dict:

@@ -6,10 +6,13 @@ cluster; an interval depends on its two tomograms' futures, so the scheduler run
 as soon as both are done and recomputes a lost dependency itself). Before submitting,
 each task's result file is checked: a done task is skipped (``redo`` forces it).
 Reconstruction and segmentation ask for the GPU resource where the cluster declares one.
+A tomogram whose volume does not fit one worker (chunks.py) is submitted as its slabs'
+tasks (slab_tasks.py), whose last gives the same result as the whole-volume task.
 """
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +20,10 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from .cluster import GPU_RESOURCE, declares_gpu
+from ...recon.nxtomo_reader import NxTomoScan
+from . import slab_tasks
+from .chunks import plan_slabs, task_voxel_cap
+from .cluster import GPU_RESOURCE, declares_gpu, smallest_worker_memory
 from .results import done_result
 from .sources import TomogramRecord
 from .tasks import Layout, StudySettings, analyse_interval, analyse_tomogram, interval_fingerprint, tomogram_fingerprint
@@ -33,6 +39,8 @@ class Handle(Protocol):
 
 class Executor(Protocol):
     gpu: bool
+    memory_bytes: int | None
+    """Memory of the smallest worker (None: unknown)."""
 
     def submit(self, function: Callable, *args: Any, key: str, resources: dict | None) -> Handle: ...
 
@@ -61,9 +69,14 @@ class SerialExecutor:
 
     gpu = False
 
+    def __init__(self) -> None:
+        import psutil
+
+        self.memory_bytes = psutil.virtual_memory().total
+
     def submit(self, function: Callable, *args: Any, key: str, resources: dict | None = None) -> SerialHandle:
         try:
-            values = [arg.result() if isinstance(arg, SerialHandle) else arg for arg in args]
+            values = [_resolved(arg) for arg in args]
             return SerialHandle(key, function(*values))
         except Exception as exc:  # noqa: BLE001 -- reported in the batch summary, like a failed dask task
             return SerialHandle(key, error=exc)
@@ -72,12 +85,22 @@ class SerialExecutor:
         return handles
 
 
+def _resolved(arg: Any) -> Any:
+    """A task's argument with its handles (also inside lists, as dask does) replaced by their results."""
+    if isinstance(arg, SerialHandle):
+        return arg.result()
+    if isinstance(arg, list):
+        return [_resolved(item) for item in arg]
+    return arg
+
+
 class DaskExecutor:
     """Tasks on a dask.distributed cluster (``client``); GPU resources asked for only where declared."""
 
     def __init__(self, client) -> None:
         self.client = client
         self.gpu = declares_gpu(client)
+        self.memory_bytes = smallest_worker_memory(client)
 
     def submit(self, function: Callable, *args: Any, key: str, resources: dict | None = None):
         return self.client.submit(function, *args, key=key, resources=resources if self.gpu else None, pure=False)
@@ -132,10 +155,38 @@ def interval_name(before: TomogramRecord, after: TomogramRecord) -> str:
     return f"{after.subject_id}_day{before.day:g}-{after.day:g}"
 
 
+def submit_slabs(executor: Executor, job: slab_tasks.ChunkJob, name: str, gpu: dict | None) -> Handle:
+    """Submit one tomogram's slab tasks (slab_tasks.py, steps 1 to 7); returns the handle of its result."""
+    def each(step: Callable, *args: Any, resources: dict | None = None) -> list[Handle]:
+        return [executor.submit(step, job, index, *args, key=f"{step.__name__}-{name}-{index}", resources=resources)
+                for index in range(len(job.slabs))]
+
+    axis = executor.submit(slab_tasks.find_slab_axis, job, key=f"find_slab_axis-{name}", resources=gpu)
+    volumes = each(slab_tasks.reconstruct_slab, axis, resources=gpu)
+    histograms = each(slab_tasks.histogram_slab, volumes)
+    bones = each(slab_tasks.bone_slab, histograms)
+    labelled = each(slab_tasks.labels_slab, bones)
+    measured = each(slab_tasks.measure_slab, labelled)
+    return executor.submit(slab_tasks.assemble_tomogram, job, axis, volumes, histograms, bones, labelled, measured,
+                           key=f"tomogram-{name}", resources=None)
+
+
+def tomogram_shape(record: TomogramRecord) -> tuple[int, int, int]:
+    """The reconstructed volume's shape (z, y, x): detector rows x columns x columns (geometry.default_volume)."""
+    with NxTomoScan(record.path) as scan:
+        rows, cols = scan.shape
+    return rows, cols, cols
+
+
 def run_batch(executor: Executor, records: Sequence[TomogramRecord], layout: Layout, settings: StudySettings,
-              *, redo: bool = False, progress: bool = True) -> BatchResult:
-    """Analyse ``records`` (and their subjects' intervals) on ``executor``; returns outcomes and results."""
+              *, redo: bool = False, progress: bool = True, max_task_voxels: int = 0) -> BatchResult:
+    """Analyse ``records`` (and their subjects' intervals) on ``executor``; returns outcomes and results.
+
+    A tomogram above ``max_task_voxels`` (0: above what the smallest worker's memory holds, chunks.py) is
+    analysed in slabs.
+    """
     batch = BatchResult()
+    cap = task_voxel_cap(max_task_voxels, executor.memory_bytes)
     token = uuid.uuid4().hex[:8]
     gpu = {GPU_RESOURCE: 1}
     pending: dict[str, tuple[str, Any]] = {}  # task key -> (kind, name)
@@ -147,8 +198,15 @@ def run_batch(executor: Executor, records: Sequence[TomogramRecord], layout: Lay
             batch.tomograms[record.key] = stored
             batch.outcomes.append(Outcome(record.key, "skipped"))
             continue
-        handle = executor.submit(analyse_tomogram, record, layout, settings, redo,
-                                 key=f"tomogram-{record.key}-{token}", resources=gpu)
+        slabs = plan_slabs(tomogram_shape(record), cap)
+        if len(slabs) == 1:
+            handle = executor.submit(analyse_tomogram, record, layout, settings, redo,
+                                     key=f"tomogram-{record.key}-{token}", resources=gpu)
+        else:
+            job = slab_tasks.ChunkJob(record, layout, settings, tuple(slabs))
+            if redo:
+                shutil.rmtree(job.folder, ignore_errors=True)
+            handle = submit_slabs(executor, job, f"{record.key}-{token}", gpu)
         handles[record.key] = handle
         pending[handle.key] = ("tomogram", record.key)
     for before, after in consecutive_pairs(records):

@@ -38,3 +38,9 @@ def declares_gpu(client) -> bool:
     """Whether any worker of the cluster declares the GPU resource."""
     workers = client.scheduler_info()["workers"].values()
     return any(worker.get("resources", {}).get(GPU_RESOURCE, 0) > 0 for worker in workers)
+
+
+def smallest_worker_memory(client) -> int | None:
+    """The smallest memory limit (bytes) among the cluster's workers; None when no worker states one."""
+    limits = [worker.get("memory_limit") for worker in client.scheduler_info()["workers"].values()]
+    return min((limit for limit in limits if limit), default=None)

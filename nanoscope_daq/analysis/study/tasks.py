@@ -36,7 +36,7 @@ from ...recon.offline import reconstruct_file
 from ...volume_files import Volume, read_labels, read_volume, write_labels
 from ..labels import Code
 from ..longitudinal import bone_labels
-from ..morphometry import MorphometrySettings, compartments, morphometry
+from ..morphometry import Morphometry, MorphometrySettings, compartments, morphometry
 from ..remodeling import Remodeling, remodeling
 from .gating import gated_view
 from .results import atomic_path, done_result, file_fingerprint, write_result
@@ -128,10 +128,34 @@ def provenance(started: float, seconds: dict[str, float], device: str) -> dict[s
             "seconds": {k: round(v, 3) for k, v in seconds.items()}}
 
 
-def _device() -> str:
+def device_name() -> str:
+    """Where this worker reconstructs: 'cuda' when it has a GPU, else 'cpu'."""
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def segmentation_method(sigma_voxels: float) -> str:
+    """How ``bone_and_pores`` segments (the labels file's provenance)."""
+    return (f"Gaussian sigma {sigma_voxels} voxels, Otsu threshold; pores enclosed by the cortex labelled "
+            "LCN/pore")
+
+
+def tomogram_measures(measured: Morphometry) -> dict[str, Any]:
+    """The study's measures (TOMOGRAM_MEASURES) of a tomogram's morphometry."""
+    return {"bv_mm3": measured.bv_mm3, "tv_mm3": measured.tv_mm3, "bv_tv": measured.bv_tv,
+            "ct_th_um": measured.ct_th_um, "porosity": measured.porosity, "lacunae_count": measured.lacunae.count,
+            "lacunae_density_per_mm3": measured.lacunae.density_per_mm3}
+
+
+def tomogram_result(record: TomogramRecord, fingerprint: dict[str, Any], voxel_size_um: float,
+                    gating: dict[str, Any], volume_path: Path, labels_path: Path, measures: dict[str, Any],
+                    made: dict[str, Any]) -> dict[str, Any]:
+    """A tomogram's result JSON (whole volume or slabs: the same keys)."""
+    return {"kind": "tomogram", "fingerprint": fingerprint, "record": _record_dict(record),
+            "raw_run_uid": record.raw_run_uid, "voxel_size_um": voxel_size_um, "gating": gating,
+            "outputs": {"volume": str(volume_path), "labels": str(labels_path)},
+            "measures": measures, "provenance": made}
 
 
 def analyse_tomogram(record: TomogramRecord, layout: Layout, settings: StudySettings, redo: bool = False) -> dict:
@@ -141,7 +165,7 @@ def analyse_tomogram(record: TomogramRecord, layout: Layout, settings: StudySett
     stored = None if redo else done_result(result_path, fingerprint)
     if stored is not None:
         return stored
-    started, seconds, device = time.time(), {}, _device()
+    started, seconds, device = time.time(), {}, device_name()
     volume_path, labels_path = layout.tomogram(record, "volume.h5"), layout.tomogram(record, "labels.h5")
     tick = time.perf_counter()
     source, gating = record.path, {"gating": record.gating}
@@ -157,19 +181,13 @@ def analyse_tomogram(record: TomogramRecord, layout: Layout, settings: StudySett
     with atomic_path(labels_path) as partial:
         write_labels(partial, Volume(labels, volume.voxel_size_um, {
             "generator": "nanoscope_daq.analysis.study", "volume": str(volume_path),
-            "method": f"Gaussian sigma {settings.bone_filter_sigma_voxels} voxels, Otsu threshold; pores enclosed by "
-                      "the cortex labelled LCN/pore", "raw_run_uid": record.raw_run_uid}))
+            "method": segmentation_method(settings.bone_filter_sigma_voxels), "raw_run_uid": record.raw_run_uid}))
     seconds["segmentation"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    measured = morphometry(labels, volume.voxel_size_um, settings.morphometry)
+    measures = tomogram_measures(morphometry(labels, volume.voxel_size_um, settings.morphometry))
     seconds["morphometry"] = time.perf_counter() - tick
-    measures = {"bv_mm3": measured.bv_mm3, "tv_mm3": measured.tv_mm3, "bv_tv": measured.bv_tv,
-                "ct_th_um": measured.ct_th_um, "porosity": measured.porosity, "lacunae_count": measured.lacunae.count,
-                "lacunae_density_per_mm3": measured.lacunae.density_per_mm3}
-    result = {"kind": "tomogram", "fingerprint": fingerprint, "record": _record_dict(record),
-              "raw_run_uid": record.raw_run_uid, "voxel_size_um": volume.voxel_size_um, "gating": gating,
-              "outputs": {"volume": str(volume_path), "labels": str(labels_path)},
-              "measures": measures, "provenance": provenance(started, seconds, device)}
+    result = tomogram_result(record, fingerprint, volume.voxel_size_um, gating, volume_path, labels_path, measures,
+                             provenance(started, seconds, device))
     write_result(result_path, result)
     return result
 
