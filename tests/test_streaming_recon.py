@@ -183,7 +183,10 @@ def test_online_self_calibration_finds_a_misplaced_axis_and_sharpens_the_volume(
     centre = (misplaced.shape[2] - 1) / 2
     (found,) = online.data("calibration")
     print(f"axis column: given {centre + 3.0:.2f}, calibrated {found['estimate_cor']:.3f}, true {centre:.2f}")
-    assert abs(found["estimate_cor"] - centre) < 0.2
+    # Measured over runs of this real-time scan (frame timing and noise differ each run; the calibration sees the
+    # projections binned 3x): 71.495-71.705 against 71.50, i.e. within 0.07 binned px; with every projection rather
+    # than half, 71.38-71.51.
+    assert abs(found["estimate_cor"] - centre) < 0.25
     assert json.loads(provenance["self_calibration"])["calibration"]["estimate"]["cor"] == found["estimate_cor"]
 
     truth, _ = ground_truth(bench, tmp_path)
