@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from nanoscope_daq.recon.algorithms import FilterSpec, reconstruct
 from nanoscope_daq.recon.nxtomo_reader import NxTomoScan
 from nanoscope_daq.recon.offline import line_integrals
 from nanoscope_daq.recon.respiratory_motion import breath_numbers, estimate_respiratory_motion
-from nanoscope_daq.recon.self_calibration import binned
+from nanoscope_daq.recon.self_calibration import binned, calibration_binning
 from nanoscope_daq.volume_files import read_provenance
 
 RESULTS = Path(__file__).parent / "results"
@@ -135,7 +134,7 @@ def gate_open_volume(session: Session, spec: FilterSpec) -> np.ndarray:
 def breathing_corrected_volume(session: Session, spec: FilterSpec, recon_settings) -> tuple[np.ndarray, dict]:
     """Every projection of the session reconstructed with the breath undone (respiratory_motion.py), estimated on
     the projections binned as ``nanoscope recon --motion respiratory`` bins them; and the fitted breath."""
-    factor = max(1, math.ceil(session.geometry.cols / recon_settings.calibration_max_pixels))
+    factor = calibration_binning(session.geometry, recon_settings)
     data, small = binned(session.line_integrals, session.geometry, factor)
     motion, breathing = estimate_respiratory_motion(data, small, session.phase, session.gate, session.breath,
                                                     filter=spec, evaluations=recon_settings.calibration_evaluations)

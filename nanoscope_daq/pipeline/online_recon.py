@@ -28,6 +28,7 @@ import torch
 from ..config import Config
 from ..documents import DocumentContractError, ImageKey
 from ..recon import FilterSpec, IncrementalFBP, normalise, reconstruct, to_line_integrals
+from ..recon.algorithms import direct_algorithm
 from ..recon.self_calibration import self_calibrate
 from ..recon.weights import projection_weights
 from ..volume_files import VolumeWriter
@@ -292,7 +293,7 @@ class OnlineReconstruction:
         found = self_calibrate(line_integrals.cpu().numpy(), geometry, self.settings.online_calibration,
                                "rigid" if self.settings.online_motion else None, self.settings, self.device)
         shifts = None if found.shifts_mm is None else torch.from_numpy(found.shifts_mm).float().to(self.device)
-        algorithm = "fdk" if found.geometry.kind == "cone" else "fbp"  # the Fourier method assumes a still specimen
+        algorithm = direct_algorithm(found.geometry)  # the Fourier method assumes a still specimen
         volume = reconstruct(line_integrals, found.geometry, self.fbp.grid, algorithm=algorithm,
                              filter=self.fbp.filter, shifts_mm=shifts, device=self.device)
         record = found.record()

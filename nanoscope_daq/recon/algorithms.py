@@ -42,6 +42,12 @@ RAM_LAK = FilterSpec()
 """Ram-Lak at full bandwidth: the default filter of every reconstruction."""
 
 
+def direct_algorithm(geometry: Geometry) -> str:
+    """The direct back-projection for this geometry, which takes any detector pose and specimen motion: "fdk" for a
+    cone beam, "fbp" for a parallel one."""
+    return "fdk" if isinstance(geometry, ConeGeometry) else "fbp"
+
+
 def check_algorithm(algorithm: str, geometry: Geometry) -> str:
     """The algorithm to run for this geometry; "fbp" on a cone beam is FDK."""
     if algorithm not in ALGORITHMS:

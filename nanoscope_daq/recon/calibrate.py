@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from ..config import CALIBRATION_PARAMETERS
-from .algorithms import RAM_LAK, FilterSpec, angles_rad, as_projections, reconstruct
+from .algorithms import RAM_LAK, FilterSpec, angles_rad, as_projections, direct_algorithm, reconstruct
 from .errors import ReconInputError
 from .geometry import ConeGeometry, Geometry, VolumeGrid
 from .projector import forward_project
@@ -148,7 +148,7 @@ class ReprojectionConsistency:
         self.smoothing_px = smoothing_px
         self.corrections = corrections
         self.projections, self.geometry, self.volume, self.filter = projections, geometry, volume, filter
-        self.algorithm = "fdk" if isinstance(geometry, ConeGeometry) else "fbp"
+        self.algorithm = direct_algorithm(geometry)
         self.weights = projection_weights(geometry, projections.device)
         self.theta = angles_rad(geometry, projections.device)
         step = max(1, geometry.num_angles // reprojected_angles)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .algorithms import RAM_LAK, FilterSpec, as_projections, reconstruct
+from .algorithms import RAM_LAK, FilterSpec, as_projections, direct_algorithm, reconstruct
 from .calibrate import ReprojectionConsistency, lbfgs_minimise
 from .geometry import Geometry, VolumeGrid
 
@@ -96,6 +96,5 @@ def reconstruct_with_motion(line_integrals: np.ndarray | torch.Tensor, geometry:
                             volume: VolumeGrid | None = None, filter: FilterSpec = RAM_LAK,
                             device: torch.device | str = "cpu") -> torch.Tensor:
     """FBP / FDK with every projection moved back by its estimated shift."""
-    algorithm = "fbp" if geometry.kind == "parallel" else "fdk"
-    return reconstruct(line_integrals, geometry, volume, algorithm=algorithm, filter=filter,
+    return reconstruct(line_integrals, geometry, volume, algorithm=direct_algorithm(geometry), filter=filter,
                        shifts_mm=torch.from_numpy(motion.shifts_mm).float(), device=device)

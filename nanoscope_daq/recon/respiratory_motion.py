@@ -49,10 +49,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .algorithms import RAM_LAK, FilterSpec, angles_rad, as_projections, reconstruct
+from .algorithms import RAM_LAK, FilterSpec, angles_rad, as_projections, direct_algorithm, reconstruct
 from .calibrate import blurred, lbfgs_minimise, middle_rows
 from .errors import ReconInputError
-from .geometry import ConeGeometry, Geometry, VolumeGrid
+from .geometry import Geometry, VolumeGrid
 from .motion import MotionResult
 from .projector import detector_frame, forward_project
 
@@ -127,8 +127,11 @@ class Breathing:
         zero = torch.zeros(1, 3, dtype=self.displacement.dtype)
         table = torch.cat([zero, self.displacement, zero])  # 0 at the start of the breath and once at rest
         shape = table[self.lower] * (1 - self.fraction[:, None]) + table[self.lower + 1] * self.fraction[:, None]
-        depth = 1 + self.depth - self.depth.mean()
-        return (shape * depth[self.breath][:, None]).float()
+        return (shape * self.depths()[self.breath][:, None]).float()
+
+    def depths(self) -> torch.Tensor:
+        """Each breath's depth, 1 on average (the mean of the variables is not seen: the breath's shape scales)."""
+        return 1 + self.depth - self.depth.mean()
 
     def __call__(self) -> torch.Tensor:
         d = self.specimen_mm()
@@ -138,7 +141,7 @@ class Breathing:
     def model(self) -> BreathingModel:
         with torch.no_grad():
             table = np.vstack([np.zeros((1, 3)), self.displacement.numpy(), np.zeros((1, 3))])
-            return BreathingModel(self.knots_phase, table, (1 + self.depth - self.depth.mean()).numpy().copy())
+            return BreathingModel(self.knots_phase, table, self.depths().numpy().copy())
 
 
 class FrameWarp:
@@ -199,7 +202,7 @@ def estimate_respiratory_motion(line_integrals: np.ndarray | torch.Tensor, geome
     still = torch.from_numpy(np.flatnonzero(gate > 0.5))
     warp = FrameWarp(geometry, device)
     rows = middle_rows(geometry.rows)
-    algorithm = "fdk" if isinstance(geometry, ConeGeometry) else "fbp"
+    algorithm = direct_algorithm(geometry)
     count = 0
     for round_number in range(rounds):
         with torch.no_grad():
@@ -218,9 +221,10 @@ def estimate_respiratory_motion(line_integrals: np.ndarray | torch.Tensor, geome
         start = float(mismatch(torch.zeros(moving.numel(), 3, device=projections.device)))
         shifts = breathing()
         final = float(mismatch(shifts[moving]))
-    _check_found(breathing.model(), start, final, geometry)
+    model = breathing.model()
+    _check_found(model, start, final, geometry)
     return (MotionResult(shifts.cpu().numpy().astype(np.float64), start, final, count, time.perf_counter() - began),
-            breathing.model())
+            model)
 
 
 class FrameMismatch:

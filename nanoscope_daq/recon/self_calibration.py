@@ -77,6 +77,11 @@ def binned(line_integrals: np.ndarray, geometry: Geometry, factor: int) -> tuple
     return data.astype(np.float32), replace(geometry, **changes)
 
 
+def calibration_binning(geometry: Geometry, settings: ReconConfig) -> int:
+    """The smallest whole factor that brings the detector to ``calibration_max_pixels`` columns."""
+    return max(1, math.ceil(geometry.cols / settings.calibration_max_pixels))
+
+
 def _to_binned(column: float, factor: int) -> float:
     return (column - (factor - 1) / 2) / factor
 
@@ -102,7 +107,7 @@ def self_calibrate(line_integrals: np.ndarray, geometry: Geometry, parameters: t
         raise ReconInputError(f"unknown motion model {motion!r}; choose from: {', '.join(MOTION_MODELS)}")
     if motion == "respiratory" and respiration is None:
         raise ReconInputError("the respiratory motion model needs each projection's respiratory phase and gate")
-    factor = max(1, math.ceil(geometry.cols / settings.calibration_max_pixels))
+    factor = calibration_binning(geometry, settings)
     data, small = binned(line_integrals, geometry, factor)
     calibration = None
     if parameters:
