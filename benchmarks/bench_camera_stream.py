@@ -8,6 +8,9 @@ runs Internal-triggered, then checks and reports:
   BufferStalls_RBV, MissedTriggers_RBV and FramesLost_RBV (all must be 0 for no loss);
 * sensor fps: from the frames' own exposure-start stamps (NDArrayTimeStamp), i.e. the
   rate the sensor really ran at; delivered fps: frames / (Acquire=1 .. file closed);
+  in-file fps: frames / (first exposure start .. the IOC's stamp of NumCaptured_RBV reaching
+  the last frame), and the lag of that last frame behind its own read-out (a backlog grows it,
+  a camera that keeps pace holds it at a few frame periods, whatever the number of frames);
 * the same run's file write rate, and a plain sequential write of the same bytes to the
   same directory (page cache, then with fsync) for comparison;
 * CPU of the IOC process and of its render workers (psutil, % of one core) and the
@@ -24,10 +27,12 @@ Cases: ``full`` (2048x2048 Mono12 at 40 fps: 3.9 ms exposure + 21 ms readout),
 (X-rays off: the detector noise model still renders every frame); ``projections``:
 full-frame and 4x4 projections of the turning specimen with the source on (a new view
 every frame: the exact-physics cost); ``views``: full-frame projections with the stage
-still (one view, cached: breathing shift, photon noise and read-out per frame). Files are
+still (one view, cached: breathing shift, photon noise and read-out per frame); ``flats``:
+full frames with the source on and the specimen moved out of the field (flats_offset_mm along
+the flats axis, as the scans take them). Files are
 deleted afterwards unless ``--keep``.
 
-Usage: python benchmarks/bench_camera_stream.py [--frames 1000] [--cases full,2x2,4x4,views,projections]
+Usage: python benchmarks/bench_camera_stream.py [--frames 1000] [--cases full,flats,2x2,4x4,views,projections]
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ class Case:
     frames: int
     turning: bool = True
     """With X-rays: the stage turns (a new view every frame) or stands still (one cached view)."""
+    sample_out: bool = False
+    """With X-rays: the specimen moved out of the field (flats, as the scans take them)."""
 
 
 def cases(selected: list[str], frames: int, projection_frames: int) -> list[Case]:
@@ -85,6 +92,8 @@ def cases(selected: list[str], frames: int, projection_frames: int) -> list[Case
         "full": [Case("1x1 Mono12 40 fps, darks", 1, 0.0039, 0.025, False, False, frames)],
         "2x2": [Case("2x2 Mono12 top rate, darks", 2, readout[2], readout[2], True, False, frames)],
         "4x4": [Case("4x4 Mono12 top rate, darks", 4, readout[4], readout[4], True, False, frames)],
+        "flats": [Case("1x1 Mono12 40 fps, flats", 1, 0.0039, 0.025, False, True, frames, turning=False,
+                       sample_out=True)],
         "views": [Case("1x1 projections, stage still (cached view)", 1, 0.0039, 0.025, False, True, frames,
                        turning=False)],
         "projections": [
@@ -193,11 +202,15 @@ def capture(pvs: Pvs, case: Case, directory: Path, sim_pid: int) -> dict:
         time.sleep(0.2)
     elapsed = time.monotonic() - started
     cpu = cpu_split(sim, cpu_before, elapsed)
+    num_captured = pvs.pv("CAM:HDF1:NumCaptured_RBV")
+    num_captured.get(use_monitor=False)
+    last_written = num_captured.timestamp  # the IOC's stamp of the update that counted the last frame written
     with h5py.File(path, "r") as h5:
         in_file = int(h5["entry/data/data"].shape[0])
         starts = h5["entry/instrument/NDAttributes/NDArrayTimeStamp"][:]
         frame_types = h5["entry/instrument/NDAttributes/FrameType"][:]
     size = path.stat().st_size
+    readout_s = pvs.get("CAM:cam1:ReadoutTime")
     produced = pvs.get("CAM:cam1:ArrayCounter_RBV") - before["CAM:cam1:ArrayCounter_RBV"]
     return {
         "case": case.name,
@@ -206,7 +219,7 @@ def capture(pvs: Pvs, case: Case, directory: Path, sim_pid: int) -> dict:
         "exposure_s": case.exposure_s,
         "period_requested_s": case.period_s,
         "period_rbv_s": pvs.get("CAM:cam1:AcquirePeriod_RBV"),
-        "readout_s": pvs.get("CAM:cam1:ReadoutTime"),
+        "readout_s": readout_s,
         "array_counter_delta": int(produced),
         "num_captured": int(pvs.get("CAM:HDF1:NumCaptured_RBV")),
         "frames_in_file": in_file,
@@ -214,6 +227,8 @@ def capture(pvs: Pvs, case: Case, directory: Path, sim_pid: int) -> dict:
         "frame_types": sorted({int(t) for t in frame_types}),
         "sensor_fps": round((len(starts) - 1) / (starts[-1] - starts[0]), 2) if len(starts) > 1 else None,
         "delivered_fps": round(in_file / elapsed, 2),
+        "first_exposure_to_last_in_file_fps": round(in_file / (last_written - starts[0]), 2),
+        "last_frame_lag_s": round(last_written - (starts[-1] + case.exposure_s + readout_s), 3),
         "elapsed_s": round(elapsed, 2),
         "file_bytes": size,
         "file_write_mb_per_s": round(size / elapsed / 1e6, 1),
@@ -258,7 +273,8 @@ def render_ceiling(case: Case, frames: int) -> dict:
 
     def exposure(index: int) -> Exposure:
         return Exposure(
-            angle_deg=0.75 * index if case.turning else 10.0, sample_offset_mm=(0.0, 0.0, 0.0), respiration_mm=0.0,
+            angle_deg=0.75 * index if case.turning else 10.0, respiration_mm=0.0,
+            sample_offset_mm=(config.scan.flats_offset_mm if case.sample_out else 0.0, 0.0, 0.0),
             force_n=0.0, day=0.0,
             exposure_s=case.exposure_s, kv=50.0, power_w=100.0, spot_um=10.0, xrays_on=case.xrays,
             binning=case.binning,
@@ -287,7 +303,8 @@ def render_ceiling(case: Case, frames: int) -> dict:
 
 def print_table(results: list[dict]) -> None:
     header = (f"{'case':30} {'frames':>7} {'in file':>7} {'lost':>5} {'stalls':>6} {'sensor fps':>10} "
-              f"{'deliv. fps':>10} {'render fps':>10} {'file MB/s':>9} {'raw MB/s':>15} {'IOC CPU %':>22}")
+              f"{'deliv. fps':>10} {'in-file fps':>11} {'lag s':>6} {'render fps':>10} {'file MB/s':>9} "
+              f"{'raw MB/s':>15} {'IOC CPU %':>22}")
     print(header)
     print("-" * len(header))
     for r in results:
@@ -297,7 +314,10 @@ def print_table(results: list[dict]) -> None:
         cpu_text = f"{cpu['ioc_process']:.0f}+{cpu['render_workers']:.0f}w+{cpu['ground_truth_writer']:.0f}gt"
         print(f"{r['case']:30} {r['frames_requested']:>7} {r['frames_in_file']:>7} {lost:>5} "
               f"{r['BufferStalls']:>6} {r['sensor_fps']!s:>10} {r['delivered_fps']:>10} "
+              f"{r['first_exposure_to_last_in_file_fps']:>11} {r['last_frame_lag_s']:>6} "
               f"{r['render_ceiling']['frames_per_s']:>10} {r['file_write_mb_per_s']:>9} {raw:>15} {cpu_text:>22}")
+    print("deliv. fps: frames / (Acquire put .. capture done, polled); in-file fps: frames / (first exposure start "
+          ".. last frame written, the IOC's stamp); lag: last frame written after its read-out ended")
     print("raw MB/s: page cache / with fsync; IOC CPU: IOC process + render workers + ground-truth writer")
 
 
@@ -324,6 +344,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS), help="JSON results file")
     args = parser.parse_args()
     selected = cases(args.cases.split(","), args.frames, args.projection_frames)
+    scan = load_config().scan
 
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="nanoscope-bench-camera-"))
     port = free_port()
@@ -348,6 +369,8 @@ def main() -> int:
                 pvs.put("ROT.STOP", 1)
                 time.sleep(2.0)
                 turning = False
+            # the specimen out of the field for flats, as the scans move it
+            pvs.put(f"{scan.flats_axis.upper()}.VAL", scan.flats_offset_mm if case.sample_out else 0.0)
             directory = data_dir / case.name.split()[0]
             # Warm-up (not measured): render workers start, per-binning detector maps are built.
             still = case.xrays and not case.turning

@@ -17,7 +17,8 @@ With ``--leg-series N`` it measures instead how fast the simulator delivers a re
 scan: a time series of 3 fly tomograms of N projections each over 360 degrees (continuous
 rotation: every tomogram at the same angles) of the full-size leg at 4x4 binning (512^2),
 from the first trigger to each tomogram's last projection in the file (HDF1:NumCaptured_RBV
-monitored; exposure starts from the frames' own stamps), against the acquisition time. The
+monitored: the IOC's time stamp of the update that counted it written, and when the client saw
+that update; exposure starts from the frames' own stamps), against the acquisition time. The
 first tomogram renders every view exactly; the later ones find them in the view cache. The
 simulator writes no ground-truth volume here (it would take a core for minutes alongside).
 With ``--prepare`` the views of the scan's angle grid are rendered first, a one-off
@@ -218,12 +219,14 @@ def leg_series(args: argparse.Namespace) -> None:
     }))
     config = load_config(config_path)
     sim = SimProcess("BL:", port, data_dir=work, time_scale=50.0, config=config_path).start()
-    captured: list[tuple[float, int]] = []
+    captured: list[tuple[float, float, int]] = []
+    """(client's time of arrival, the IOC's time stamp of the update, NumCaptured_RBV) per monitor update."""
     try:
         xrm = Instrument("BL:", name="xrm")
         xrm.wait_for_connection(timeout=30)
         xrm.source.warm_up().wait(120)
-        xrm.det.hdf1.num_captured.subscribe(lambda value, **_: captured.append((time.time(), int(value))))
+        xrm.det.hdf1.num_captured.subscribe(
+            lambda value, timestamp, **_: captured.append((time.time(), timestamp, int(value))))
         RE = RunEngine({}, call_returns_result=True)
         step = 360.0 / args.leg_series
         velocity = step / (args.period_ms * 1e-3)
@@ -247,31 +250,41 @@ def leg_series(args: argparse.Namespace) -> None:
         stamps, kinds = attributes["NDArrayTimeStamp"][()], attributes["FrameType"][()]
     projections = np.flatnonzero(kinds == 0)
     period = float(np.median(np.diff(stamps[projections])))
-    times, counts = np.array([t for t, _ in captured]), np.array([c for _, c in captured])
+    arrived, written, counts = (np.array(column) for column in zip(*captured))
+
+    def in_file(frames: int, clock: np.ndarray) -> float:
+        """When NumCaptured_RBV first reached ``frames``: the IOC's stamp (written) or the client's arrival."""
+        return float(clock[np.argmax(counts >= frames)])
+
     rows = []
     for k, indices in enumerate(np.array_split(projections, len(projections) // args.leg_series)):
         acquired = stamps[indices[-1]] + period  # exposure end of its last projection
-        in_file = times[np.argmax(counts >= indices[-1] + 1)]
+        last = in_file(indices[-1] + 1, written)
         rows.append({"tomogram": k, "projections": len(indices),
                      "acquisition_s": float(acquired - stamps[indices[0]]),
-                     "first_trigger_to_last_in_file_s": float(in_file - stamps[indices[0]]),
-                     "lag_after_acquisition_s": float(in_file - acquired)})
+                     "first_trigger_to_last_in_file_s": last - stamps[indices[0]],
+                     "lag_after_acquisition_s": last - acquired,
+                     "client_saw_last_after_s": in_file(indices[-1] + 1, arrived) - stamps[indices[0]]})
     first_trigger = stamps[projections[0]]
     series_acquisition = stamps[projections[-1]] + period - first_trigger
-    series_in_file = times[np.argmax(counts >= projections[-1] + 1)] - first_trigger
+    series_in_file = in_file(projections[-1] + 1, written) - first_trigger
     results = {"machine": platform.node(), "args": vars(args), "period_s": period, "plan_wall_s": wall,
                "preparation_s": preparation_s,
                "plan_failure": failure, "tomograms": rows, "series_acquisition_s": float(series_acquisition),
-               "series_first_trigger_to_last_in_file_s": float(series_in_file)}
+               "series_first_trigger_to_last_in_file_s": series_in_file,
+               "series_client_saw_last_after_s": in_file(projections[-1] + 1, arrived) - first_trigger}
     print(f"full-size leg, {len(rows)} x {args.leg_series} projections over 360 deg, 512^2, "
           f"period {period * 1e3:.2f} ms" + (f"; views prepared in {preparation_s:.1f} s" if args.prepare else ""))
     for row in rows:
         print(f"  tomogram {row['tomogram']}: acquisition {row['acquisition_s']:7.2f} s, first trigger -> last in "
-              f"file {row['first_trigger_to_last_in_file_s']:7.2f} s (lag {row['lag_after_acquisition_s']:.2f} s)")
+              f"file {row['first_trigger_to_last_in_file_s']:7.2f} s (lag {row['lag_after_acquisition_s']:.2f} s; "
+              f"the client saw it at {row['client_saw_last_after_s']:.2f} s)")
     results["views_rendered"] = views_rendered
     print(f"  views rendered by the simulator: {views_rendered}")
     print(f"  series: acquisition {series_acquisition:.2f} s, first trigger -> last frame in file "
-          f"{series_in_file:.2f} s; plan wall {wall:.1f} s" + (f"; plan failed: {failure}" if failure else ""))
+          f"{series_in_file:.2f} s ({100 * (series_in_file / series_acquisition - 1):+.1f} %; the client saw it at "
+          f"{results['series_client_saw_last_after_s']:.2f} s); plan wall {wall:.1f} s"
+          + (f"; plan failed: {failure}" if failure else ""))
     out = RESULTS.with_name("bench_scans_leg_series" + ("_prepared" if args.prepare else "") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -363,6 +363,16 @@ def test_a_cached_view_equals_a_fresh_exact_render_of_the_same_state():
     assert abs(z.mean()) < 4 / np.sqrt(z.size) and z.std() == pytest.approx(1.0, abs=0.03)
 
 
+def test_warm_up_builds_the_maps_of_a_setting_without_a_view_and_leaves_frames_unchanged():
+    fresh = Imager(tiny_leg_config(load_config()))
+    e = _exposure(angle_deg=33.0, binning=2)
+    fresh.warm_up(e)
+    assert fresh.views_rendered == 0
+    assert {("gain", 2), ("offset", 2), ("readout_offset", 2)} <= set(fresh.detector._maps)
+    cold = Imager(tiny_leg_config(load_config()))
+    assert np.array_equal(fresh.render(e, np.random.default_rng(3)), cold.render(e, np.random.default_rng(3)))
+
+
 def test_views_are_cached_within_a_bounded_memory(cone_imager):
     cache = cone_imager._cache
     e = _exposure(angle_deg=77.0)

@@ -173,6 +173,18 @@ class Imager:
         return self.detector.read(photons_open, self._beam(exposure.kv), exposure.exposure_s, b, rng,
                                   self.transmission(exposure))
 
+    def warm_up(self, exposure: Exposure) -> None:
+        """Build what every frame in the settings of ``exposure`` reuses, without rendering its view.
+
+        The open-beam photons, the detector's fixed-pattern maps at its binning (seconds of a
+        core at full resolution) and the compiled read-out are made or loaded by reading out one
+        flat, which is discarded: a scan's first frames then cost what its later ones do.
+        """
+        b = exposure.binning
+        check_binning(self.config.detector, b)
+        photons_open = self._open_beam_photons(b, exposure.kv, exposure.power_w * exposure.exposure_s)
+        self.detector.read(photons_open, self._beam(exposure.kv), exposure.exposure_s, b, np.random.default_rng(0))
+
     def write_ground_truth(self, path: str | Path, day: float, binning: int) -> None:
         """ground_truth.h5 of the specimen on ``day`` at the voxel size of this binning (groundtruth.py)."""
         from .groundtruth import write_ground_truth

@@ -79,6 +79,11 @@ def _prepare_view(exposure: Exposure) -> int:
     return imager.views_rendered - before
 
 
+def _warm_up(exposure: Exposure) -> None:
+    """Build this worker's open-beam photons and detector maps for the settings of ``exposure`` (no view)."""
+    _worker["imager"].warm_up(exposure)
+
+
 class RenderWorkers:
     """A pool of render processes and the shared-memory slots their frames come back in.
 
@@ -191,7 +196,9 @@ class RenderWorkers:
 
         Each view goes to a worker as a frame at that view angle would (:meth:`worker_for`: a new
         angle to the least busy), so the scan's frames are later routed to the worker that holds
-        it. ``progress(n)`` is awaited after each of the ``n`` views is ready.
+        it. ``progress(n)`` is awaited after each of the ``n`` views is ready. Then every worker
+        builds the detector maps of the views' settings (:meth:`Imager.warm_up`), which it
+        would otherwise make at the scan's first frame, seconds behind the camera at 2048^2.
         """
         if not self._pools:
             self._start()
@@ -209,6 +216,9 @@ class RenderWorkers:
         for ready, view in enumerate(asyncio.as_completed([one(*view) for view in views]), start=1):
             await view
             await progress(ready)
+        if views:  # the maps the scan's frames read out with: otherwise each worker makes them at its first frame
+            exposure = views[0][0]
+            await asyncio.gather(*(loop.run_in_executor(pool, _warm_up, exposure) for pool in self._pools))
 
     def close(self) -> None:
         """Stop the workers (an unfinished render is abandoned) and free the shared memory."""
