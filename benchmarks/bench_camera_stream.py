@@ -197,7 +197,8 @@ def capture(pvs: Pvs, case: Case, directory: Path, sim_pid: int) -> dict:
     peak_memory_mb = 0.0
     started = time.monotonic()
     pvs.put("CAM:cam1:Acquire", 1)
-    while pvs.get("CAM:cam1:Acquire_RBV") == 1 or pvs.get("CAM:HDF1:Capture_RBV") == 1:
+    busy = 10.0  # s: an IOC writing 320 MB/s on a loaded machine can take over a second to answer
+    while pvs.get("CAM:cam1:Acquire_RBV", timeout=busy) == 1 or pvs.get("CAM:HDF1:Capture_RBV", timeout=busy) == 1:
         peak_memory_mb = max(peak_memory_mb, pvs.get("CAM:cam1:PoolUsedMem"))
         time.sleep(0.2)
     elapsed = time.monotonic() - started
