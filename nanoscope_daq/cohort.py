@@ -35,7 +35,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,15 +163,20 @@ def generate(out: Path, spec: CohortSpec, base: Config, workers: int | None = No
     processes render mice in parallel (default: one per CPU).
     """
     out.mkdir(parents=True, exist_ok=True)
+    results = _each_mouse(_image_mouse, out, spec, base, workers)
+    _write_truth(out, spec, [record for record, _ in results])
+    return [path for _, paths in results for path in paths]
+
+
+def _each_mouse(function: Callable[[Mouse, Path, CohortSpec, Config], Any], out: Path, spec: CohortSpec,
+                base: Config, workers: int | None) -> list[Any]:
+    """``function(mouse, out, spec, base)`` for every mouse of the cohort, ``workers`` processes at a time."""
     cohort = mice(spec)
     workers = max(1, min(workers or os.cpu_count() or 1, len(cohort)))
     # spawn, not fork: a forked child of a process with threads (torch, Channel Access, a catalog
     # client) can inherit a lock another thread held and wait on it forever
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_image_mouse, cohort, [out] * len(cohort), [spec] * len(cohort),
-                                [base] * len(cohort)))
-    _write_truth(out, spec, [record for record, _ in results])
-    return [path for _, paths in results for path in paths]
+        return list(pool.map(function, cohort, [out] * len(cohort), [spec] * len(cohort), [base] * len(cohort)))
 
 
 def _image_mouse(mouse: Mouse, out: Path, spec: CohortSpec, base: Config) -> tuple[dict, list[Path]]:
@@ -204,12 +209,7 @@ def recompute_truth(out: Path, base: Config, workers: int | None = None) -> Path
                                 "before; generate one first (python -m nanoscope_daq.cohort --out DIR)")
     stored = json.loads(path.read_text())["spec"]
     spec = CohortSpec(**{**stored, "days": tuple(stored["days"])})
-    cohort = mice(spec)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(cohort)))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        records = list(pool.map(_recompute_mouse_truth, cohort, [out] * len(cohort), [spec] * len(cohort),
-                                [base] * len(cohort)))
-    _write_truth(out, spec, records)
+    _write_truth(out, spec, _each_mouse(_recompute_mouse_truth, out, spec, base, workers))
     return path
 
 
