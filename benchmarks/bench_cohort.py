@@ -13,26 +13,32 @@
    workers from the measured costs (assumptions printed with it).
 
 Usage: python benchmarks/bench_cohort.py [--cohort DIR] [--mice-per-group 1] [--noops 400]
-Writes benchmarks/results/bench_cohort.json.
+Writes benchmarks/results/bench_cohort.json. With ``--cohort DIR --table DIR/study/cohort_table.json`` it
+runs nothing and prints part 4 only, for a cohort ``nanoscope analyze`` has analysed, as a Markdown table;
+with ``--cohort DIR --intervals OUT`` it first redoes only the intervals (registration and remodelling, two
+processes) from the tomogram results ``nanoscope analyze`` left next to the inputs, into OUT, and prints part 4
+of them (the tomogram measures as they were).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import h5py
 
-from nanoscope_daq.analysis.study.batch import DaskExecutor, run_batch
+from nanoscope_daq.analysis.study.batch import DaskExecutor, consecutive_pairs, run_batch
 from nanoscope_daq.analysis.study.cluster import study_client
 from nanoscope_daq.analysis.study.cohort_table import observations, summarise
 from nanoscope_daq.analysis.study.sources import NXtomoFiles, Selection
-from nanoscope_daq.analysis.study.tasks import Layout, StudySettings
+from nanoscope_daq.analysis.study.tasks import Layout, StudySettings, analyse_interval
 from nanoscope_daq.cohort import CohortSpec, generate
 from nanoscope_daq.config import load_config
 
@@ -125,6 +131,46 @@ def format_truth_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+MARKDOWN_MEASURES = {"bfr_per_day": ("BFR (1/day)", 4), "brr_per_day": ("BRR (1/day)", 5),
+                     "mar_periosteal_um_per_day": ("MAR periosteal (um/day)", 2),
+                     "mar_endosteal_um_per_day": ("MAR endosteal (um/day)", 2), "porosity": ("cortical porosity", 4)}
+"""Rows of the Markdown table, in order: label and decimals."""
+
+
+def markdown_truth_table(rows: list[dict], reference: str) -> str:
+    """The truth comparison of two cohorts (``reference`` and one other) as docs/benchmarks.md shows it."""
+    cohorts = {(r["measure"], r["time_point"], r["cohort"]): r for r in rows}
+    other = next(r["cohort"] for r in rows if r["cohort"] != reference)
+    lines = [f"| measure | interval / day | {reference} measured | {reference} applied | {other} measured | "
+             f"{other} applied | diff measured | diff applied | g | p |", "|---" * 10 + "|"]
+    for measure, (label, digits) in MARKDOWN_MEASURES.items():
+        compared = [r for r in rows if r["measure"] == measure and "measured_difference" in r]
+        for r in sorted(compared, key=lambda r: float(r["time_point"].split("-")[0])):
+            base = cohorts[(measure, r["time_point"], reference)]
+            point = r["time_point"] if "-" in r["time_point"] else f"day {r['time_point']}"
+            cells = [f"{x['measured_mean']:.{digits}f} +- {x['measured_sd']:.{digits}f} | "
+                     f"{x['applied_mean']:.{digits}f} +- {x['applied_sd']:.{digits}f}" for x in (base, r)]
+            lines.append(f"| {label} | {point} | {cells[0]} | {cells[1]} | {r['measured_difference']:+.{digits}f} | "
+                         f"{r['applied_difference']:+.{digits}f} | {r['hedges_g']:.1f} | {r['welch_p']:.1g} |")
+    return "\n".join(lines)
+
+
+def redo_intervals(folder: Path, out: Path, settings: StudySettings, reference: str) -> dict:
+    """Every interval of the analysed cohort under ``folder`` recomputed from its stored tomogram results into
+    ``out``; the cohort table (cohort_table.summarise) of those tomograms and the new intervals, also written to
+    ``out``/cohort_table.json."""
+    records = NXtomoFiles([folder]).tomograms(Selection())
+    stored = {record.path: json.loads(Layout().tomogram(record, "analysis.json").read_text()) for record in records}
+    pairs = consecutive_pairs(records)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        intervals = list(pool.map(analyse_interval, [stored[a.path] for a, _ in pairs],
+                                  [stored[b.path] for _, b in pairs], [Layout(out)] * len(pairs),
+                                  [settings] * len(pairs), [True] * len(pairs)))
+    summary = summarise(observations(stored.values(), intervals), reference)
+    (out / "cohort_table.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def stage_costs(batch) -> dict[str, dict[str, float]]:
     costs: dict[str, list[float]] = {}
     for result in list(batch.tomograms.values()) + list(batch.intervals.values()):
@@ -165,7 +211,21 @@ def main() -> None:
     parser.add_argument("--mice-per-group", type=int, default=1)
     parser.add_argument("--noops", type=int, default=400)
     parser.add_argument("--reference", default="sham", help="cohort the others are compared with")
+    parser.add_argument("--table", help="cohort_table.json of the analysed --cohort: print it against the truth, "
+                                        "run nothing")
+    parser.add_argument("--intervals", metavar="OUT", help="redo the analysed --cohort's intervals into OUT and "
+                                                            "print them against the truth")
     args = parser.parse_args()
+    if args.table or args.intervals:
+        if not args.cohort:
+            parser.error("--table and --intervals need --cohort (the folder holding cohort_truth.json)")
+        summary = (json.loads(Path(args.table).read_text()) if args.table else
+                   redo_intervals(Path(args.cohort), Path(args.intervals), StudySettings.from_config(load_config()),
+                                  args.reference))
+        rows = truth_table(Path(args.cohort), summary)
+        print(format_truth_table(rows))
+        print(markdown_truth_table(rows, args.reference))
+        return
     config = load_config()
     host, settings = config.study.scheduler_host, StudySettings.from_config(config)
     with tempfile.TemporaryDirectory(prefix="bench-cohort-") as scratch:

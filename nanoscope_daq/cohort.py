@@ -20,9 +20,12 @@ there is no breathing motion and the tomograms are not gated.
 
 Next to each NXtomo file the simulator's ``ground_truth.h5`` of that day is written, and
 ``cohort_truth.json`` in the output directory holds, per mouse, the applied rates and,
-per day and interval, the true porosity, BFR, BRR and MAR.
+per day and interval, the true porosity, BFR, BRR and MAR. Porosity, BFR and BRR are those
+of the imaged box (the region the tomograms show, as two images of it see the change);
+the whole bone's BFR and BRR are kept beside them (``*_whole_bone_per_day``).
 
-Run ``python -m nanoscope_daq.cohort --out DIR [--mice-per-group N] [--days 0 5 10]``.
+Run ``python -m nanoscope_daq.cohort --out DIR [--mice-per-group N] [--days 0 5 10]``;
+``--truth-only`` rewrites the cohort_truth.json of a cohort written before without imaging it again.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +54,7 @@ from .pipeline.nxtomo_layout import RunRecord, write_nxtomo
 from .pipeline.tomogram import Grid, Tomogram
 from .sim.hdf5_writer import FileRequest, Frame, Hdf5FrameWriter
 from .sim.imaging.exposure import Exposure
+from .sim.imaging.groundtruth import imaged_box, resorbed_in_box
 from .sim.imaging.imager import Imager
 from .sim.ioc.camera.frames import ATTRIBUTES
 
@@ -159,17 +163,20 @@ def generate(out: Path, spec: CohortSpec, base: Config, workers: int | None = No
     processes render mice in parallel (default: one per CPU).
     """
     out.mkdir(parents=True, exist_ok=True)
+    results = _each_mouse(_image_mouse, out, spec, base, workers)
+    _write_truth(out, spec, [record for record, _ in results])
+    return [path for _, paths in results for path in paths]
+
+
+def _each_mouse(function: Callable[[Mouse, Path, CohortSpec, Config], Any], out: Path, spec: CohortSpec,
+                base: Config, workers: int | None) -> list[Any]:
+    """``function(mouse, out, spec, base)`` for every mouse of the cohort, ``workers`` processes at a time."""
     cohort = mice(spec)
     workers = max(1, min(workers or os.cpu_count() or 1, len(cohort)))
     # spawn, not fork: a forked child of a process with threads (torch, Channel Access, a catalog
     # client) can inherit a lock another thread held and wait on it forever
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_image_mouse, cohort, [out] * len(cohort), [spec] * len(cohort),
-                                [base] * len(cohort)))
-    truth = {"spec": dataclasses.asdict(spec), "groups": [dataclasses.asdict(g) for g in GROUPS],
-             "mice": [record for record, _ in results]}
-    (out / "cohort_truth.json").write_text(json.dumps(truth, indent=2))
-    return [path for _, paths in results for path in paths]
+        return list(pool.map(function, cohort, [out] * len(cohort), [spec] * len(cohort), [base] * len(cohort)))
 
 
 def _image_mouse(mouse: Mouse, out: Path, spec: CohortSpec, base: Config) -> tuple[dict, list[Path]]:
@@ -181,42 +188,93 @@ def _image_mouse(mouse: Mouse, out: Path, spec: CohortSpec, base: Config) -> tup
     imager = Imager(config)
     folder = out / mouse.group.cohort / mouse.subject_id
     folder.mkdir(parents=True, exist_ok=True)
-    paths, days = [], []
+    paths = []
     for number, day in enumerate(spec.days):
         stem = tomogram_stem(mouse.subject_id, day)
         paths.append(_image_tomogram(imager, config, mouse, spec, day, number, folder / stem))
-        truth_path = folder / f"{stem}_ground_truth.h5"
-        imager.write_ground_truth(truth_path, day, 1)
-        days.append(_day_truth(truth_path))
-    record = {"subject_id": mouse.subject_id, "cohort": mouse.group.cohort, "seed": mouse.seed,
-              "applied": {key: mouse.phantom[key] for key in ("periosteal_mar_um_per_day", "endosteal_mar_um_per_day",
-                                                              "pits_per_day", "lacuna_density_per_mm3",
-                                                              "haversian_canal_count")},
-              "days": days, "intervals": [_interval_truth(a, b) for a, b in zip(days, days[1:])]}
-    return record, paths
+        imager.write_ground_truth(_truth_path(folder, stem), day, 1)
+    return _mouse_truth(mouse, imager, spec, folder), paths
+
+
+def recompute_truth(out: Path, base: Config, workers: int | None = None) -> Path:
+    """Rewrite ``out``/cohort_truth.json of a cohort written before, from its ground_truth.h5 files and the
+    specimen model (nothing is imaged again); returns its path.
+
+    The cohort's size and seed are read from the cohort_truth.json there; ``base`` must be the configuration
+    it was generated with.
+    """
+    path = out / "cohort_truth.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --truth-only recomputes the truth of a cohort generated "
+                                "before; generate one first (python -m nanoscope_daq.cohort --out DIR)")
+    stored = json.loads(path.read_text())["spec"]
+    spec = CohortSpec(**{**stored, "days": tuple(stored["days"])})
+    _write_truth(out, spec, _each_mouse(_recompute_mouse_truth, out, spec, base, workers))
+    return path
+
+
+def _recompute_mouse_truth(mouse: Mouse, out: Path, spec: CohortSpec, base: Config) -> dict:
+    return _mouse_truth(mouse, Imager(mouse.config(spec, base)), spec, out / mouse.group.cohort / mouse.subject_id)
+
+
+def _write_truth(out: Path, spec: CohortSpec, records: list[dict]) -> None:
+    truth = {"spec": dataclasses.asdict(spec), "groups": [dataclasses.asdict(g) for g in GROUPS], "mice": records}
+    (out / "cohort_truth.json").write_text(json.dumps(truth, indent=2))
+
+
+def _truth_path(folder: Path, stem: str) -> Path:
+    return folder / f"{stem}_ground_truth.h5"
+
+
+def _mouse_truth(mouse: Mouse, imager: Imager, spec: CohortSpec, folder: Path) -> dict:
+    """The truth record of one mouse: its applied rates, per day (ground_truth.h5) and per interval."""
+    days = []
+    for day in spec.days:
+        path = _truth_path(folder, tomogram_stem(mouse.subject_id, day))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the cohort under {folder.parent.parent} is incomplete; "
+                                    "generate it again")
+        days.append(_day_truth(path))
+    box = imaged_box(imager, 1)
+    states = [imager.state(imager.snap_day(day, 1)) for day in spec.days]
+    resorbed = [resorbed_in_box(a, b, box) for a, b in zip(states, states[1:])]
+    return {"subject_id": mouse.subject_id, "cohort": mouse.group.cohort, "seed": mouse.seed,
+            "applied": {key: mouse.phantom[key] for key in ("periosteal_mar_um_per_day", "endosteal_mar_um_per_day",
+                                                            "pits_per_day", "lacuna_density_per_mm3",
+                                                            "haversian_canal_count")},
+            "days": days, "intervals": [_interval_truth(a, b, r) for a, b, r in zip(days, days[1:], resorbed)]}
 
 
 def _day_truth(path: Path) -> dict[str, float]:
-    """Porosity in the imaged box and the whole bone's remodelling since day 0, from ground_truth.h5."""
+    """Porosity and bone in the imaged box and the whole bone's remodelling since day 0, from ground_truth.h5."""
     with h5py.File(path, "r") as h5:
         box, whole, remodel = h5["volumes"].attrs, h5["volumes/whole_bone"].attrs, h5["remodeling"].attrs
         pores = float(box["lcn_mm3"] + box["vessel_mm3"])
         return {"day": float(h5.attrs["day"]),
                 "porosity": pores / (float(box["bone_tissue_mm3"]) + float(box["vessel_mm3"])),
                 "lacunar_porosity": float(box["porosity"]),
+                "bone_tissue_mm3": float(box["bone_tissue_mm3"]),
                 "bone_tissue_whole_mm3": float(whole["bone_tissue_mm3"]),
-                "formed_mm3": float(remodel["formed_mm3"]), "resorbed_mm3": float(remodel["resorbed_mm3"]),
+                "formed_whole_mm3": float(remodel["formed_mm3"]), "resorbed_whole_mm3": float(remodel["resorbed_mm3"]),
                 "periosteal_mar_um_per_day": float(remodel["periosteal_mar_um_per_day"]),
                 "endosteal_mar_um_per_day": float(remodel["endosteal_mar_um_per_day"])}
 
 
-def _interval_truth(before: dict, after: dict) -> dict[str, float]:
-    """BFR, BRR (per day, of the baseline's bone) and MAR the simulator applied between two days."""
+def _interval_truth(before: dict, after: dict, resorbed_mm3: float) -> dict[str, float]:
+    """BFR, BRR (per day, of the baseline's bone) and MAR the simulator applied between two days.
+
+    ``bfr_per_day`` and ``brr_per_day`` are those of the imaged box, as two images of it see them:
+    ``resorbed_mm3`` (groundtruth.resorbed_in_box) of the baseline's bone in the box is gone, and what the box's
+    bone gained besides was formed. The whole bone's figures (``*_whole_bone_per_day``) count pits outside the
+    box too, and the bone that apposition would have laid inside a pit after the baseline's day.
+    """
     days = after["day"] - before["day"]
-    bone = before["bone_tissue_whole_mm3"]
+    bone, whole = before["bone_tissue_mm3"], before["bone_tissue_whole_mm3"]
+    formed_mm3 = after["bone_tissue_mm3"] - bone + resorbed_mm3
     return {"from_day": before["day"], "to_day": after["day"],
-            "bfr_per_day": (after["formed_mm3"] - before["formed_mm3"]) / bone / days,
-            "brr_per_day": (after["resorbed_mm3"] - before["resorbed_mm3"]) / bone / days,
+            "bfr_per_day": formed_mm3 / bone / days, "brr_per_day": resorbed_mm3 / bone / days,
+            "bfr_whole_bone_per_day": (after["formed_whole_mm3"] - before["formed_whole_mm3"]) / whole / days,
+            "brr_whole_bone_per_day": (after["resorbed_whole_mm3"] - before["resorbed_whole_mm3"]) / whole / days,
             "mar_periosteal_um_per_day": after["periosteal_mar_um_per_day"],
             "mar_endosteal_um_per_day": after["endosteal_mar_um_per_day"]}
 
@@ -322,7 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--projections", type=int, default=CohortSpec.projections)
     parser.add_argument("--seed", type=int, default=CohortSpec.seed)
     parser.add_argument("--workers", type=int, help="processes rendering mice in parallel (default: one per CPU)")
+    parser.add_argument("--truth-only", action="store_true",
+                        help="image nothing: rewrite DIR/cohort_truth.json of a cohort generated before (its size "
+                             "and seed are read from there) from its ground_truth.h5 files and the specimen model")
     args = parser.parse_args(argv)
+    if args.truth_only:
+        print(recompute_truth(Path(args.out), load_config(args.config), args.workers))
+        return 0
     spec = CohortSpec(mice_per_group=args.mice_per_group, days=tuple(args.days), rows=args.rows,
                       projections=args.projections, seed=args.seed)
     for path in generate(Path(args.out), spec, load_config(args.config), args.workers):

@@ -6,7 +6,9 @@ when the scan was gated retrospectively, gating.py), bone segmentation as
 analysis/longitudinal.py does it (Gaussian filter, Otsu) with the pores the cortex
 encloses labelled LCN/pore (morphometry.compartments), and morphometry.py. Per interval
 (``analyse_interval``): remodeling.py between the labels of two consecutive time points
-(rigid registration on the pores, formed / resorbed bone, BFR, BRR, MAR, ...).
+(rigid registration on the pores, formed / resorbed bone, BFR, BRR, MAR, ...), the formed
+volumes from the two reconstructions' grey values (apposition.py: sub-voxel, so an
+apposition under a voxel per interval is measured, not read at the labels' floor).
 
 Each writes its files atomically and its result JSON (``*_analysis.json``,
 ``*_remodeling.json``) last, the done-marker (results.py). A result counts as done when
@@ -44,6 +46,8 @@ from .sources import TomogramRecord
 
 RESULT_FORMAT = 1
 """Bumped when a result's content changes meaning: older results are then redone."""
+INTERVAL_FORMAT = 2
+"""The same for interval results alone (2: formed volumes from the grey values, no longer from the labels)."""
 TOMOGRAM_MEASURES = ("bv_mm3", "tv_mm3", "bv_tv", "ct_th_um", "porosity", "lacunae_count",
                      "lacunae_density_per_mm3")
 INTERVAL_MEASURES = ("bfr_per_day", "brr_per_day", "mar_um_per_day", "mar_periosteal_um_per_day",
@@ -111,7 +115,7 @@ def tomogram_fingerprint(record: TomogramRecord, settings: StudySettings) -> dic
 
 def interval_fingerprint(before: dict[str, Any], after: dict[str, Any], settings: StudySettings) -> dict[str, Any]:
     """What an interval's result is made from: its two tomograms' fingerprints, and the settings."""
-    return {"format": RESULT_FORMAT, "inputs": [before, after], "settings": settings.digest(*INTERVAL_SETTINGS)}
+    return {"format": INTERVAL_FORMAT, "inputs": [before, after], "settings": settings.digest(*INTERVAL_SETTINGS)}
 
 
 def provenance(started: float, seconds: dict[str, float], device: str) -> dict[str, Any]:
@@ -203,7 +207,8 @@ def analyse_interval(before: dict, after: dict, layout: Layout, settings: StudyS
         return stored
     started, tick = time.time(), time.perf_counter()
     baseline, followup = read_labels(before["outputs"]["labels"]), read_labels(after["outputs"]["labels"])
-    change, registration = checked_remodeling(baseline, followup, second.day - first.day, settings)
+    volumes = read_volume(before["outputs"]["volume"]).data, read_volume(after["outputs"]["volume"]).data
+    change, registration = checked_remodeling(baseline, followup, second.day - first.day, settings, volumes)
     details = change.to_dict()
     result = {"kind": "interval", "fingerprint": fingerprint, "subject_id": first.subject_id,
               "cohort": first.cohort, "treatment": first.treatment, "from_day": first.day, "to_day": second.day,
@@ -220,14 +225,15 @@ def quiescent_fraction(change: Remodeling) -> float:
     return change.quiescent_mm3 / change.baseline_bv_mm3
 
 
-def checked_remodeling(baseline: Volume, followup: Volume, days: float,
-                       settings: StudySettings) -> tuple[Remodeling, dict[str, Any]]:
+def checked_remodeling(baseline: Volume, followup: Volume, days: float, settings: StudySettings,
+                       volumes: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Remodeling, dict[str, Any]]:
     """remodeling.py with its registration checked: below ``min_quiescent_fraction`` of the baseline bone kept,
-    the unregistered comparison is used if it passes, else the interval fails with why."""
+    the unregistered comparison is used if it passes, else the interval fails with why. ``volumes``: the
+    reconstructions the labels were segmented from (baseline, follow-up), for sub-voxel formed volumes."""
     tried = {}
     for register in (True, False):
         change = remodeling(baseline.data, followup.data, baseline.voxel_size_um, days, register=register,
-                            min_cluster_voxels=settings.min_cluster_voxels)
+                            min_cluster_voxels=settings.min_cluster_voxels, volumes=volumes)
         tried["registered" if register else "unregistered"] = round(quiescent_fraction(change), 4)
         if quiescent_fraction(change) >= settings.min_quiescent_fraction:
             return change, {"method": "rigid registration" if register else

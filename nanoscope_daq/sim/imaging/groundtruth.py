@@ -42,7 +42,7 @@ from ...physics.materials import LABEL_OF_MATERIAL, MATERIALS, Label, MaterialId
 from ...physics.raster import MaterialGrid
 from ...physics.remodeling import SpecimenAnatomy
 from ...physics.shapes import Capsules, Ellipsoids, ellipsoid_cap_fraction, segment_distance
-from ...physics.volumes import ring_area_in_rectangle
+from ...physics.volumes import ellipsoid_ring_volume, ring_area_in_rectangle
 
 if TYPE_CHECKING:
     from .imager import Imager
@@ -83,6 +83,12 @@ def grid_axes(imager: Imager, binning: int) -> tuple[np.ndarray, np.ndarray, np.
     return xs, ys, zs, v
 
 
+def imaged_box(imager: Imager, binning: int) -> Box:
+    """The box the ground-truth grid (the reconstruction grid) of ``binning`` covers, voxel faces included."""
+    xs, ys, zs, v = grid_axes(imager, binning)
+    return Box(np.array([xs[0], ys[0], zs[0]]) - v / 2, np.array([xs[-1], ys[-1], zs[-1]]) + v / 2)
+
+
 def write_ground_truth(path: Path, imager: Imager, state: SpecimenAnatomy, binning: int,
                        day_requested: float | None = None) -> None:
     """Rasterise ``state`` on the grid of ``binning`` and write everything known about it to ``path``."""
@@ -94,7 +100,7 @@ def write_ground_truth(path: Path, imager: Imager, state: SpecimenAnatomy, binni
     energy = imager.energy_kev(imager.last_kv)
     mu = property_table(energy, with_phase=False)[:, 0].astype(np.float32)
     s = phantom.config.ground_truth_supersampling
-    box = Box(np.array([xs[0], ys[0], zs[0]]) - v / 2, np.array([xs[-1], ys[-1], zs[-1]]) + v / 2)
+    box = imaged_box(imager, binning)
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as h5:
         shape = (zs.size, ys.size, xs.size)
@@ -217,6 +223,27 @@ def whole_bone_volumes(state: SpecimenAnatomy, canaliculi: Capsules | None) -> d
     lcn = state.lacunae.volumes.sum() + (canaliculi.volumes.sum() if canaliculi is not None else 0.0)
     unresolved = 0.0 if canaliculi is not None else state.phantom.canaliculus_volumes[state.lacuna_index].sum()
     return _summary(tissue, lcn, state.vessels.volumes.sum(), len(state.lacunae), unresolved)
+
+
+def resorbed_in_box(before: SpecimenAnatomy, after: SpecimenAnatomy, box: Box) -> float:
+    """Bone (mm^3) inside ``box`` on ``before``'s day that is no longer bone on ``after``'s: what resorption removed
+    as two images of the box see it.
+
+    Only the pits dug after ``before``'s day count, each with the bone of ``before``'s cortex inside it (pits never
+    touch vessels, trabeculae or each other; lacunae inside them are bone tissue). Bone that apposition would have
+    laid inside a pit after ``before``'s day was never there to remove: the record's ``pit_resorbed_mm3`` counts it
+    (the pit against that day's cortex), an image cannot.
+    """
+    if after.day < before.day:
+        raise ValueError(f"the later day ({after.day}) must not precede the earlier ({before.day})")
+    new = np.flatnonzero(after.pits.days > before.day)
+    pits = after.pits.ellipsoids.subset(new)
+    in_cortex_before = np.array([
+        ellipsoid_ring_volume(pits.centres[i], pits.rotations[i][:2, 0], pits.semi_axes[i], before.periosteum,
+                              before.endosteum)
+        for i in range(len(pits))
+    ])
+    return float(_ellipsoid_volumes(pits, box, in_cortex_before, _cortex_test(before)).sum())
 
 
 def box_volumes(state: SpecimenAnatomy, box: Box, canaliculi: Capsules | None) -> dict[str, float]:
