@@ -86,8 +86,9 @@ def fdk_filtered(projections: torch.Tensor, geometry: ConeGeometry, weights: tor
     v = (torch.arange(geometry.rows, device=device) - geometry.central_row) * geometry.pixel_mm
     sdd = geometry.source_detector_mm
     cosine = sdd / torch.sqrt(sdd**2 + u[None, :] ** 2 + v[:, None] ** 2)
-    weighted = projections * cosine[None] * weights[:, None, :]
-    return filter_rows(weighted, spec.response(geometry.cols, device), spec.pad_mode) / geometry.sample_pixel_mm
+    weighted = projections * cosine[None]
+    weighted *= weights[:, None, :] / geometry.sample_pixel_mm  # in place: one pass less over the projections
+    return filter_rows(weighted, spec.response(geometry.cols, device), spec.pad_mode)
 
 
 def parallel_filtered(slices: torch.Tensor, geometry: ParallelGeometry, weights: torch.Tensor,
