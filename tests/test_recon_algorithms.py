@@ -226,7 +226,7 @@ def test_a_gated_rotation_is_weighted_by_its_coverage_of_the_half_circle():
 def test_the_compiled_cone_back_projection_equals_the_differentiable_one():
     """cone_kernel.py (taken on the CPU without gradients) sums what backproject.py's torch code sums.
 
-    71 angles: two full passes of ANGLES_PER_PASS (32) and a partial one; 17 columns: a full tile and one column.
+    71 angles: full passes of ANGLES_PER_PASS (16) and a partial one; 17 columns: a full tile and one column.
     Measured largest difference 1.12e-5 of the largest value (the one-angle-at-a-time kernel before: 1.09e-5; float32
     detector positions, mostly grid_sample's normalised coordinates); bound 3e-5.
     """

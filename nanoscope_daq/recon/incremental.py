@@ -97,5 +97,6 @@ class IncrementalFBP:
         return self._sum.clone(memory_format=torch.contiguous_format)
 
     def running(self) -> torch.Tensor:
-        """The running sum itself (no copy): read it, never write it."""
+        """The running sum itself (no copy; z-y-x, for FDK on the CPU a view of (y, x, z) memory): read it, never
+        write it."""
         return self._sum
