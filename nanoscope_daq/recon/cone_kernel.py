@@ -61,7 +61,7 @@ def _backproject(padded: np.ndarray, cos_t: np.ndarray, sin_t: np.ndarray, x: np
                     line = lines[k]
                     v0[k] = zero
                     dv[k] = zero
-                    u, depth, scale = -one, one, one
+                    u, depth, scale = -one, one, one  # defined on every path: see the note below
                     if a < n_angles:
                         depth = sod + x[ix] * sin_t[a] + y[iy] * cos_t[a]
                         scale = sdd / depth
@@ -88,6 +88,11 @@ def _backproject(padded: np.ndarray, cos_t: np.ndarray, sin_t: np.ndarray, x: np
                         below = lines[k, row]
                         total += below + fv * (lines[k, row + np.uint32(1)] - below)
                     voxels[iz] += total
+
+
+# Note: a version that defined ``depth`` and ``scale`` only under ``if a < n_angles`` and set ``v0[k], dv[k]`` in one
+# tuple assignment compiled (numba 0.68) to wrong sums with no error; tests/test_recon_algorithms.py compares the
+# kernel with the torch path over full and partial passes.
 
 
 def kernel_volume(shape: tuple[int, int, int]) -> np.ndarray:
