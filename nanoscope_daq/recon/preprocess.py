@@ -99,8 +99,8 @@ def _median3x3_padded(padded: np.ndarray, out: np.ndarray) -> None:  # pragma: n
 
 
 def median3x3_finite(frames: torch.Tensor) -> torch.Tensor:
-    """``median3x3`` of frames that hold no NaN, by a compiled sorting network on the CPU (~100x faster than
-    ``nanmedian``, the same values: a median of 9 is one of them)."""
+    """``median3x3`` of frames that hold no NaN, by a compiled sorting network on the CPU (26x faster than torch's
+    ``nanmedian`` on 40 frames of 256^2: 16 against 411 ms of CPU; the same values, a median of 9 is one of them)."""
     if frames.device.type != "cpu":
         return median3x3(frames)
     padded = F.pad(frames[:, None], (1, 1, 1, 1), mode="replicate")[:, 0].to(torch.float32).contiguous()
