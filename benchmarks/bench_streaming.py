@@ -8,7 +8,10 @@ fan), FDK online -- and the
 documents of docs/documents.md are emitted as the capture device does: frames announced
 about once a second. StreamingReconstruction reconstructs them into a 256 x 256 x 256
 volume. Reported per configuration: worker busy fraction (busy time / acquisition
-time: below 1 keeps pace), the largest backlog of announced frames not yet
+time: below 1 keeps pace), the CPU seconds of the whole process from the first frame to
+the last volume (every thread, the camera writer's included) as a fraction of two cores
+over the acquisition (the load other processes put on the machine inflates the busy
+fraction, not this), the largest backlog of announced frames not yet
 reconstructed, the time from the last frame's announcement to the finished volume,
 peak memory above the process's baseline, and the volume's RMSE against the phantom.
 
@@ -104,6 +107,7 @@ def stream(projections: np.ndarray, angles: np.ndarray, turns: int, fps: float, 
         taken[stream_name] = scan.take(stream_name, pixels, [now] * 10,
                                        [{"SourceCurrent": current, "FrameType": 2.0 if current == 0 else 1.0}] * 10)
     memory = PeakMemory()
+    cpu_started = time.process_time()
     period, per_announcement = 1.0 / fps, int(round(fps))
     backlog, started, announced, first = 0, time.monotonic(), 0, scan.frames
     total = count * turns
@@ -128,6 +132,7 @@ def stream(projections: np.ndarray, angles: np.ndarray, turns: int, fps: float, 
     scan.stop()
     callback.wait()
     callback.close()
+    cpu_s = time.process_time() - cpu_started
     peak = memory.stop()
     volumes = [(t, doc["data"]) for t, name, doc in published if name == "event" and "volume_file" in doc["data"]]
     finished, last = volumes[-1]
@@ -139,6 +144,7 @@ def stream(projections: np.ndarray, angles: np.ndarray, turns: int, fps: float, 
         "volume": [SIZE] * 3, "projections_per_tomogram": count, "tomograms": turns,
         "fps": fps, "acquisition_s": round(acquisition, 2), "frames_announced": announced,
         "worker_busy_s": round(callback.busy_s, 2), "busy_fraction": round(callback.busy_s / acquisition, 3),
+        "process_cpu_s": round(cpu_s, 2), "cpu_fraction_of_2_cores": round(cpu_s / (2 * acquisition), 3),
         "max_backlog_frames": backlog,
         "volume_after_last_announcement_s": round(finished - last_announced, 3),
         "peak_memory_mb": round(peak, 1),

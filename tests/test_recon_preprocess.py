@@ -21,6 +21,7 @@ from nanoscope_daq.recon import (
     to_line_integrals,
 )
 from nanoscope_daq.recon.phantoms import parallel_sinogram, shepp_logan
+from nanoscope_daq.recon.preprocess import median3x3, median3x3_finite
 
 ROWS, COLS = 6, 40
 
@@ -53,6 +54,14 @@ def test_zingers_are_removed_and_edges_kept():
     untouched = np.ones_like(out, bool)
     untouched[0, 5, 5] = untouched[1, 12, 14] = False
     assert np.allclose(out[untouched], clean[untouched], atol=1e-3)  # noise and the edge stay
+
+
+def test_the_compiled_median_of_zinger_removal_equals_torchs_median_at_edges_and_ties():
+    """The sorting network (median3x3_finite) gives nanmedian's values exactly, replicated edges and ties included."""
+    rng = np.random.default_rng(5)
+    for frames in (rng.normal(0, 100, (3, 9, 13)), rng.integers(0, 4, (2, 7, 5)), rng.normal(0, 1, (1, 1, 6))):
+        tensor = torch.tensor(frames, dtype=torch.float32)
+        assert torch.equal(median3x3_finite(tensor), median3x3(tensor))
 
 
 def test_log_is_clipped_and_dead_flat_pixels_repaired():

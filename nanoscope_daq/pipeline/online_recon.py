@@ -55,8 +55,8 @@ def recon_path(camera_file: Path, tomogram: int, selection: str = "") -> Path:
 def mid_slices(volume: torch.Tensor) -> dict[str, np.ndarray]:
     """The three orthogonal slices through the volume's centre (z-y-x): xy, xz and yz."""
     nz, ny, nx = volume.shape
-    return {"xy": volume[nz // 2].cpu().numpy(), "xz": volume[:, ny // 2].cpu().numpy(),
-            "yz": volume[:, :, nx // 2].cpu().numpy()}
+    return {"xy": volume[nz // 2].contiguous().cpu().numpy(), "xz": volume[:, ny // 2].contiguous().cpu().numpy(),
+            "yz": volume[:, :, nx // 2].contiguous().cpu().numpy()}
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,8 @@ class OnlineReconstruction:
         replaced = [old for ref in refs if (old := self.window.place(ref)) is not None]
         lines = self._line_integrals(camera, refs, block)
         old_lines = torch.stack([self._lines[old.slot] for old in replaced]) if replaced else lines[:0]
-        self.fbp.running().add_(self.fbp.difference(lines, self._angles(refs), self._weights(refs),
-                                                    old_lines, self._angles(replaced), self._weights(replaced)))
+        self.fbp.update(lines, self._angles(refs), self._weights(refs), old_lines, self._angles(replaced),
+                        self._weights(replaced))
         for ref, line in zip(refs, lines):
             self._lines[ref.slot] = line
         self.fbp.projections = len(self.window)

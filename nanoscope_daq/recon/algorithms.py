@@ -86,8 +86,9 @@ def fdk_filtered(projections: torch.Tensor, geometry: ConeGeometry, weights: tor
     v = (torch.arange(geometry.rows, device=device) - geometry.central_row) * geometry.pixel_mm
     sdd = geometry.source_detector_mm
     cosine = sdd / torch.sqrt(sdd**2 + u[None, :] ** 2 + v[:, None] ** 2)
-    weighted = projections * cosine[None] * weights[:, None, :]
-    return filter_rows(weighted, spec.response(geometry.cols, device), spec.pad_mode) / geometry.sample_pixel_mm
+    weighted = projections * cosine[None]
+    weighted *= weights[:, None, :] / geometry.sample_pixel_mm  # in place: one pass less over the projections
+    return filter_rows(weighted, spec.response(geometry.cols, device), spec.pad_mode)
 
 
 def parallel_filtered(slices: torch.Tensor, geometry: ParallelGeometry, weights: torch.Tensor,
@@ -103,7 +104,7 @@ def parallel_filtered(slices: torch.Tensor, geometry: ParallelGeometry, weights:
 def reconstruct(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry, volume: VolumeGrid | None = None, *,
                 algorithm: str = "fbp", filter: FilterSpec = FilterSpec(), weights: torch.Tensor | None = None,
                 kernel_width: int = 4, match_fbp_noise: bool = True, shifts_mm: torch.Tensor | None = None,
-                device: torch.device | str = "cpu") -> torch.Tensor:
+                device: torch.device | str = "cpu", out: torch.Tensor | None = None) -> torch.Tensor:
     """Attenuation (1/mm, z-y-x) from line integrals (angles, rows, cols) with FBP, FDK or the Fourier method.
 
     ``weights``: per-projection angular weights (radians, (angles, 1) or (angles, cols));
@@ -111,7 +112,9 @@ def reconstruct(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry, v
     ``match_fbp_noise`` (same noise as FBP, or False: the exact, sharper and noisier
     interpolation) concern the Fourier method (fourier.py). ``shifts_mm`` (angles, 3): a rigid
     translation of the specimen in the lab at each projection (motion), compensated by FBP/FDK.
-    A tilted detector or ``shifts_mm`` takes projector.py's general back-projection.
+    A tilted detector or ``shifts_mm`` takes projector.py's general back-projection. ``out``: a volume
+    to add the reconstruction into (returned); FDK on the CPU sums straight into one laid out as
+    ``cone_kernel.kernel_volume`` (no volume-sized temporary).
     """
     algorithm = check_algorithm(algorithm, geometry)
     volume = volume or geometry.default_volume()
@@ -127,13 +130,19 @@ def reconstruct(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry, v
             filtered = fdk_filtered(projections, geometry, weights, filter)
         else:
             filtered = parallel_filtered(projections, geometry, weights, filter)
-        return backproject(filtered, theta, geometry, volume, shifts_mm)
+        return _added(backproject(filtered, theta, geometry, volume, shifts_mm), out)
     if algorithm == "fdk":
-        return backproject_cone(fdk_filtered(projections, geometry, weights, filter), theta, geometry, volume)
+        return backproject_cone(fdk_filtered(projections, geometry, weights, filter), theta, geometry, volume, out)
     slices = parallel_slices(projections, geometry, volume)
     if algorithm == "fourier":
         check_filter(filter.name)
-        return fourier_slices(slices, weights, theta, geometry.cor_value(), geometry.pixel_mm, volume,
-                              filter.response(geometry.cols, device), filter.pad_mode, kernel_width, match_fbp_noise)
+        return _added(fourier_slices(slices, weights, theta, geometry.cor_value(), geometry.pixel_mm, volume,
+                                     filter.response(geometry.cols, device), filter.pad_mode, kernel_width,
+                                     match_fbp_noise), out)
     filtered = parallel_filtered(slices, geometry, weights, filter)
-    return backproject_parallel(filtered, theta, geometry.cor_value(), geometry.pixel_mm, volume)
+    return _added(backproject_parallel(filtered, theta, geometry.cor_value(), geometry.pixel_mm, volume), out)
+
+
+def _added(volume: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``volume``, or ``out`` with ``volume`` added to it when one is given."""
+    return volume if out is None else out.add_(volume)

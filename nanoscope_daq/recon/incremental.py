@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .algorithms import RAM_LAK, FilterSpec, check_algorithm, reconstruct
+from .cone_kernel import kernel_volume
 from .geometry import Angles, Geometry, VolumeGrid
 from .weights import projection_weights
 
@@ -39,7 +40,11 @@ class IncrementalFBP:
         self.kernel_width = kernel_width
         self.device = device
         self._plan = geometry.angles_array
-        self._sum = torch.zeros(self.grid.shape, device=device)
+        compiled = self.algorithm == "fdk" and torch.device(device).type == "cpu"
+        self._sum = torch.from_numpy(kernel_volume(self.grid.shape)) if compiled else \
+            torch.zeros(self.grid.shape, device=device)
+        """The running sum; for FDK on the CPU laid out as the compiled kernel sums (y, x, z), so that each chunk
+        is summed into it in place (``volume()`` returns the usual z-y-x layout)."""
         self.projections = 0
 
     def _weights(self, angles_deg: np.ndarray, weights: torch.Tensor | None) -> torch.Tensor:
@@ -48,17 +53,19 @@ class IncrementalFBP:
         return projection_weights(self.geometry.with_angles(angles_deg), self.device, plan_deg=self._plan)
 
     def contribution(self, projections: np.ndarray | torch.Tensor, angles_deg: Angles,
-                     weights: torch.Tensor | None = None, shifts_mm: torch.Tensor | None = None) -> torch.Tensor:
-        """The volume of one chunk alone (what ``add`` adds); ``shifts_mm``: the specimen's motion (motion.py)."""
+                     weights: torch.Tensor | None = None, shifts_mm: torch.Tensor | None = None,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+        """The volume of one chunk alone (what ``add`` adds), or ``out`` with it added; ``shifts_mm``: the
+        specimen's motion (motion.py)."""
         chunk = self.geometry.with_angles(angles_deg)
         return reconstruct(projections, chunk, self.grid, algorithm=self.algorithm, filter=self.filter,
                            weights=self._weights(chunk.angles_array, weights), kernel_width=self.kernel_width,
-                           shifts_mm=shifts_mm, device=self.device)
+                           shifts_mm=shifts_mm, device=self.device, out=out)
 
     def add(self, projections: np.ndarray | torch.Tensor, angles_deg: Angles,
             weights: torch.Tensor | None = None, shifts_mm: torch.Tensor | None = None) -> None:
         """Back-project line integrals (n, rows, cols) taken at ``angles_deg`` into the running volume."""
-        self._sum += self.contribution(projections, angles_deg, weights, shifts_mm)
+        self.contribution(projections, angles_deg, weights, shifts_mm, out=self._sum)
         self.projections += len(angles_deg)
 
     def remove(self, projections: np.ndarray | torch.Tensor, angles_deg: Angles,
@@ -68,25 +75,28 @@ class IncrementalFBP:
         self.projections -= len(angles_deg)
 
     def difference(self, added: torch.Tensor, added_angles: Angles, added_weights: torch.Tensor,
-                   removed: torch.Tensor, removed_angles: Angles, removed_weights: torch.Tensor) -> torch.Tensor:
-        """Contribution of ``added`` minus that of ``removed`` (either may be empty), in one transform."""
+                   removed: torch.Tensor, removed_angles: Angles, removed_weights: torch.Tensor,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+        """Contribution of ``added`` minus that of ``removed`` (either may be empty), in one transform; or ``out``
+        with it added."""
         angles = np.concatenate([np.asarray(added_angles, float), np.asarray(removed_angles, float)])
         if angles.size == 0:
-            return torch.zeros_like(self._sum)
+            return torch.zeros(self.grid.shape, device=self.device) if out is None else out
         projections = torch.cat([added.to(self.device), removed.to(self.device)])
         weights = torch.cat([added_weights.to(self.device), -removed_weights.to(self.device)])
-        return self.contribution(projections, angles, weights)
+        return self.contribution(projections, angles, weights, out=out)
 
     def update(self, added: torch.Tensor, added_angles: Angles, added_weights: torch.Tensor,
                removed: torch.Tensor, removed_angles: Angles, removed_weights: torch.Tensor) -> None:
-        """Add one chunk and take out the frames it replaces, in one transform."""
-        self._sum += self.difference(added, added_angles, added_weights, removed, removed_angles, removed_weights)
+        """Add one chunk and take out the frames it replaces, in one transform, into the running volume in place."""
+        self.difference(added, added_angles, added_weights, removed, removed_angles, removed_weights, out=self._sum)
         self.projections += len(added_angles) - len(removed_angles)
 
     def volume(self) -> torch.Tensor:
-        """The reconstruction (1/mm, z-y-x) of every projection added and not removed."""
-        return self._sum.clone()
+        """The reconstruction (1/mm, z-y-x, contiguous) of every projection added and not removed."""
+        return self._sum.clone(memory_format=torch.contiguous_format)
 
     def running(self) -> torch.Tensor:
-        """The running sum itself (no copy): read it, never write it."""
+        """The running sum itself (no copy; z-y-x, for FDK on the CPU a view of (y, x, z) memory): read it, never
+        write it."""
         return self._sum
