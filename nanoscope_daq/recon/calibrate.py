@@ -241,7 +241,8 @@ def calibrate_geometry(line_integrals: np.ndarray | torch.Tensor, geometry: Geom
     with torch.no_grad():
         objective_start = float(objective(geometry))
     count = lbfgs_minimise(steps, lambda: objective(trial(steps)), evaluations) if descended else 0
-    calibrated = with_parameters(geometry, {name: start[name] + float(steps[i]) for i, name in enumerate(descended)})
+    found = steps.detach()
+    calibrated = with_parameters(geometry, {name: start[name] + float(found[i]) for i, name in enumerate(descended)})
     distance = None
     if "distance" in parameters:
         distance = calibrate_distance(projections, calibrated)
