@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from nanoscope_daq.config import load_config
 from nanoscope_daq.recon import ConeGeometry, FilterSpec, ParallelGeometry, ReconInputError, reconstruct
 from nanoscope_daq.recon.calibrate import ReprojectionConsistency, calibrate_geometry
 from nanoscope_daq.recon.motion import estimate_motion, reconstruct_with_motion, unobservable_removed
 from nanoscope_daq.recon.phantoms import Ellipsoids, project_ellipsoids, rasterise_ellipsoids, shepp_logan_3d
+from nanoscope_daq.recon.self_calibration import self_calibrate
 
 pytestmark = pytest.mark.torch_threads(1)
 
@@ -78,6 +80,11 @@ def test_conjugate_rays_recover_a_two_percent_distance_error_and_refine_the_axis
     assert result.distance.cor == pytest.approx(54.1, abs=0.02)
     assert result.geometry.cor == 54.05  # the axis was not asked for: the start's is kept
     assert result.distance.mismatch < 0.7 * result.distance.mismatch_start
+    # The self-calibration (`nanoscope recon --calibrate distance`) runs it on the full-size scan and records it.
+    record = self_calibrate(data, start, ("distance",), None, load_config(environment=False).recon).record()
+    assert record["calibration"]["estimate"]["distance"] == pytest.approx(result.estimate["distance"])
+    assert record["calibration"]["distance"]["mismatch"] == pytest.approx(
+        [result.distance.mismatch_start, result.distance.mismatch])
 
 
 def test_distance_calibration_refuses_scans_without_two_views_of_each_mid_plane_ray():
