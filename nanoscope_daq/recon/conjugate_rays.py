@@ -13,13 +13,13 @@ so the mid-plane sinogram obeys p(theta, phi) = p(theta', phi'). A trial distanc
 columns to fan angles; a wrong one gives each column the wrong angular shift
 2 (phi - delta), and the conjugate columns no longer match. The mismatch
 
-    E(SDD) = sum_columns sum_theta (p(theta, col) - p(theta', col'))^2 / sum p^2
+    E(SDD, cor) = sum_columns sum_theta (p(theta, col) - p(theta', col'))^2 / sum p^2
 
 is minimised over the distance and the axis column together: a grid over the distance
 (``search_fraction``, the axis kept), then Nelder-Mead over both (scipy). The axis is
 fitted too because the two are entangled: the conjugate of a column sits near
 2 cor - col, so an axis 0.02 px off moves every conjugate as much as a 2 % longer
-distance moves the angular shifts at this size (measured: with the axis fixed 0.023 px
+distance moves the angular shifts at 48 columns (measured: with the axis fixed 0.023 px
 off, the distance came out 1.9 % off). Each conjugate column is moved in theta exactly,
 by a Fourier phase shift (a full turn is periodic; band-limited interpolation leaves no
 bias in theta), and read between detector columns as a pixel: the difference of a cubic
@@ -55,7 +55,7 @@ import torch
 
 from .errors import ReconInputError
 from .geometry import ConeGeometry, Geometry
-from .projector import detector_frame
+from .projector import DetectorFrame, detector_frame
 from .weights import is_full_rotation
 
 SEARCH_FRACTION = 0.1
@@ -202,7 +202,7 @@ class ConjugateRayMismatch:
                 inside &= (conjugate >= EDGE_MARGIN_PX) & (conjugate <= self.geometry.cols - 1 - EDGE_MARGIN_PX)
         return np.flatnonzero(inside)
 
-    def _trace_points(self, frame, cols: np.ndarray) -> np.ndarray:
+    def _trace_points(self, frame: DetectorFrame, cols: np.ndarray) -> np.ndarray:
         """Lab positions (len(cols), 3) of the mid-plane's trace at the given columns."""
         rows = trace_rows(self.geometry, cols)
         a = torch.from_numpy((cols - self.geometry.central_col) * self.geometry.pixel_mm)
