@@ -171,7 +171,7 @@ def motion(kind: str, evaluations: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=96)
+    parser.add_argument("--rows", type=int, default=192)
     parser.add_argument("--cols", type=int, default=96)
     parser.add_argument("--angles", type=int, default=720)
     parser.add_argument("--distance-error", type=float, default=0.02)
