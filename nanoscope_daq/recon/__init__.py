@@ -15,6 +15,7 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "algorithms": ["ALGORITHMS", "FilterSpec", "reconstruct"],
     "calibrate": ["CalibrationResult", "calibrate_geometry"],
+    "conjugate_rays": ["DistanceCalibration", "calibrate_distance"],
     "cor": ["CorResult", "find_cor"],
     "errors": ["ReconInputError"],
     "filters": ["FILTERS"],

@@ -29,22 +29,18 @@ sinusoid plus a constant over half a period), and the minimum of J sits 0.1-0.2 
 Only the middle ``ROW_FRACTION`` of detector rows are compared: rays near the top and
 bottom of a cone beam cross voxels that FDK sees from only part of the turn.
 
-The distance: the data see the fan angle of each pixel (pixel / SDD) but not the
-specimen's size in mm; (SOD, SDD) and (SOD / k, SDD) with the specimen k times smaller
-give the same projections. On a fixed voxel grid, a trial SDD would also change the
-specimen's size in voxels, hence the resolution with which it is reconstructed and
-reprojected, and the objective would prefer the SDD that makes it largest on the grid
-(measured: -19 % from a 2 % error). So while the distance is calibrated, the trial
-geometry moves the source with it (SOD x SDD / SDD_start: the magnification and the
-specimen's size in voxels stay fixed, only the fan angles change); the result is
-reported with the start's SOD, the scale the user knows. Even so the distance is not
-recovered at small sizes: a 2 % error moves rays by less than FDK's own cone-beam
-approximation and position-dependent resolution change the mismatch (docs/recon.md,
-"Known operators": axis and tilt are recovered, the distance is not).
+The distance is not calibrated by this objective: at the sizes measured a 2 % error moves
+rays by less than FDK's own cone-beam approximation and the operators' position-dependent
+resolution change the mismatch, and J falls monotonically with a longer distance
+(docs/recon.md). ``distance`` is calibrated after the descent (which then covers the other
+parameters) from the fan-beam conjugate rays of the mid-plane (conjugate_rays.py), which
+compares measured line integrals with measured ones and involves no reconstruction; that
+fit refines the axis column with it, which replaces the descent's axis when ``cor`` is
+calibrated too.
 
 Parameters (``PARAMETERS``): ``cor`` (px), ``tilt`` (deg), ``roll`` (deg, cone beam),
-``distance`` (source-detector distance SDD, % of the start, with the source-axis distance
-SOD known), ``offset_col``, ``offset_row`` (where the central ray meets the detector, px, cone beam).
+``distance`` (source-detector distance SDD, mm, with the source-axis distance SOD
+known), ``offset_col``, ``offset_row`` (where the central ray meets the detector, px, cone beam).
 """
 
 from __future__ import annotations
@@ -59,6 +55,7 @@ import torch
 
 from ..config import CALIBRATION_PARAMETERS
 from .algorithms import RAM_LAK, FilterSpec, angles_rad, as_projections, direct_algorithm, reconstruct
+from .conjugate_rays import DistanceCalibration, calibrate_distance, check_conjugate_rays
 from .errors import ReconInputError
 from .geometry import ConeGeometry, Geometry, VolumeGrid
 from .projector import forward_project
@@ -71,7 +68,8 @@ ROW_FRACTION = 0.75
 
 @dataclass(frozen=True)
 class CalibrationResult:
-    """The calibrated geometry, the parameters before and after (natural units), the objective before and after."""
+    """The calibrated geometry, the parameters before and after (natural units), the objective before and after,
+    and the distance's conjugate-ray calibration (None when the distance was not calibrated)."""
 
     geometry: Geometry
     start: dict[str, float]
@@ -80,6 +78,7 @@ class CalibrationResult:
     objective: float
     evaluations: int
     seconds: float
+    distance: DistanceCalibration | None = None
 
 
 def check_parameters(parameters: tuple[str, ...], geometry: Geometry) -> tuple[str, ...]:
@@ -96,6 +95,8 @@ def check_parameters(parameters: tuple[str, ...], geometry: Geometry) -> tuple[s
         raise ReconInputError("calibrating the axis ('cor') needs a full turn of projections: over a half turn the "
                               "data absorb part of an axis shift (measured: the minimum 0.1-0.2 px off); leave 'cor' "
                               "out, the axis from find_cor (or --cor) is kept")
+    if "distance" in parameters:
+        check_conjugate_rays(geometry)
     return tuple(parameters)
 
 
@@ -126,11 +127,6 @@ def with_parameters(geometry: Geometry, values: dict[str, float | torch.Tensor])
     if isinstance(geometry, ConeGeometry) and "cor" not in values and geometry.cor is None:
         changes["cor"] = float(geometry.cor_value())  # the axis stays where it is when the offset moves
     return replace(geometry, **changes)
-
-
-def _unit(name: str, start: dict[str, float]) -> float:
-    """Step of one unit of the optimiser's variable: px, deg, or 1 % of the start distance."""
-    return start["distance"] / 100 if name == "distance" else 1.0
 
 
 def middle_rows(rows: int) -> slice:
@@ -220,6 +216,8 @@ def calibrate_geometry(line_integrals: np.ndarray | torch.Tensor, geometry: Geom
                        device: torch.device | str = "cpu") -> CalibrationResult:
     """Estimate ``parameters`` of ``geometry`` (the start) from the line integrals (module docstring).
 
+    Every parameter but ``distance`` by the descent; then ``distance`` (and the axis with
+    it) from the conjugate rays (conjugate_rays.py), on all the projections given.
     ``volume``: the grid reconstructed and reprojected (default the geometry's own; it must
     hold the whole specimen). ``evaluations``: most objective evaluations by L-BFGS.
     ``reprojected_angles``: how many projections (evenly spread) the objective compares.
@@ -233,27 +231,27 @@ def calibrate_geometry(line_integrals: np.ndarray | torch.Tensor, geometry: Geom
     objective = ReprojectionConsistency(projections, geometry, volume, filter, reprojected_angles,
                                         smoothing_px=smoothing_px, corrections=corrections)
     start = parameter_values(geometry)
-    steps = torch.zeros(len(parameters), dtype=torch.float64, requires_grad=True)
+    descended = tuple(name for name in parameters if name != "distance")
+    steps = torch.zeros(len(descended), dtype=torch.float64, requires_grad=True)
     began = time.perf_counter()
 
     def trial(x: torch.Tensor) -> Geometry:
-        values = {name: start[name] + x[i].float() * _unit(name, start) for i, name in enumerate(parameters)}
-        trial_geometry = with_parameters(geometry, values)
-        if "distance" in values:  # same magnification, only the fan angles change (module docstring)
-            trial_geometry = replace(trial_geometry, source_sample_mm=geometry.source_sample_mm * values["distance"]
-                                     / start["distance"])
-        return trial_geometry
+        return with_parameters(geometry, {name: start[name] + x[i].float() for i, name in enumerate(descended)})
 
     with torch.no_grad():
-        objective_start = float(objective(trial(steps)))
-    count = lbfgs_minimise(steps, lambda: objective(trial(steps)), evaluations)
-    with torch.no_grad():
-        final = float(objective(trial(steps)))
+        objective_start = float(objective(geometry))
+    count = lbfgs_minimise(steps, lambda: objective(trial(steps)), evaluations) if descended else 0
     found = steps.detach()
-    estimate = {name: start[name] + float(found[i]) * _unit(name, start) for i, name in enumerate(parameters)}
-    calibrated = with_parameters(geometry, estimate)
+    calibrated = with_parameters(geometry, {name: start[name] + float(found[i]) for i, name in enumerate(descended)})
+    distance = None
+    if "distance" in parameters:
+        distance = calibrate_distance(projections, calibrated)
+        calibrated = distance.applied(calibrated, refine_axis="cor" in parameters)
+    with torch.no_grad():
+        final = float(objective(calibrated))
     if not math.isfinite(final):
         raise ReconInputError("geometry calibration diverged (objective not finite); start closer to the true "
                               "geometry, e.g. with the axis from find_cor")
-    return CalibrationResult(calibrated, {k: start[k] for k in parameters}, estimate, objective_start, final, count,
-                             time.perf_counter() - began)
+    estimate = parameter_values(calibrated)
+    return CalibrationResult(calibrated, {k: start[k] for k in parameters}, {k: estimate[k] for k in parameters},
+                             objective_start, final, count, time.perf_counter() - began, distance)

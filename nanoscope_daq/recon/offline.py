@@ -251,6 +251,8 @@ def reconstruct_file(nxs_path: str | Path, out_path: str | Path, *, cor: float |
             geometry = calibration.geometry
             if "cor" in calibrate:
                 cor_method += "; then calibrated by reprojection consistency (calibrate.py)"
+            if "cor" in calibrate and "distance" in calibrate:
+                cor_method += ", refined with the distance by the mid-plane's conjugate rays (conjugate_rays.py)"
             if calibration.shifts_mm is not None:
                 shifts = torch.from_numpy(calibration.shifts_mm).float().to(device)
         grid = geometry.default_volume()

@@ -7,7 +7,9 @@ pixels; the geometry's pixel is b times larger and its columns map as col_b = (c
 (b - 1) / 2) / b). The geometry calibration also keeps only every k-th projection, at
 most ``calibration_max_angles``; motion needs every projection. Axis, detector offset
 map back to full-size columns; tilt, roll and distance are the same at every binning;
-shifts are in mm.
+shifts are in mm. The distance is calibrated after the rest, from the conjugate rays of
+the full-size scan's mid-plane (conjugate_rays.py: one row of every projection, cheap,
+and its precision grows with the columns and angles), with the axis column refined with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from ..config import ReconConfig
 from .calibrate import CalibrationResult, calibrate_geometry, check_parameters
+from .conjugate_rays import DistanceCalibration, calibrate_distance
 from .errors import ReconInputError
 from .geometry import ConeGeometry, Geometry
 from .motion import MotionResult, estimate_motion
@@ -32,7 +35,8 @@ respiratory phase (respiratory_motion.py)."""
 
 @dataclass(frozen=True)
 class SelfCalibration:
-    """The full-size geometry after calibration, the shifts (angles, 3, mm) or None, and what was found."""
+    """The full-size geometry after calibration, the shifts (angles, 3, mm) or None, and what was found (the
+    descent's calibration on the binned scan, the distance's on the full-size one)."""
 
     geometry: Geometry
     shifts_mm: np.ndarray | None
@@ -40,15 +44,25 @@ class SelfCalibration:
     motion: MotionResult | None
     binning: int
     breathing: BreathingModel | None = None
+    distance: DistanceCalibration | None = None
 
     def record(self) -> dict:
-        """The provenance record: parameters before/after, objective, evaluations, time, binning, shifts' size."""
+        """The provenance record: parameters before/after (full size), objective, evaluations, time, binning, the
+        distance's conjugate-ray fit, shifts' size."""
         out: dict = {"binning": self.binning}
-        if self.calibration is not None:
-            c = self.calibration
-            out["calibration"] = {"start": c.start, "estimate": _full_size(c.estimate, self.binning),
-                                  "objective": [c.objective_start, c.objective], "evaluations": c.evaluations,
-                                  "seconds": round(c.seconds, 2)}
+        if self.calibration is not None or self.distance is not None:
+            start, estimate, c = {}, {}, self.calibration
+            if c is not None:
+                start, estimate = _full_size(c.start, self.binning), _full_size(c.estimate, self.binning)
+                out["calibration"] = {"objective": [c.objective_start, c.objective], "evaluations": c.evaluations,
+                                      "seconds": round(c.seconds, 2)}
+            if self.distance is not None:
+                d = self.distance
+                start["distance"], estimate["distance"] = d.distance_start_mm, d.distance_mm
+                if "cor" in estimate:
+                    estimate["cor"] = d.cor
+                out.setdefault("calibration", {})["distance"] = d.record()
+            out["calibration"].update(start=start, estimate=estimate)
         if self.motion is not None:
             m = self.motion
             out["motion"] = {"rms_shift_mm": float(np.sqrt(np.mean(m.shifts_mm**2))),
@@ -109,14 +123,20 @@ def self_calibrate(line_integrals: np.ndarray, geometry: Geometry, parameters: t
         raise ReconInputError("the respiratory motion model needs each projection's respiratory phase and gate")
     factor = calibration_binning(geometry, settings)
     data, small = binned(line_integrals, geometry, factor)
-    calibration = None
-    if parameters:
+    calibration, distance = None, None
+    descended = tuple(name for name in parameters if name != "distance")
+    if descended:
         every = max(1, math.ceil(geometry.num_angles / settings.calibration_max_angles))
         subset = small.with_angles(small.angles_array[::every])
-        calibration = calibrate_geometry(data[::every], subset, parameters,
+        calibration = calibrate_geometry(data[::every], subset, descended,
                                          evaluations=settings.calibration_evaluations, device=device)
         small = replace(calibration.geometry, angles_deg=small.angles_deg)
         geometry = _full_geometry(geometry, calibration.geometry, factor)
+    if "distance" in parameters:
+        distance = calibrate_distance(line_integrals, geometry)
+        geometry = distance.applied(geometry, refine_axis="cor" in parameters)
+        small = replace(small, source_detector_mm=geometry.source_detector_mm,
+                        cor=_to_binned(float(geometry.cor_value()), factor))
     found, breathing = None, None
     if motion == "rigid":
         found = estimate_motion(data, small, evaluations=settings.calibration_evaluations, device=device)
@@ -124,7 +144,7 @@ def self_calibrate(line_integrals: np.ndarray, geometry: Geometry, parameters: t
         found, breathing = estimate_respiratory_motion(data, small, *respiration,
                                                        evaluations=settings.calibration_evaluations, device=device)
     return SelfCalibration(geometry, None if found is None else found.shifts_mm, calibration, found, factor,
-                           breathing)
+                           breathing, distance)
 
 
 def _full_geometry(full: Geometry, calibrated: Geometry, factor: int) -> Geometry:
