@@ -109,11 +109,15 @@ def test_distributed_results_equal_the_serial_path(cohort, analysed, tmp_path):
     records = NXtomoFiles([cohort]).tomograms(Selection(subjects=("SHAM02",)))
     serial = run_batch(SerialExecutor(), records, Layout(tmp_path), settings(), progress=False)
     assert serial.count("ran") == 3 and serial.count("failed") == 0
-    stored = [Layout(analysed).tomogram(r, "analysis.json") for r in records]
-    stored.append(Layout(analysed).interval(*records))
-    ran = [serial.tomograms[r.key] for r in records] + list(serial.intervals.values())
-    for path, result in zip(stored, ran, strict=True):
-        assert json.loads(path.read_text())["measures"] == result["measures"], path.name
+    for record in records:
+        stored = json.loads(Layout(analysed).tomogram(record, "analysis.json").read_text())
+        assert stored["measures"] == serial.tomograms[record.key]["measures"], record.key
+    # The intervals' formed volumes come from grey values after a registration by iterative optimisation: a
+    # dask worker (one thread, BLAS included) and this process (BLAS on both cores) agree to ~1e-5 of a rate,
+    # not to the last bit (a clean-clone run found 1.30447 against 1.30446 um/day).
+    (interval,) = serial.intervals.values()
+    stored = json.loads(Layout(analysed).interval(*records).read_text())["measures"]
+    assert stored == pytest.approx(interval["measures"], rel=1e-4, abs=1e-9)
 
 
 def test_a_tomogram_in_slabs_gives_the_whole_volume_results_and_resumes_its_done_slabs(cohort, analysed, tmp_path):

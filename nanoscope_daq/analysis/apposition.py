@@ -35,6 +35,10 @@ REGION_MARGIN_VOXELS = 5
 MESH_SMOOTHING_VOXELS = 1.0
 
 
+class NoGreyLevels(ValueError):
+    """The volume has no cortex or soft tissue thick enough to read the bone's and background's grey levels."""
+
+
 @dataclass(frozen=True)
 class GreyLevels:
     """The grey levels of one volume that make its bone fraction (volume units), on either side of the cortex."""
@@ -66,7 +70,7 @@ def grey_levels(volume: np.ndarray, solid: np.ndarray, envelope: np.ndarray, mar
               "endosteal_bone": solid & ~periosteal & (above >= m) & (above < 2 * m),
               "soft_tissue": (below <= -m) & (below > -4 * m), "marrow": marrow & (above <= -m)}
     if not shells["periosteal_bone"].any() or not shells["soft_tissue"].any():
-        raise ValueError("the bone is too thin or fills the volume: no cortex or soft tissue to calibrate on")
+        raise NoGreyLevels("the bone is too thin or fills the volume: no cortex or soft tissue to calibrate on")
     levels = {name: float(np.median(volume[shell])) if shell.any() else None for name, shell in shells.items()}
     levels["endosteal_bone"] = levels["endosteal_bone"] if levels["endosteal_bone"] is not None \
         else levels["periosteal_bone"]
