@@ -166,12 +166,30 @@ def test_a_study_interval_measures_apposition_under_a_voxel_from_the_grey_values
         results.append({"record": {**dataclasses.asdict(record), "path": str(record.path)}, "outputs": paths,
                         "fingerprint": {"input": str(day)}})
     settings = StudySettings.from_config(load_config())
-    measures = analyse_interval(*results, Layout(tmp_path / "out"), settings)["measures"]
+    interval = analyse_interval(*results, Layout(tmp_path / "out"), settings)
+    measures = interval["measures"]
     assert measures["mar_periosteal_um_per_day"] == pytest.approx(0.4, rel=0.1)  # measured 0.396
     assert measures["mar_endosteal_um_per_day"] == pytest.approx(0.4, rel=0.1)  # measured 0.427
     labels = [read_labels(r["outputs"]["labels"]).data for r in results]
     scans = tuple(read_volume(r["outputs"]["volume"]).data for r in results)
     with_grey = remodeling(*labels, volume.voxel_size_um, 5.0, volumes=scans)
     labels_only = remodeling(*labels, volume.voxel_size_um, 5.0)
+    assert with_grey.formed_volumes_from.startswith("the grey values") and \
+        interval["formed_volumes_from"] == with_grey.formed_volumes_from
     assert measures["mar_endosteal_um_per_day"] == pytest.approx(with_grey.mar_endosteal_um_per_day)
     assert measures["mar_endosteal_um_per_day"] != pytest.approx(labels_only.mar_endosteal_um_per_day, rel=0.01)
+
+
+def test_a_bone_that_fills_the_volume_measures_formation_from_its_labels_and_says_so():
+    """No soft tissue around the cortex: no background grey level to read, so the labels' voxels, said so."""
+    z, y, x = np.mgrid[:16, :48, :48]
+    r = np.hypot(y - 23.5, x - 23.5)
+    volumes = tuple(np.where(r > inner, 7.0, 0.5).astype(np.float32) for inner in (14.0, 12.0))
+    labels = [bone_labels(volume) for volume in volumes]
+    with_volumes = remodeling(*labels, 2.0, 10.0, register=False, volumes=volumes)
+    labels_only = remodeling(*labels, 2.0, 10.0, register=False)
+    assert with_volumes.formed_volumes_from.startswith("the labels' voxels: no grey levels to read (the bone is")
+    assert labels_only.formed_volumes_from == "the labels' voxels: no reconstructions given"
+    for name in ("formed_mm3", "bfr_per_day", "mar_um_per_day", "mar_endosteal_um_per_day"):
+        assert getattr(with_volumes, name) == getattr(labels_only, name), name
+    assert with_volumes.formed_mm3 > 0

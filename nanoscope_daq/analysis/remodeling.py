@@ -15,7 +15,9 @@ Rates (Schulte et al. 2011; dynamic histomorphometry names of Dempster et al., J
 * MAR: formed volume / mean area of the surface it covers (before and after) / days, with
   sub-voxel volumes (apposition.py): from the bone fraction of the grey values when the
   reconstructed volumes are given, else from the labels; also split into periosteal and
-  endosteal formation: outside or inside the baseline's periosteal envelope. Formation
+  endosteal formation: outside or inside the baseline's periosteal envelope; a specimen
+  too small to read its grey levels from (no cortex or no soft tissue) falls back to the
+  labels, and ``formed_volumes_from`` says which was used. Formation
   next to a resorption cavity is left out of MAR and counted by voxels in BFR (the
   cavity's loss would cancel its grey values);
 * MRR: mean depth of the resorption cavities / days (depth of a cavity: the largest
@@ -63,6 +65,8 @@ class Remodeling:
     mrr_um_per_day: float
     ms_bs: float
     es_bs: float
+    formed_volumes_from: str
+    """Where the sub-voxel formed volumes came from: the grey values, or the labels' voxels and why."""
 
     @property
     def ms_bs_per_day(self) -> float:
@@ -114,7 +118,7 @@ def remodeling(baseline: np.ndarray, followup: np.ndarray, voxel_size_um: float,
         raise ValueError("the baseline holds no bone where the two time points overlap: nothing to compare")
     surface = before & ~ndimage.binary_erosion(before) & ndimage.binary_erosion(overlap)
     envelope = compartments(before)[2]
-    fractions = _fractions(baseline, followup, before, after_raw > 0, transform, volumes)
+    *fractions, formed_from = _fractions(baseline, followup, before, after_raw > 0, transform, volumes)
     # Formation next to a cavity is counted by voxels (the cavity's loss would cancel its grey values) and left
     # out of MAR, as are the faces where the overlap cuts the bone (no bone surface).
     margin = grey.REGION_MARGIN_VOXELS
@@ -141,6 +145,7 @@ def remodeling(baseline: np.ndarray, followup: np.ndarray, voxel_size_um: float,
         mrr_um_per_day=_cavity_depth(before, resorbed, voxel_size_um) / days,
         ms_bs=_fraction(surface, ndimage.binary_dilation(formed)),
         es_bs=_fraction(surface, resorbed),
+        formed_volumes_from=formed_from,
     )
 
 
@@ -172,18 +177,23 @@ def _clusters(mask: np.ndarray, min_voxels: int) -> np.ndarray:
 
 def _fractions(baseline: np.ndarray, followup: np.ndarray, before: np.ndarray, after: np.ndarray,
                transform: RigidTransform, volumes: tuple[np.ndarray, np.ndarray] | None
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Bone fraction of both time points on the baseline's grid: grey values when given, else the solid bone."""
+               ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Bone fraction of both time points on the baseline's grid and where it came from: the grey values when
+    ``volumes`` are given and their grey levels can be read, else the solid bone of the labels."""
+    from_labels = before.astype(np.float32), transform.resample(after.astype(np.float32))
     if volumes is None:
-        return before.astype(np.float32), transform.resample(after.astype(np.float32))
+        return (*from_labels, "the labels' voxels: no reconstructions given")
     fractions = []
     for volume, solid in zip(volumes, (before, after)):
         if volume.shape != baseline.shape:
             raise ValueError(f"volume {volume.shape} and labels {baseline.shape} must have the same shape")
         _, marrow, envelope = compartments(solid)
-        levels = grey.grey_levels(volume, solid, envelope, marrow)
+        try:
+            levels = grey.grey_levels(volume, solid, envelope, marrow)
+        except grey.NoGreyLevels as exc:
+            return (*from_labels, f"the labels' voxels: no grey levels to read ({exc})")
         fractions.append(grey.bone_fraction(volume, levels, envelope, marrow))
-    return fractions[0], transform.resample(fractions[1])
+    return fractions[0], transform.resample(fractions[1]), "the grey values of the two reconstructions (sub-voxel)"
 
 
 def _rate_um(volume_mm3: float, area_mm2: float, days: float) -> float:

@@ -36,7 +36,6 @@ from ... import __version__
 from ...config import Config, ReconConfig
 from ...recon.offline import reconstruct_file
 from ...volume_files import Volume, read_labels, read_volume, write_labels
-from ..apposition import NoGreyLevels
 from ..labels import Code
 from ..longitudinal import bone_labels
 from ..morphometry import Morphometry, MorphometrySettings, compartments, morphometry
@@ -210,18 +209,13 @@ def analyse_interval(before: dict, after: dict, layout: Layout, settings: StudyS
     baseline, followup = read_labels(before["outputs"]["labels"]), read_labels(after["outputs"]["labels"])
     volumes = read_volume(before["outputs"]["volume"]).data, read_volume(after["outputs"]["volume"]).data
     days = second.day - first.day
-    try:
-        change, registration = checked_remodeling(baseline, followup, days, settings, volumes)
-        formed_from = "the grey values of the two reconstructions (sub-voxel)"
-    except NoGreyLevels as exc:  # a specimen too small to read its grey levels: the labels' voxels, said so
-        change, registration = checked_remodeling(baseline, followup, days, settings)
-        formed_from = f"the labels' voxels: no grey levels to read ({exc})"
+    change, registration = checked_remodeling(baseline, followup, days, settings, volumes)
     details = change.to_dict()
     result = {"kind": "interval", "fingerprint": fingerprint, "subject_id": first.subject_id,
               "cohort": first.cohort, "treatment": first.treatment, "from_day": first.day, "to_day": second.day,
               "raw_run_uids": [first.raw_run_uid, second.raw_run_uid],
               "measures": {k: details[k] for k in INTERVAL_MEASURES}, "remodeling": details,
-              "registration": registration, "formed_volumes_from": formed_from,
+              "registration": registration, "formed_volumes_from": change.formed_volumes_from,
               "provenance": provenance(started, {"registration_and_remodeling": time.perf_counter() - tick}, "cpu")}
     write_result(result_path, result)
     return result
