@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from nanoscope_daq.analysis import remodeling as remodeling_module
 from nanoscope_daq.analysis.labels import Code
 from nanoscope_daq.analysis.longitudinal import Session, bone_labels, remodeling_between
 from nanoscope_daq.analysis.registration import RigidTransform
@@ -193,3 +194,20 @@ def test_a_bone_that_fills_the_volume_measures_formation_from_its_labels_and_say
     for name in ("formed_mm3", "bfr_per_day", "mar_um_per_day", "mar_endosteal_um_per_day"):
         assert getattr(with_volumes, name) == getattr(labels_only, name), name
     assert with_volumes.formed_mm3 > 0
+
+
+def test_a_cavity_of_the_labels_grows_to_the_grey_values_half_level_and_no_further():
+    """The labels' cavity (drawn at 0.43 of the way to bone, as Otsu's threshold sat on the simulated cohort) is
+    grown through its rim to where the bone fraction falls below 0.5; a separate loss elsewhere is not a cavity."""
+    z, y, x = np.mgrid[:24, :48, :48]
+    depth = np.hypot(np.hypot(z - 12, y - 24), x - 48.0)  # from a pit's centre on the bone's surface (x = 48)
+    fraction_before = np.ones(depth.shape, np.float32)
+    fraction_after = (fraction_before * np.clip((depth - 6.0) / 8.0, 0, 1)).astype(np.float32)  # a blurred pit
+    fraction_after[4:7, 20:23, 10:13] = 0.2  # a loss of bone away from the pit (noise)
+    before = fraction_before >= 0.43
+    resorbed = before & (fraction_after < 0.43) & (depth < 20)  # the labels' cavity
+    grown = remodeling_module._cavities_to_half_level(resorbed, before, fraction_before, fraction_after)
+    half_level = before & (fraction_before >= 0.5) & (fraction_after < 0.5) & (depth < 20)
+    assert resorbed.sum() < 0.9 * half_level.sum()
+    assert np.array_equal(grown, resorbed | half_level)
+    assert not grown[4:7, 20:23, 10:13].any()

@@ -11,7 +11,11 @@ bone only in the baseline is resorbed, bone in both is quiescent; clusters small
 Rates (Schulte et al. 2011; dynamic histomorphometry names of Dempster et al., JBMR
 28:2, 2013), over the interval of ``days``:
 
-* BFR, BRR: formed (sub-voxel, as MAR), resorbed volume / baseline bone volume / day;
+* BFR, BRR: formed (sub-voxel, as MAR), resorbed volume / baseline bone volume / day. A
+  resorption cavity of the labels is grown, by up to ``RIM_VOXELS``, through the voxels
+  whose bone fraction of the grey values falls from >= 0.5 to < 0.5: Otsu's threshold lies
+  below the half level (0.42-0.45 of the way from soft tissue to bone), so the labels draw
+  each cavity without its rim (61 % of the cavities' voxels on the simulated cohort);
 * MAR: formed volume / mean area of the surface it covers (before and after) / days, with
   sub-voxel volumes (apposition.py): from the bone fraction of the grey values when the
   reconstructed volumes are given, else from the labels; also split into periosteal and
@@ -44,6 +48,10 @@ from .registration import RigidTransform, rigid_register
 
 MIN_PORE_FRACTION = 1e-3
 """Register on the pores when they fill at least this fraction of the bone, else on the bone."""
+
+RIM_VOXELS = 3
+"""How far a cavity of the labels grows into its rim at the grey values' half level (the simulated cohort's
+BRR is the same with 2, 3 and 5: the growth stops at the cavity's wall)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,6 @@ def remodeling(baseline: np.ndarray, followup: np.ndarray, voxel_size_um: float,
     after &= overlap
     formed = _clusters(after & ~before, min_cluster_voxels)
     resorbed = _clusters(before & ~after, min_cluster_voxels)
-    quiescent = before & after
     voxel_mm3 = (voxel_size_um * 1e-3) ** 3
     bv = before.sum() * voxel_mm3
     if bv == 0:
@@ -119,6 +126,8 @@ def remodeling(baseline: np.ndarray, followup: np.ndarray, voxel_size_um: float,
     surface = before & ~ndimage.binary_erosion(before) & ndimage.binary_erosion(overlap)
     envelope = compartments(before)[2]
     *fractions, formed_from = _fractions(baseline, followup, before, after_raw > 0, transform, volumes)
+    resorbed = _cavities_to_half_level(resorbed, before, *fractions)
+    quiescent = before & after & ~resorbed
     # Formation next to a cavity is counted by voxels (the cavity's loss would cancel its grey values) and left
     # out of MAR, as are the faces where the overlap cuts the bone (no bone surface).
     margin = grey.REGION_MARGIN_VOXELS
@@ -204,6 +213,14 @@ def _rate_um(volume_mm3: float, area_mm2: float, days: float) -> float:
 def _fraction(surface: np.ndarray, covered: np.ndarray) -> float:
     total = surface.sum()
     return float((surface & covered).sum() / total) if total else 0.0
+
+
+def _cavities_to_half_level(resorbed: np.ndarray, before: np.ndarray, fraction_before: np.ndarray,
+                            fraction_after: np.ndarray) -> np.ndarray:
+    """The cavities grown through the baseline's bone whose fraction falls from >= 0.5 to < 0.5 (unchanged when
+    the fractions are the labels' own)."""
+    lost = before & (fraction_before >= 0.5) & (fraction_after < 0.5)
+    return ndimage.binary_dilation(resorbed, iterations=RIM_VOXELS, mask=resorbed | lost)
 
 
 def _cavity_depth(before: np.ndarray, resorbed: np.ndarray, voxel_size_um: float) -> float:
