@@ -46,8 +46,9 @@ from .sources import TomogramRecord
 
 RESULT_FORMAT = 1
 """Bumped when a result's content changes meaning: older results are then redone."""
-INTERVAL_FORMAT = 2
-"""The same for interval results alone (2: formed volumes from the grey values, no longer from the labels)."""
+INTERVAL_FORMAT = 3
+"""The same for interval results alone (2: formed volumes from the grey values, no longer from the labels;
+3: resorption cavities grown to the grey values' half level)."""
 TOMOGRAM_MEASURES = ("bv_mm3", "tv_mm3", "bv_tv", "ct_th_um", "porosity", "lacunae_count",
                      "lacunae_density_per_mm3")
 INTERVAL_MEASURES = ("bfr_per_day", "brr_per_day", "mar_um_per_day", "mar_periosteal_um_per_day",
