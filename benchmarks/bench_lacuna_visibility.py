@@ -46,7 +46,7 @@ from nanoscope_daq.analysis.metrics import precision
 from nanoscope_daq.analysis.morphometry import MorphometrySettings, morphometry
 from nanoscope_daq.config import load_config
 from nanoscope_daq.recon.algorithms import FilterSpec
-from nanoscope_daq.recon.joined_scans import breathing_corrected_volume, gate_open_volume, join_scans
+from nanoscope_daq.recon.joined_scans import all_frames_volume, fit_breathing, gate_open_volume, join_scans
 from nanoscope_daq.volume_files import read_provenance
 
 RESULTS = Path(__file__).parent / "results"
@@ -140,7 +140,8 @@ def main() -> None:
         spec = FilterSpec(config.recon.filter, config.recon.filter_cutoff, config.recon.pad_mode)
         session = join_scans(files["nxs"], cor, config.recon)
         gated = gate_open_volume(session, spec)
-        corrected, breath = breathing_corrected_volume(session, spec, config.recon)
+        shifts, breath = fit_breathing(session, spec, config.recon)
+        corrected = all_frames_volume(session, spec, shifts)
         physiology = config.sim.phantom
         truth_direction = np.array([physiology.respiration_direction_x, physiology.respiration_direction_y,
                                     physiology.respiration_direction_z])

@@ -18,7 +18,9 @@ and without registration. Writes the table as JSON under benchmarks/results/.
 (recon/joined_scans.py) and reconstructed three ways: the gate-open frames (40 %), every
 frame as it is, and every frame with the breath undone by the respiratory model fitted
 to both together (recon/respiratory_motion.py; minutes per session, kept beside the
-NXtomo files as ``*_joined.h5``); beside the ground truth and the online volumes (two
+NXtomo files as ``*_joined.h5``): the whole fitted breath, its in-plane part only, and
+its in-plane part with the axial part the simulator's breath direction adds to it (the
+fit does not find that part, docs/recon.md); beside the ground truth and the online volumes (two
 tomograms averaged, whole and gated), without registration (the simulated mouse lies
 still between sessions). Prints the breath found in each session.
 """
@@ -38,15 +40,17 @@ from nanoscope_daq.analysis.longitudinal import bone_labels
 from nanoscope_daq.analysis.morphometry import compartments
 from nanoscope_daq.analysis.remodeling import _clusters, _solid, remodeling
 from nanoscope_daq.analysis.thickness import local_thickness
-from nanoscope_daq.config import ReconConfig, load_config
+from nanoscope_daq.config import Config, ReconConfig, load_config
 from nanoscope_daq.recon.algorithms import FilterSpec
-from nanoscope_daq.recon.joined_scans import all_frames_volume, breathing_corrected_volume, gate_open_volume, join_scans
+from nanoscope_daq.recon.joined_scans import all_frames_volume, fit_breathing, gate_open_volume, join_scans
 from nanoscope_daq.recon.offline import reconstruct_file
 
 RESULTS = Path(__file__).parent / "results"
 JOINED = {"gate_open": "both tomograms joined, gate-open frames",
           "all_frames": "both joined, all frames, uncorrected",
-          "breath_undone": "both joined, all frames, breath undone"}
+          "breath_undone": "both joined, all frames, breath undone",
+          "in_plane_undone": "  the same, its in-plane part only",
+          "applied_axial": "  in-plane part + the applied axial part"}
 """The ``--motion`` rows: joined_volumes' volumes and their names in the table."""
 MOTION_COMPARED = ("ground-truth labels", "ground-truth attenuation", "online gated, two averaged",
                    "online, two tomograms averaged")
@@ -80,21 +84,40 @@ def offline_volume(nxs: Path, settings: ReconConfig) -> np.ndarray:
     return volume_of(path)
 
 
-def joined_volumes(files: list[Path], settings: ReconConfig) -> tuple[dict[str, np.ndarray], dict]:
-    """The session's tomograms ``files`` joined (recon/joined_scans.py) and reconstructed gate-open, with every
-    frame, and with every frame and the breath undone (keys of ``JOINED``), at the online volumes' centre of
-    rotation; and the breath found. Kept beside the first file (the breath's fit takes minutes)."""
+def with_applied_axial(shifts_mm: np.ndarray, angles_deg: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Lab shifts (projections, 3) whose axial part is what the simulator's breath ``direction`` (specimen frame)
+    adds to their in-plane part: the fitted breath completed by the part the fit does not find."""
+    in_plane = float(np.hypot(direction[0], direction[1]))
+    if in_plane == 0:
+        raise ValueError("the breath's direction has no part across the beam to scale the axial part from")
+    c, s = np.cos(np.radians(angles_deg)), np.sin(np.radians(angles_deg))
+    specimen_x, specimen_y = c * shifts_mm[:, 0] + s * shifts_mm[:, 1], c * shifts_mm[:, 1] - s * shifts_mm[:, 0]
+    along = (specimen_x * direction[0] + specimen_y * direction[1]) / in_plane
+    return np.column_stack([shifts_mm[:, :2], along * direction[2] / in_plane])
+
+
+def joined_volumes(files: list[Path], config: Config) -> tuple[dict[str, np.ndarray], dict]:
+    """The session's tomograms ``files`` joined (recon/joined_scans.py) and reconstructed as the keys of ``JOINED``
+    say, at the online volumes' centre of rotation; and the breath found. Kept beside the first file (the breath's
+    fit takes minutes)."""
     path = beside(files[0], "_joined.h5")
     if not path.is_file():
         with h5py.File(beside(files[0], "_recon.h5"), "r") as h5:
             cor = float(h5["provenance"].attrs["cor_column"])
+        settings, phantom = config.recon, config.sim.phantom
         scans = join_scans(files, cor, settings)
         spec = FilterSpec(settings.filter, settings.filter_cutoff, settings.pad_mode)
-        corrected, breath = breathing_corrected_volume(scans, spec, settings)
+        shifts, breath = fit_breathing(scans, spec, settings)
+        in_plane = shifts * np.array([1.0, 1.0, 0.0])
+        applied = np.array([phantom.respiration_direction_x, phantom.respiration_direction_y,
+                            phantom.respiration_direction_z])
         with h5py.File(path, "w") as h5:
             h5["gate_open"] = gate_open_volume(scans, spec)
             h5["all_frames"] = all_frames_volume(scans, spec)
-            h5["breath_undone"] = corrected
+            h5["breath_undone"] = all_frames_volume(scans, spec, shifts)
+            h5["in_plane_undone"] = all_frames_volume(scans, spec, in_plane)
+            h5["applied_axial"] = all_frames_volume(
+                scans, spec, with_applied_axial(in_plane, scans.geometry.angles_array, applied))
             h5.attrs["breath"] = json.dumps(breath)
     with h5py.File(path, "r") as h5:
         return {key: h5[key][()].astype(np.float32) for key in JOINED}, json.loads(h5.attrs["breath"])
@@ -124,7 +147,8 @@ def main() -> None:
     data = first[0].parent
     truth = [data / f"ground_truth_day{d:g}_bin1.h5" for d in (args.first_day, args.last_day)]
     voxel_um = float(h5py.File(truth[0], "r")["labels"].attrs["voxel_size_um"])
-    settings = load_config(args.out / "demo.toml").recon
+    config = load_config(args.out / "demo.toml")
+    settings = config.recon
 
     sources = {
         "ground-truth labels": lambda: None,
@@ -140,7 +164,7 @@ def main() -> None:
     breaths = {}
     if args.motion:
         sources = {name: sources[name] for name in MOTION_COMPARED}
-        joined = [joined_volumes(s, settings) for s in (first, last)]
+        joined = [joined_volumes(s, config) for s in (first, last)]
         for day, (_, breath) in zip((args.first_day, args.last_day), joined, strict=True):
             breaths[day] = breath
             print(f"day {day:g}: breath found: peak {1000 * breath['peak_mm']:.1f} um at phase "

@@ -6,7 +6,7 @@ tomograms, taken one after the other without moving the specimen, fill each othe
 Joined (their projections and angles concatenated, their breaths numbered apart), they
 reconstruct three ways: the gate-open frames only (weights.py weights each by its
 coverage of the half circle), every frame as it is (the breath blurs the volume), and
-every frame with the breath undone (the respiratory model of respiratory_motion.py,
+every frame with the breath undone (``fit_breathing``: the respiratory model of respiratory_motion.py,
 fitted to the joined scan so that its first round's reference, the gate-open frames,
 has no gaps; docs/recon.md, "Breathing of the simulated mouse").
 """
@@ -75,9 +75,10 @@ def all_frames_volume(scans: JoinedScans, spec: FilterSpec, shifts_mm: np.ndarra
                        shifts_mm=shifts).numpy()
 
 
-def breathing_corrected_volume(scans: JoinedScans, spec: FilterSpec, settings: ReconConfig) -> tuple[np.ndarray, dict]:
-    """Every projection of ``scans`` reconstructed with the breath undone, and the fitted breath (its record, the
-    binning, seconds, evaluations and the mismatch before and after).
+def fit_breathing(scans: JoinedScans, spec: FilterSpec, settings: ReconConfig) -> tuple[np.ndarray, dict]:
+    """The breath of ``scans`` fitted to all their projections: each projection's lab shift (projections, 3; mm, to
+    give ``all_frames_volume``) and the fit's record (the breath's peak, direction and depths, the binning, seconds,
+    evaluations and the mismatch before and after).
 
     The breath is estimated on the projections binned as ``nanoscope recon --motion respiratory`` bins them
     (self_calibration.calibration_binning) with ``settings.calibration_evaluations``.
@@ -86,6 +87,6 @@ def breathing_corrected_volume(scans: JoinedScans, spec: FilterSpec, settings: R
     data, small = binned(scans.line_integrals, scans.geometry, factor)
     motion, breathing = estimate_respiratory_motion(data, small, scans.phase, scans.gate, scans.breath,
                                                     filter=spec, evaluations=settings.calibration_evaluations)
-    return all_frames_volume(scans, spec, motion.shifts_mm), {
-        **breathing.record(), "binning": factor, "seconds": round(motion.seconds, 1),
-        "evaluations": motion.evaluations, "objective": [motion.objective_start, motion.objective]}
+    record = {**breathing.record(), "binning": factor, "seconds": round(motion.seconds, 1),
+              "evaluations": motion.evaluations, "objective": [motion.objective_start, motion.objective]}
+    return motion.shifts_mm, record
