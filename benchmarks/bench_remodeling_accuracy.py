@@ -17,10 +17,10 @@ and without registration. Writes the table as JSON under benchmarks/results/.
 ``--motion``: the breathing instead. Each session's two tomograms joined
 (recon/joined_scans.py) and reconstructed three ways: the gate-open frames (40 %), every
 frame as it is, and every frame with the breath undone by the respiratory model fitted
-to both together (recon/respiratory_motion.py; minutes per session, kept beside the
-NXtomo files as ``*_joined.h5``): the whole fitted breath, its in-plane part only, and
-its in-plane part with the axial part the simulator's breath direction adds to it (the
-fit does not find that part, docs/recon.md); beside the ground truth and the online volumes (two
+to both together across the axis (recon/respiratory_motion.py, ``axial=False``: the part
+along the limb is not found and the fit can run away along it, docs/recon.md; minutes
+per session, kept beside the NXtomo files as ``*_joined.h5``), as fitted and completed
+by the axial part the simulator's breath direction adds to it; beside the ground truth and the online volumes (two
 tomograms averaged, whole and gated), without registration (the simulated mouse lies
 still between sessions). Prints the breath found in each session.
 """
@@ -49,8 +49,7 @@ RESULTS = Path(__file__).parent / "results"
 JOINED = {"gate_open": "both tomograms joined, gate-open frames",
           "all_frames": "both joined, all frames, uncorrected",
           "breath_undone": "both joined, all frames, breath undone",
-          "in_plane_undone": "  the same, its in-plane part only",
-          "applied_axial": "  in-plane part + the applied axial part"}
+          "applied_axial": "  + the applied breath's axial part"}
 """The ``--motion`` rows: joined_volumes' volumes and their names in the table."""
 MOTION_COMPARED = ("ground-truth labels", "ground-truth attenuation", "online gated, two averaged",
                    "online, two tomograms averaged")
@@ -107,17 +106,15 @@ def joined_volumes(files: list[Path], config: Config) -> tuple[dict[str, np.ndar
         settings, phantom = config.recon, config.sim.phantom
         scans = join_scans(files, cor, settings)
         spec = FilterSpec(settings.filter, settings.filter_cutoff, settings.pad_mode)
-        shifts, breath = fit_breathing(scans, spec, settings)
-        in_plane = shifts * np.array([1.0, 1.0, 0.0])
+        shifts, breath = fit_breathing(scans, spec, settings, axial=False)
         applied = np.array([phantom.respiration_direction_x, phantom.respiration_direction_y,
                             phantom.respiration_direction_z])
         with h5py.File(path, "w") as h5:
             h5["gate_open"] = gate_open_volume(scans, spec)
             h5["all_frames"] = all_frames_volume(scans, spec)
             h5["breath_undone"] = all_frames_volume(scans, spec, shifts)
-            h5["in_plane_undone"] = all_frames_volume(scans, spec, in_plane)
             h5["applied_axial"] = all_frames_volume(
-                scans, spec, with_applied_axial(in_plane, scans.geometry.angles_array, applied))
+                scans, spec, with_applied_axial(shifts, scans.geometry.angles_array, applied))
             h5.attrs["breath"] = json.dumps(breath)
     with h5py.File(path, "r") as h5:
         return {key: h5[key][()].astype(np.float32) for key in JOINED}, json.loads(h5.attrs["breath"])

@@ -296,10 +296,10 @@ def test_motion_correction_of_a_parallel_beam_file_undoes_a_jump(tmp_path):
 def test_a_sessions_breathing_tomograms_joined_reconstruct_with_the_breath_undone(tmp_path):
     """joined_scans.py: two cone-beam files of a breathing specimen, each with its frames' respiratory phase and gate,
     joined (their breaths numbered apart) and reconstructed gate-open, with every frame, and with the breath fitted
-    and undone."""
+    across the axis (``axial=False``) and undone."""
     sample_px = 0.1 * 25.0 / 125.0
     phantom = shepp_logan_3d(0.40 * 40 * sample_px, 1.0, 0.40 * 12 * sample_px)
-    direction = np.array([1.0, 0.0, 0.3]) / np.hypot(1.0, 0.3)
+    direction = np.array([0.8, 0.6, 0.0])  # across the axis: the fit below holds the part along it at 0
     geometries, paths, lab_shifts = [], [], []
     for number, first_angle in enumerate((0.0, 3.0)):
         geometry = ConeGeometry(first_angle + np.linspace(0, 360, 60, endpoint=False), 12, 40, 0.1, 25.0, 125.0)
@@ -331,12 +331,13 @@ def test_a_sessions_breathing_tomograms_joined_reconstruct_with_the_breath_undon
     spec = FilterSpec()
     joined = scans.geometry
     still = reconstruct(project_ellipsoids(phantom, joined, 2), joined, algorithm="fdk").numpy()
-    shifts, breath = fit_breathing(scans, spec, settings)
+    shifts, breath = fit_breathing(scans, spec, settings, axial=False)
+    assert not shifts[:, 2].any()
     error = {name: float(np.sqrt(np.mean((volume - still) ** 2))) for name, volume in {
         "uncorrected": all_frames_volume(scans, spec), "corrected": all_frames_volume(scans, spec, shifts),
         "true shifts": all_frames_volume(scans, spec, np.concatenate(lab_shifts))}.items()}
     print(error, breath)
-    # measured: RMSE 0.0280 uncorrected, 0.0143 corrected, 0.0142 with the true shifts (5 evaluations a stage)
+    # measured: RMSE 0.0288 uncorrected, 0.0095 corrected, 0.0095 with the true shifts (5 evaluations a stage)
     assert error["corrected"] < 0.6 * error["uncorrected"]
     assert error["corrected"] < 1.1 * error["true shifts"]
     assert gate_open_volume(scans, spec).shape == still.shape  # 48 of the 120 frames: streaks, no blur

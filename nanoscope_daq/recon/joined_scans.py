@@ -75,18 +75,21 @@ def all_frames_volume(scans: JoinedScans, spec: FilterSpec, shifts_mm: np.ndarra
                        shifts_mm=shifts).numpy()
 
 
-def fit_breathing(scans: JoinedScans, spec: FilterSpec, settings: ReconConfig) -> tuple[np.ndarray, dict]:
+def fit_breathing(scans: JoinedScans, spec: FilterSpec, settings: ReconConfig,
+                  axial: bool = True) -> tuple[np.ndarray, dict]:
     """The breath of ``scans`` fitted to all their projections: each projection's lab shift (projections, 3; mm, to
     give ``all_frames_volume``) and the fit's record (the breath's peak, direction and depths, the binning, seconds,
     evaluations and the mismatch before and after).
 
     The breath is estimated on the projections binned as ``nanoscope recon --motion respiratory`` bins them
-    (self_calibration.calibration_binning) with ``settings.calibration_evaluations``.
+    (self_calibration.calibration_binning) with ``settings.calibration_evaluations``; ``axial``: as
+    estimate_respiratory_motion (False: the breath across the axis only).
     """
     factor = calibration_binning(scans.geometry, settings)
     data, small = binned(scans.line_integrals, scans.geometry, factor)
     motion, breathing = estimate_respiratory_motion(data, small, scans.phase, scans.gate, scans.breath,
-                                                    filter=spec, evaluations=settings.calibration_evaluations)
+                                                    filter=spec, evaluations=settings.calibration_evaluations,
+                                                    axial=axial)
     record = {**breathing.record(), "binning": factor, "seconds": round(motion.seconds, 1),
               "evaluations": motion.evaluations, "objective": [motion.objective_start, motion.objective]}
     return motion.shifts_mm, record
