@@ -15,14 +15,15 @@ before issue 16) and sub-voxel (formed volume over surface, analysis/apposition.
 and without registration. Writes the table as JSON under benchmarks/results/.
 
 ``--motion``: the breathing instead. Each session's two tomograms joined
-(recon/joined_scans.py) and reconstructed three ways: the gate-open frames (40 %), every
-frame as it is, and every frame with the breath undone by the respiratory model fitted
-to both together across the axis (recon/respiratory_motion.py, ``axial=False``: the part
-along the limb is not found and the fit can run away along it, docs/recon.md; minutes
-per session, kept beside the NXtomo files as ``*_joined.h5``), as fitted and completed
-by the axial part the simulator's breath direction adds to it; beside the ground truth and the online volumes (two
-tomograms averaged, whole and gated), without registration (the simulated mouse lies
-still between sessions). Prints the breath found in each session.
+(recon/joined_scans.py) and reconstructed from the gate-open frames (40 %), from every
+frame as it is, and from every frame with the breath undone: the respiratory model
+(recon/respiratory_motion.py) fitted to both together across the axis (``axial=False``:
+the part along the limb is not found and a free fit can run away along it,
+docs/recon.md), as fitted and completed by the axial part that the simulator's breath
+direction adds to it. Beside them the ground truth and the online volumes (two tomograms
+averaged, whole and gated); no registration (the simulated mouse lies still between
+sessions). Prints the breath found in each session. The volumes take minutes per session
+and are kept beside the NXtomo files as ``*_joined.h5`` (delete them to fit again).
 """
 
 from __future__ import annotations
