@@ -17,7 +17,7 @@ For each session it runs the demo's pore segmentation (analysis/longitudinal.py)
 * the gate-open frames of both tomograms reconstructed together (recon/weights.py fills
   one tomogram's gaps with the other's projections and the opposite side's);
 * all frames of both tomograms with the breath undone: the respiratory motion model
-  (recon/respiratory_motion.py) fitted to both tomograms together, so that the first
+  (recon/respiratory_motion.py, recon/joined_scans.py) fitted to both tomograms together, so that the first
   round's reference (their gate-open frames) has no gaps; the breath found is printed
   against the one the simulator applied.
 
@@ -33,14 +33,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 from scipy import ndimage
 
 from nanoscope_daq.analysis.labels import Code
@@ -48,11 +45,8 @@ from nanoscope_daq.analysis.longitudinal import bone_and_pore_labels
 from nanoscope_daq.analysis.metrics import precision
 from nanoscope_daq.analysis.morphometry import MorphometrySettings, morphometry
 from nanoscope_daq.config import load_config
-from nanoscope_daq.recon.algorithms import FilterSpec, reconstruct
-from nanoscope_daq.recon.nxtomo_reader import NxTomoScan
-from nanoscope_daq.recon.offline import line_integrals
-from nanoscope_daq.recon.respiratory_motion import breath_numbers, estimate_respiratory_motion
-from nanoscope_daq.recon.self_calibration import binned, calibration_binning
+from nanoscope_daq.recon.algorithms import FilterSpec
+from nanoscope_daq.recon.joined_scans import all_frames_volume, fit_breathing, gate_open_volume, join_scans
 from nanoscope_daq.volume_files import read_provenance
 
 RESULTS = Path(__file__).parent / "results"
@@ -92,56 +86,6 @@ def session_files(directory: Path) -> dict[float, dict[str, list[Path]]]:
                 raise ValueError(f"{volume} is not a reconstruction of all frames")
         entry["volumes"].append(volume)
     return found
-
-
-@dataclass
-class Session:
-    """The line integrals of one session's tomograms joined: geometry over all their angles, each projection's
-    respiratory phase, gate and breath (numbered apart per tomogram)."""
-
-    line_integrals: np.ndarray
-    geometry: object
-    phase: np.ndarray
-    gate: np.ndarray
-    breath: np.ndarray
-
-
-def session_projections(files: list[Path], cor: float, recon_settings) -> Session:
-    """Every projection of the session's NXtomo ``files``, as line integrals at the axis ``cor``."""
-    stacks, angles, phases, gates, breaths = [], [], [], [], []
-    with tempfile.TemporaryDirectory() as folder:
-        for number, path in enumerate(files):
-            with NxTomoScan(path) as scan:
-                geometry = scan.geometry(None).with_cor(cor)
-                stacks.append(line_integrals(scan, geometry, recon_settings, None, Path(folder), "cpu"))
-                phase, gate = scan.respiration()
-            angles.append(geometry.angles_array)
-            phases.append(phase)
-            gates.append(gate)
-            breaths.append(breath_numbers(phase) + number * (phase.size + 1))
-    return Session(np.concatenate(stacks), geometry.with_angles(np.concatenate(angles)), np.concatenate(phases),
-                   np.concatenate(gates), np.concatenate(breaths))
-
-
-def gate_open_volume(session: Session, spec: FilterSpec) -> np.ndarray:
-    """The gate-open projections of the session reconstructed together (weights.py fills one tomogram's gaps with
-    the other's projections and the opposite side's)."""
-    still = session.gate > 0.5
-    geometry = session.geometry.with_angles(session.geometry.angles_array[still])
-    return reconstruct(torch.from_numpy(session.line_integrals[still]), geometry, algorithm="fdk", filter=spec).numpy()
-
-
-def breathing_corrected_volume(session: Session, spec: FilterSpec, recon_settings) -> tuple[np.ndarray, dict]:
-    """Every projection of the session reconstructed with the breath undone (respiratory_motion.py), estimated on
-    the projections binned as ``nanoscope recon --motion respiratory`` bins them; and the fitted breath."""
-    factor = calibration_binning(session.geometry, recon_settings)
-    data, small = binned(session.line_integrals, session.geometry, factor)
-    motion, breathing = estimate_respiratory_motion(data, small, session.phase, session.gate, session.breath,
-                                                    filter=spec, evaluations=recon_settings.calibration_evaluations)
-    volume = reconstruct(torch.from_numpy(session.line_integrals), session.geometry, algorithm="fdk", filter=spec,
-                         shifts_mm=torch.from_numpy(motion.shifts_mm).float()).numpy()
-    return volume, {**breathing.record(), "binning": factor, "seconds": round(motion.seconds, 1),
-                    "evaluations": motion.evaluations, "objective": [motion.objective_start, motion.objective]}
 
 
 def measure(name: str, volume: np.ndarray, truth: dict, settings: MorphometrySettings) -> dict:
@@ -194,9 +138,10 @@ def main() -> None:
         truth = {"voxel_um": voxel_um, "lacunae": lacunae, "core": core, "sharp": sharp, "scale": scale,
                  "porosity": measured.porosity, "count": measured.lacunae.count}
         spec = FilterSpec(config.recon.filter, config.recon.filter_cutoff, config.recon.pad_mode)
-        session = session_projections(files["nxs"], cor, config.recon)
+        session = join_scans(files["nxs"], cor, config.recon)
         gated = gate_open_volume(session, spec)
-        corrected, breath = breathing_corrected_volume(session, spec, config.recon)
+        shifts, breath = fit_breathing(session, spec, config.recon)
+        corrected = all_frames_volume(session, spec, shifts)
         physiology = config.sim.phantom
         truth_direction = np.array([physiology.respiration_direction_x, physiology.respiration_direction_y,
                                     physiology.respiration_direction_z])

@@ -102,7 +102,7 @@ class Breathing:
     """The model of the module docstring as a function of its variables: lab shifts (frames, 3) in mm."""
 
     def __init__(self, phase: np.ndarray, gate: np.ndarray, breath: np.ndarray, angles: torch.Tensor,
-                 knots: int) -> None:
+                 knots: int, axial: bool = True) -> None:
         self.rest = rest_phase(phase, gate)
         self.knots_phase = np.linspace(0.0, self.rest, knots + 2)
         position = np.clip(phase / self.rest, 0.0, 1.0) * (knots + 1)
@@ -111,16 +111,19 @@ class Breathing:
         self.breath = torch.from_numpy(np.unique(breath, return_inverse=True)[1].astype(np.int64))
         self.angles = angles.float()
         self.knots = knots
+        self.axes = 3 if axial else 2  # specimen x, y (and z along the axis)
         # the interior knots' displacements (mm), then each breath's depth less 1
-        self.variables = torch.zeros(3 * knots + int(self.breath.max()) + 1, dtype=torch.float64, requires_grad=True)
+        self.variables = torch.zeros(self.axes * knots + int(self.breath.max()) + 1, dtype=torch.float64,
+                                     requires_grad=True)
 
     @property
     def displacement(self) -> torch.Tensor:
-        return self.variables[:3 * self.knots].reshape(self.knots, 3)
+        found = self.variables[:self.axes * self.knots].reshape(self.knots, self.axes)
+        return found if self.axes == 3 else torch.cat([found, torch.zeros_like(found[:, :1])], dim=1)
 
     @property
     def depth(self) -> torch.Tensor:
-        return self.variables[3 * self.knots:]
+        return self.variables[self.axes * self.knots:]
 
     def specimen_mm(self) -> torch.Tensor:
         """Displacement of each frame (frames, 3) in the specimen's frame."""
@@ -174,7 +177,7 @@ class FrameWarp:
 def estimate_respiratory_motion(line_integrals: np.ndarray | torch.Tensor, geometry: Geometry, phase: np.ndarray,
                                 gate: np.ndarray, breath: np.ndarray | None = None, *,
                                 volume: VolumeGrid | None = None, filter: FilterSpec = RAM_LAK,
-                                knots: int = KNOTS, rounds: int = ROUNDS, evaluations: int = 50,
+                                knots: int = KNOTS, rounds: int = ROUNDS, evaluations: int = 50, axial: bool = True,
                                 smoothing_px: tuple[float, ...] = SMOOTHING_PX,
                                 device: torch.device | str = "cpu") -> tuple[MotionResult, BreathingModel]:
     """The breathing model of the module docstring fitted to the scan, and the lab shift of every projection.
@@ -183,7 +186,10 @@ def estimate_respiratory_motion(line_integrals: np.ndarray | torch.Tensor, geome
     ``respiratory_phase`` and ``gate``); ``breath``: which breath each frame is in (default:
     :func:`breath_numbers` of the phase; give it when the projections join several scans of the
     same specimen, whose gate-open frames then fill each other's gaps in angle); ``evaluations``:
-    most objective evaluations per stage of ``smoothing_px``. The result's objectives: the mean squared mismatch of the
+    most objective evaluations per stage of ``smoothing_px``; ``axial``: fit the displacement along
+    the rotation axis too (False: across it only, the part along it held at 0 -- for a specimen
+    nearly uniform along its axis, such as a limb, that part is barely seen and the fit can run
+    away along it; docs/recon.md). The result's objectives: the mean squared mismatch of the
     moving frames (finest blur, relative to their mean square) with no motion and with the
     fitted motion, against the last round's volume.
     """
@@ -197,7 +203,8 @@ def estimate_respiratory_motion(line_integrals: np.ndarray | torch.Tensor, geome
     projections = as_projections(line_integrals, geometry, device)
     volume = volume or geometry.default_volume()
     theta = angles_rad(geometry, device)
-    breathing = Breathing(phase, gate, breath_numbers(phase) if breath is None else np.asarray(breath), theta, knots)
+    breathing = Breathing(phase, gate, breath_numbers(phase) if breath is None else np.asarray(breath), theta, knots,
+                          axial)
     moving = torch.from_numpy(np.flatnonzero(phase < breathing.rest))
     still = torch.from_numpy(np.flatnonzero(gate > 0.5))
     warp = FrameWarp(geometry, device)
