@@ -17,7 +17,8 @@ Writes benchmarks/results/bench_cohort.json. With ``--cohort DIR --table DIR/stu
 runs nothing and prints part 4 only, for a cohort ``nanoscope analyze`` has analysed, as a Markdown table;
 with ``--cohort DIR --intervals OUT`` it first redoes only the intervals (registration and remodelling, two
 processes) from the tomogram results ``nanoscope analyze`` left next to the inputs, into OUT, and prints part 4
-of them (the tomogram measures as they were).
+of them (the tomogram measures as they were, but the grey-value porosity measured again from the stored volumes
+and labels).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from nanoscope_daq.analysis.study.batch import DaskExecutor, consecutive_pairs, 
 from nanoscope_daq.analysis.study.cluster import study_client
 from nanoscope_daq.analysis.study.cohort_table import observations, summarise
 from nanoscope_daq.analysis.study.sources import NXtomoFiles, Selection
-from nanoscope_daq.analysis.study.tasks import Layout, StudySettings, analyse_interval
+from nanoscope_daq.analysis.study.tasks import Layout, StudySettings, analyse_interval, grey_porosity
 from nanoscope_daq.cohort import CohortSpec, generate
 from nanoscope_daq.config import load_config
+from nanoscope_daq.volume_files import read_labels, read_volume
 
 RESULTS = Path(__file__).parent / "results" / "bench_cohort.json"
 
@@ -80,9 +82,12 @@ def analyse(records, out: Path, workers: int, host: str, settings: StudySettings
             "tomograms_per_minute": 60 * len(batch.tomograms) / wall, "batch": batch}
 
 
-TRUTH_KEYS = {"porosity": "days", "bfr_per_day": "intervals", "brr_per_day": "intervals",
-              "mar_periosteal_um_per_day": "intervals", "mar_endosteal_um_per_day": "intervals"}
-"""Measures whose truth cohort_truth.json holds, and where (per day or per interval)."""
+TRUTH_KEYS = {"porosity": ("days", "porosity"), "cortical_porosity": ("days", "porosity"),
+              "bfr_per_day": ("intervals", "bfr_per_day"), "brr_per_day": ("intervals", "brr_per_day"),
+              "mar_periosteal_um_per_day": ("intervals", "mar_periosteal_um_per_day"),
+              "mar_endosteal_um_per_day": ("intervals", "mar_endosteal_um_per_day")}
+"""Measures whose truth cohort_truth.json holds: where (per day or per interval) and under which key (both
+porosities, the pores the segmentation resolved and the grey values', against the box's true porosity)."""
 
 
 def truth_table(folder: Path, summary: dict) -> list[dict]:
@@ -91,10 +96,10 @@ def truth_table(folder: Path, summary: dict) -> list[dict]:
     truth = json.loads((folder / "cohort_truth.json").read_text())
     applied: dict[tuple, list[float]] = {}
     for mouse in truth["mice"]:
-        for measure, where in TRUTH_KEYS.items():
+        for measure, (where, key) in TRUTH_KEYS.items():
             for item in mouse[where]:
                 point = f"{item['day']:g}" if where == "days" else f"{item['from_day']:g}-{item['to_day']:g}"
-                applied.setdefault((measure, point, mouse["cohort"]), []).append(item[measure])
+                applied.setdefault((measure, point, mouse["cohort"]), []).append(item[key])
     reference = summary["reference"]
     measured = {(r["measure"], r["time_point"], r["cohort"]): r for r in summary["table"]}
     compared = {(c["measure"], c["time_point"], c["cohort"]): c for c in summary["comparisons"]}
@@ -133,7 +138,9 @@ def format_truth_table(rows: list[dict]) -> str:
 
 MARKDOWN_MEASURES = {"bfr_per_day": ("BFR (1/day)", 4), "brr_per_day": ("BRR (1/day)", 5),
                      "mar_periosteal_um_per_day": ("MAR periosteal (um/day)", 2),
-                     "mar_endosteal_um_per_day": ("MAR endosteal (um/day)", 2), "porosity": ("cortical porosity", 4)}
+                     "mar_endosteal_um_per_day": ("MAR endosteal (um/day)", 2),
+                     "porosity": ("porosity (pores resolved)", 4),
+                     "cortical_porosity": ("cortical porosity (grey values)", 4)}
 """Rows of the Markdown table, in order: label and decimals."""
 
 
@@ -155,12 +162,20 @@ def markdown_truth_table(rows: list[dict], reference: str) -> str:
     return "\n".join(lines)
 
 
+def remeasured(result: dict) -> dict:
+    """A stored tomogram result with its grey-value porosity measured again from its stored volume and labels."""
+    volume, labels = read_volume(result["outputs"]["volume"]).data, read_labels(result["outputs"]["labels"]).data
+    return {**result, "measures": {**result["measures"], "cortical_porosity": grey_porosity(volume, labels)}}
+
+
 def redo_intervals(folder: Path, out: Path, settings: StudySettings, reference: str) -> dict:
     """Every interval of the analysed cohort under ``folder`` recomputed from its stored tomogram results into
-    ``out``; the cohort table (cohort_table.summarise) of those tomograms and the new intervals, also written to
+    ``out`` (and each tomogram's grey-value porosity from its stored volume and labels: no reconstruction); the
+    cohort table (cohort_table.summarise) of those tomograms and the new intervals, also written to
     ``out``/cohort_table.json."""
     records = NXtomoFiles([folder]).tomograms(Selection())
-    stored = {record.path: json.loads(Layout().tomogram(record, "analysis.json").read_text()) for record in records}
+    stored = {record.path: remeasured(json.loads(Layout().tomogram(record, "analysis.json").read_text()))
+              for record in records}
     pairs = consecutive_pairs(records)
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         intervals = list(pool.map(analyse_interval, [stored[a.path] for a, _ in pairs],

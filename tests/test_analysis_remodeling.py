@@ -15,7 +15,7 @@ from nanoscope_daq.analysis.longitudinal import Session, bone_labels, remodeling
 from nanoscope_daq.analysis.registration import RigidTransform
 from nanoscope_daq.analysis.remodeling import remodeling
 from nanoscope_daq.analysis.study.sources import TomogramRecord
-from nanoscope_daq.analysis.study.tasks import Layout, StudySettings, analyse_interval, bone_and_pores
+from nanoscope_daq.analysis.study.tasks import Layout, StudySettings, analyse_interval, bone_and_pores, grey_porosity
 from nanoscope_daq.config import load_config
 from nanoscope_daq.physics.materials import MaterialId
 from nanoscope_daq.physics.presets import tiny_leg_config
@@ -211,3 +211,25 @@ def test_a_cavity_of_the_labels_grows_to_the_grey_values_half_level_and_no_furth
     assert resorbed.sum() < 0.9 * half_level.sum()
     assert np.array_equal(grown, resorbed | half_level)
     assert not grown[4:7, 20:23, 10:13].any()
+
+
+def test_the_porosity_of_a_cortex_with_pores_under_the_resolution_is_read_from_its_grey_values():
+    """A cortical ring holding ~4.5 % of pores 4 voxels wide, blurred and noisy: the segmentation resolves none of
+    them; the grey values read the porosity (the bone's level from the upper half of the porous shell's values:
+    its median would read the matrix low, and the porosity with it)."""
+    z, y, x = np.mgrid[:32, :96, :96]
+    r = np.hypot(y - 47.5, x - 47.5)
+    ring = (r > 14) & (r < 34)
+    rng = np.random.default_rng(3)
+    pores = np.zeros(r.shape, bool)
+    inside = np.argwhere(ring)
+    for c in inside[rng.choice(len(inside), 140, replace=False)]:
+        pores |= (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= 4.0
+    pores &= ring
+    volume = np.where(ring & ~pores, 7.0, np.where(r < 14, 0.5, 1.0)) + rng.normal(0, 1.0, r.shape)
+    volume = ndimage.gaussian_filter(volume, 1.0).astype(np.float32)  # the reconstruction's blur
+    labels = bone_and_pores(volume, 1.0)
+    true_porosity = (ring & pores).sum() / ring.sum()
+    assert 0.03 < true_porosity < 0.06
+    assert grey_porosity(volume, labels) == pytest.approx(true_porosity, rel=0.1)  # measured 0.0435 of 0.0449
+    assert np.count_nonzero(labels == Code.LCN) / np.count_nonzero(labels >= Code.BONE) < 0.1 * true_porosity

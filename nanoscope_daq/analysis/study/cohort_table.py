@@ -24,7 +24,7 @@ from scipy import stats
 from .tasks import INTERVAL_MEASURES, TOMOGRAM_MEASURES
 
 UNITS = {"bv_mm3": "mm^3", "tv_mm3": "mm^3", "bv_tv": "fraction", "ct_th_um": "um", "porosity": "fraction",
-         "lacunae_count": "count",
+         "cortical_porosity": "fraction", "lacunae_count": "count",
          "lacunae_density_per_mm3": "1/mm^3", "bfr_per_day": "1/day", "brr_per_day": "1/day",
          "mar_um_per_day": "um/day", "mar_periosteal_um_per_day": "um/day", "mar_endosteal_um_per_day": "um/day",
          "mrr_um_per_day": "um/day", "ms_bs": "fraction", "es_bs": "fraction"}

@@ -11,7 +11,9 @@ from .cohort_table import UNITS
 from .tasks import INTERVAL_MEASURES, TOMOGRAM_MEASURES
 
 TITLES = {"bv_mm3": "Bone volume", "tv_mm3": "Total volume", "bv_tv": "BV/TV", "ct_th_um": "Cortical thickness",
-          "porosity": "Cortical porosity", "lacunae_count": "Lacunae", "lacunae_density_per_mm3": "Lacuna density",
+          "porosity": "Porosity (pores resolved)",
+          "cortical_porosity": "Cortical porosity (grey values)", "lacunae_count": "Lacunae",
+          "lacunae_density_per_mm3": "Lacuna density",
           "bfr_per_day": "Bone formation rate", "brr_per_day": "Bone resorption rate",
           "mar_um_per_day": "Mineral apposition rate", "mar_periosteal_um_per_day": "MAR, periosteal",
           "mar_endosteal_um_per_day": "MAR, endosteal", "mrr_um_per_day": "Mineral resorption rate",

@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...recon.offline import find_axis, reconstruct_file
-from ...volume_files import VolumeWriter, read_provenance, read_volume, write_labels_slabs
+from ...volume_files import VolumeWriter, read_labels, read_provenance, read_volume, write_labels_slabs
 from ..labels import Code, bone_tissue
 from ..metrics import otsu_of_histogram
 from ..morphometry import FULL_26, find_lacunae, slice_compartments
@@ -55,6 +55,7 @@ from .tasks import (
     Layout,
     StudySettings,
     device_name,
+    grey_porosity,
     provenance,
     segmentation_method,
     tomogram_fingerprint,
@@ -280,6 +281,8 @@ def assemble_tomogram(job: ChunkJob, axis: dict[str, Any], reconstructed: Sequen
     measures = {"bv_mm3": float(tissue_mm3), "tv_mm3": float(tv_mm3),
                 "bv_tv": float(tissue_mm3 / tv_mm3) if tv_mm3 > 0 else float("nan"),
                 "ct_th_um": float(ct_th * voxel_um), "porosity": float(lcn_mm3 / tissue_mm3),
+                # the grey levels and the cortex in 3-D: the whole volume in this task (docs/analysis.md, "Limits")
+                "cortical_porosity": grey_porosity(read_volume(volume_path).data, read_labels(labels_path).data),
                 "lacunae_count": lacunae.count, "lacunae_density_per_mm3": lacunae.density_per_mm3}
     seconds = {"reconstruction": axis["seconds"] + sum(r["seconds"] for r in reconstructed),
                "segmentation": sum(r["seconds"] for r in (*histograms, *bones, *labelled)),

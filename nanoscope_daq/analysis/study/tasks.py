@@ -36,7 +36,8 @@ from ... import __version__
 from ...config import Config, ReconConfig
 from ...recon.offline import reconstruct_file
 from ...volume_files import Volume, read_labels, read_volume, write_labels
-from ..labels import Code
+from ..apposition import NoGreyLevels, cortical_porosity
+from ..labels import Code, bone_tissue
 from ..longitudinal import bone_labels
 from ..morphometry import Morphometry, MorphometrySettings, compartments, morphometry
 from ..remodeling import Remodeling, remodeling
@@ -44,12 +45,12 @@ from .gating import gated_view
 from .results import atomic_path, done_result, file_fingerprint, write_result
 from .sources import TomogramRecord
 
-RESULT_FORMAT = 1
-"""Bumped when a result's content changes meaning: older results are then redone."""
+RESULT_FORMAT = 2
+"""Bumped when a result's content changes meaning: older results are then redone (2: cortical_porosity)."""
 INTERVAL_FORMAT = 3
 """The same for interval results alone (2: formed volumes from the grey values, no longer from the labels;
 3: resorption cavities grown to the grey values' half level)."""
-TOMOGRAM_MEASURES = ("bv_mm3", "tv_mm3", "bv_tv", "ct_th_um", "porosity", "lacunae_count",
+TOMOGRAM_MEASURES = ("bv_mm3", "tv_mm3", "bv_tv", "ct_th_um", "porosity", "cortical_porosity", "lacunae_count",
                      "lacunae_density_per_mm3")
 INTERVAL_MEASURES = ("bfr_per_day", "brr_per_day", "mar_um_per_day", "mar_periosteal_um_per_day",
                      "mar_endosteal_um_per_day", "mrr_um_per_day", "ms_bs", "es_bs")
@@ -146,11 +147,24 @@ def segmentation_method(sigma_voxels: float) -> str:
             "LCN/pore")
 
 
-def tomogram_measures(measured: Morphometry) -> dict[str, Any]:
-    """The study's measures (TOMOGRAM_MEASURES) of a tomogram's morphometry."""
+def tomogram_measures(measured: Morphometry, cortical: float) -> dict[str, Any]:
+    """The study's measures (TOMOGRAM_MEASURES) of a tomogram's morphometry and its ``cortical`` porosity (from
+    the grey values: grey_porosity)."""
     return {"bv_mm3": measured.bv_mm3, "tv_mm3": measured.tv_mm3, "bv_tv": measured.bv_tv,
-            "ct_th_um": measured.ct_th_um, "porosity": measured.porosity, "lacunae_count": measured.lacunae.count,
-            "lacunae_density_per_mm3": measured.lacunae.density_per_mm3}
+            "ct_th_um": measured.ct_th_um, "porosity": measured.porosity, "cortical_porosity": cortical,
+            "lacunae_count": measured.lacunae.count, "lacunae_density_per_mm3": measured.lacunae.density_per_mm3}
+
+
+def grey_porosity(volume: np.ndarray, labels: np.ndarray) -> float:
+    """The cortex's porosity from the grey values of ``volume`` (apposition.cortical_porosity: every pore by its
+    volume, where ``porosity`` counts the pores the segmentation resolved), NaN where they cannot be read."""
+    tissue = bone_tissue(labels)
+    solid = tissue | compartments(tissue)[0]
+    cortex, marrow, envelope = compartments(solid)
+    try:
+        return cortical_porosity(volume, solid, cortex, envelope, marrow)
+    except NoGreyLevels:
+        return float("nan")
 
 
 def tomogram_result(record: TomogramRecord, fingerprint: dict[str, Any], voxel_size_um: float,
@@ -189,7 +203,8 @@ def analyse_tomogram(record: TomogramRecord, layout: Layout, settings: StudySett
             "method": segmentation_method(settings.bone_filter_sigma_voxels), "raw_run_uid": record.raw_run_uid}))
     seconds["segmentation"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    measures = tomogram_measures(morphometry(labels, volume.voxel_size_um, settings.morphometry))
+    measures = tomogram_measures(morphometry(labels, volume.voxel_size_um, settings.morphometry),
+                                 grey_porosity(volume.data, labels))
     seconds["morphometry"] = time.perf_counter() - tick
     result = tomogram_result(record, fingerprint, volume.voxel_size_um, gating, volume_path, labels_path, measures,
                              provenance(started, seconds, device))
