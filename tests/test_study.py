@@ -120,8 +120,13 @@ def test_distributed_results_equal_the_serial_path(cohort, analysed, tmp_path):
     serial = run_batch(SerialExecutor(), records, Layout(tmp_path), settings(), progress=False)
     assert serial.count("ran") == 3 and serial.count("failed") == 0
     for record in records:
-        stored = json.loads(Layout(analysed).tomogram(record, "analysis.json").read_text())
-        assert stored["measures"] == serial.tomograms[record.key]["measures"], record.key
+        stored = json.loads(Layout(analysed).tomogram(record, "analysis.json").read_text())["measures"]
+        measured = serial.tomograms[record.key]["measures"]
+        # The grey values' porosity is continuous in the volume's values; a clean-clone run found 0.0116454 on the
+        # worker against 0.0116466 here, with its bone level's root then found to 8e-6 (now to 1e-12). The
+        # thresholded measures are equal to the last bit.
+        assert stored.pop("cortical_porosity") == pytest.approx(measured.pop("cortical_porosity"), abs=1e-5)
+        assert stored == measured, record.key
     # The intervals' formed volumes come from grey values after a registration by iterative optimisation: a
     # dask worker (one thread, BLAS included) and this process (BLAS on both cores) agree to ~1e-5 of a rate,
     # not to the last bit (a clean-clone run found 1.30447 against 1.30446 um/day).

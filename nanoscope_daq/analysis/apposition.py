@@ -107,7 +107,8 @@ def matrix_level(values: np.ndarray) -> float:
         return float(low)
     if excess_shape(high) >= 0:  # no noise to speak of above the median: its top
         return float(high)
-    return float(optimize.brentq(excess_shape, low, high, xtol=1e-6 * (abs(high) + 1.0)))
+    # to the last bits: a looser root would move with the data's last bits by its whole tolerance
+    return float(optimize.brentq(excess_shape, low, high, xtol=1e-12 * (abs(high) + 1.0)))
 
 
 def cortical_porosity(volume: np.ndarray, solid: np.ndarray, cortex: np.ndarray, envelope: np.ndarray,
