@@ -168,6 +168,19 @@ def test_an_abort_mid_fly_turns_the_beam_off_before_keeping_the_frames(xrm, conf
     assert "close_run" not in [m.command for m in after]  # the RunEngine closes an aborted run itself
 
 
+def test_an_abort_among_the_flats_moves_the_specimen_back_into_the_field(xrm, config):
+    """Else the next scan would read the specimen's place out of the field as its home, and image no specimen."""
+    def shutter_opened_for_flats(msg: Msg) -> bool:
+        return msg.command == "set" and msg.obj.name == "xrm_source_shutter" and msg.args == ("open",)
+
+    sent = messages(fly_tomo(xrm, projections=90, exposure_s=0.004, flats_when="before", config=config),
+                    throw_at=shutter_opened_for_flats)
+    thrown = next(i for i, m in enumerate(sent) if shutter_opened_for_flats(m))
+    moves = [a[1:] for a in actions(sent) if a[0] == "set" and a[1] == "xrm_sx"]
+    assert moves == [("xrm_sx", config.scan.flats_offset_mm), ("xrm_sx", 0.0)]
+    assert [a for a in actions(sent[thrown + 1:]) if a[0] == "set"][0][1:] == ("xrm_sx", 0.0)
+
+
 @pytest.mark.parametrize("kwargs, parameter", [
     (dict(projections=0), "projections"),
     (dict(projections=90, exposure_s=-1.0), "exposure_s"),

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 
 import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
 from bluesky.utils import MsgGenerator
 from ophyd.status import StatusBase
 
@@ -96,19 +97,27 @@ def take_flats(
     offset_mm: float,
     meter: DoseMeter | None = None,
 ) -> MsgGenerator[None]:
-    """``frames`` flats into the ``flats`` stream: specimen moved out along ``axis``, then back, shutter closed."""
+    """``frames`` flats into the ``flats`` stream: specimen moved out along ``axis``, shutter open, frames, shutter
+    closed, specimen back -- also when the scan fails or is aborted among the flats, so that the next scan does not
+    take the specimen's place out of the field for its home."""
     if frames <= 0:
         return
     motor = getattr(xrm, axis)
     home = yield from bps.rd(motor)
     if meter is not None:
         meter.sample_in_beam(False)
-    yield from bps.mv(motor, home + offset_mm)
-    yield from shutter(xrm, "open")
-    camera.capture.select("flats")
-    yield from acquire(camera, frames, exposure_s)
-    yield from shutter(xrm, "close")
-    yield from bps.mv(motor, home)
-    if meter is not None:
-        meter.sample_in_beam(True)
+
+    def out_of_the_field() -> MsgGenerator[None]:
+        yield from bps.mv(motor, home + offset_mm)
+        yield from shutter(xrm, "open")
+        camera.capture.select("flats")
+        yield from acquire(camera, frames, exposure_s)
+        yield from shutter(xrm, "close")
+
+    def back_in_the_field() -> MsgGenerator[None]:
+        yield from bps.mv(motor, home)
+        if meter is not None:
+            meter.sample_in_beam(True)
+
+    yield from bpp.finalize_wrapper(out_of_the_field(), back_in_the_field())
     yield from announce(camera)
